@@ -1,0 +1,52 @@
+# The interface: `make demo`, `make test`, `make bench`. Each installs what it needs, idempotently.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := .cache
+CLAUDE_SDK_VERSION := 0.2.187
+CLAUDE_BIN := $(CACHE)/claude-cli-$(CLAUDE_SDK_VERSION)/claude_agent_sdk/_bundled/claude
+PM2_BIN := tests/tools/node_modules/.bin/pm2
+VENV_STAMP := $(VENV)/.stamp-deps
+
+export HEALBOT_CLAUDE_BIN := $(abspath $(CLAUDE_BIN))
+export HEALBOT_PM2_BIN := $(abspath $(PM2_BIN))
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test bench lint typecheck install tools clean
+
+install: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(CLAUDE_BIN):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target $(CACHE)/claude-cli-$(CLAUDE_SDK_VERSION) claude-agent-sdk==$(CLAUDE_SDK_VERSION)
+	test -x $@
+
+$(PM2_BIN): tests/tools/package.json tests/tools/package-lock.json
+	cd tests/tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(CLAUDE_BIN) $(PM2_BIN)
+
+demo: $(VENV_STAMP) $(CLAUDE_BIN)
+	$(BIN)/healbot demo --yes $(DEMO_ARGS)
+
+lint: $(VENV_STAMP)
+	$(BIN)/ruff check bot healers tests
+	$(BIN)/ruff format --check bot healers tests
+
+typecheck: $(VENV_STAMP)
+	$(BIN)/mypy
+
+test: $(VENV_STAMP) tools lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV_STAMP) tools
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(CACHE) tests/tools/node_modules

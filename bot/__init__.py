@@ -1,0 +1,1 @@
+"""healbot: the daemon; observe, group, decide, talk."""

@@ -1,0 +1,348 @@
+"""Load and validate `healbot.toml`. Unknown, missing or mistyped keys are errors naming key and file.
+
+Secrets never live in the file: they come from the environment (HEALBOT_TELEGRAM_TOKEN, ANTHROPIC_API_KEY).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.errors import ConfigError
+
+T = TypeVar("T")
+
+MANAGER_TYPES = ("command", "supervisord", "pm2", "systemd", "docker")
+RUNNER_TYPES = ("cli", "messages_api")
+CHANNEL_TYPES = ("console", "telegram")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeConfig:
+    runner: str = "cli"
+    binary: str = "claude"
+    model: str | None = None
+    max_turns: int = 8
+    max_budget_usd: float = 1.0
+    timeout_s: float = 600.0  # wall clock per run
+    idle_timeout_s: float = 120.0  # no stdout for this long = hung
+    max_concurrent: int = 1
+    base_url: str | None = None  # messages_api, or a gateway for the CLI
+    # Variables copied from the bot's environment into Claude's (the environment is otherwise built
+    # from scratch). Only names, never values, live in the file.
+    pass_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalConfig:
+    channel: str = "console"
+    expiry_s: float = 3600.0
+    reminder_before_s: float = 600.0
+    approvers: tuple[str, ...] = ()  # telegram user ids, as strings
+    chats: tuple[str, ...] = ()
+    second_approver_for_high_risk: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    http_url: str | None = None
+    http_timeout_s: float = 5.0
+    tcp_port: int | None = None
+    tcp_host: str = "127.0.0.1"
+    process: bool = True
+    window_s: float = 30.0  # how long errors are counted before and after a change
+    settle_s: float = 3.0  # a restarted service must stay up this long
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    name: str
+    repo: Path
+    logs: tuple[Path, ...]
+    manager_type: str
+    manager_options: Mapping[str, object]
+    health: HealthConfig
+    allowed_paths: tuple[str, ...] = ()
+    check_command: tuple[str, ...] = ()
+    check_timeout_s: float = 300.0
+    runbooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HealbotConfig:
+    path: Path
+    state_dir: Path
+    poll_interval_s: float
+    diagnose_every_s: float  # a fingerprint is diagnosed at most once per this while open
+    max_samples: int
+    claude: ClaudeConfig
+    approval: ApprovalConfig
+    services: Mapping[str, ServiceConfig]
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "healbot.db"
+
+
+# --- a small typed reader over one TOML table -------------------------------------------------------
+
+
+class _Table:
+    """Reads keys from one TOML table, recording which were used so leftovers can be reported."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, path: str) -> None:
+        self.data = data
+        self.where = where
+        self.path = path
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=self.path, key=self._key(key))
+
+    def get(
+        self, key: str, kind: type[T] | tuple[type, ...], default: T | None = None, *, required: bool = False
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise self.error(key, "is required but missing")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(key, f"must be {_kind_name(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.error(key, f"must be {_kind_name(kinds)}, not {type(value).__name__} {value!r}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value: float = self.get(key, float, default)
+        if value <= 0:
+            raise self.error(key, f"must be greater than 0, not {value}")
+        return value
+
+    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(key, list, None)
+        if value is None:
+            return default
+        for item in value:
+            if not isinstance(item, str):
+                raise self.error(key, f"must be a list of strings; {item!r} is not a string")
+        return tuple(value)
+
+    def argv(self, key: str) -> tuple[str, ...]:
+        argv = self.str_list(key)
+        if key in self.data and not argv:
+            raise self.error(key, 'must be a non-empty argv list, e.g. ["pytest", "-q"]')
+        return argv
+
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        value = self.get(key, dict, None, required=required)
+        return _Table(value or {}, self._key(key), self.path)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self.used))})")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], *, check_repos: bool = True) -> HealbotConfig:
+    """Parse and validate; raise ConfigError naming the file and the key on the first problem."""
+    cfg_path = Path(path)
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=str(cfg_path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot be read: {exc}", path=str(cfg_path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", path=str(cfg_path)) from None
+    return parse_config(raw, cfg_path, check_repos=check_repos)
+
+
+def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = True) -> HealbotConfig:
+    root = _Table(raw, "", str(cfg_path))
+    base = cfg_path.parent
+
+    general = root.table("healbot")
+    state_dir = _resolve(base, general.get("state_dir", str, "state"))
+    poll_interval_s = general.positive("poll_interval_s", 1.0)
+    diagnose_every_s = general.positive("diagnose_every_s", 3600.0)
+    max_samples = int(general.positive("max_samples", 5))
+    general.finish()
+
+    claude = _claude(root.table("claude"))
+    approval = _approval(root.table("approval"))
+
+    services_table = root.table("services", required=True)
+    if not services_table.data:
+        raise services_table.error("", "must define at least one service, e.g. [services.web]")
+    services: dict[str, ServiceConfig] = {}
+    for name in services_table.data:
+        services[name] = _service(name, services_table.table(name), base, check_repos=check_repos)
+    services_table.finish()
+    root.finish()
+
+    return HealbotConfig(
+        path=cfg_path,
+        state_dir=state_dir,
+        poll_interval_s=poll_interval_s,
+        diagnose_every_s=diagnose_every_s,
+        max_samples=max_samples,
+        claude=claude,
+        approval=approval,
+        services=services,
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _claude(t: _Table) -> ClaudeConfig:
+    runner = t.get("runner", str, "cli")
+    if runner not in RUNNER_TYPES:
+        raise t.error("runner", f"must be one of {', '.join(RUNNER_TYPES)}, not {runner!r}")
+    max_turns = t.get("max_turns", int, 8)
+    if max_turns < 1:
+        raise t.error("max_turns", "must be at least 1")
+    max_concurrent = t.get("max_concurrent", int, 1)
+    if max_concurrent < 1:
+        raise t.error("max_concurrent", "must be at least 1")
+    for key in ("api_key", "token", "anthropic_api_key"):
+        if key in t.data:
+            raise t.error(
+                key, "secrets must not be in the config file; set ANTHROPIC_API_KEY in the environment"
+            )
+    cfg = ClaudeConfig(
+        runner=runner,
+        binary=t.get("binary", str, "claude"),
+        model=t.get("model", str, None),
+        max_turns=max_turns,
+        max_budget_usd=t.positive("max_budget_usd", 1.0),
+        timeout_s=t.positive("timeout_s", 600.0),
+        idle_timeout_s=t.positive("idle_timeout_s", 120.0),
+        max_concurrent=max_concurrent,
+        base_url=t.get("base_url", str, None),
+        pass_env=t.str_list("pass_env"),
+    )
+    t.finish()
+    return cfg
+
+
+def _approval(t: _Table) -> ApprovalConfig:
+    channel = t.get("channel", str, "console")
+    if channel not in CHANNEL_TYPES:
+        raise t.error("channel", f"must be one of {', '.join(CHANNEL_TYPES)}, not {channel!r}")
+    for key in ("token", "bot_token", "telegram_token"):
+        if key in t.data:
+            raise t.error(
+                key, "secrets must not be in the config file; set HEALBOT_TELEGRAM_TOKEN in the environment"
+            )
+    expiry_s = t.positive("expiry_minutes", 60.0) * 60.0
+    reminder_s = t.positive("reminder_minutes_before", 10.0) * 60.0
+    if reminder_s >= expiry_s:
+        raise t.error("reminder_minutes_before", "must be shorter than expiry_minutes")
+    approvers = tuple(str(v) for v in _int_or_str_list(t, "approvers"))
+    chats = tuple(str(v) for v in _int_or_str_list(t, "chats"))
+    if channel == "telegram" and not approvers:
+        raise t.error("approvers", "is required for the telegram channel: the user ids allowed to act")
+    cfg = ApprovalConfig(
+        channel=channel,
+        expiry_s=expiry_s,
+        reminder_before_s=reminder_s,
+        approvers=approvers,
+        chats=chats,
+        second_approver_for_high_risk=t.get("second_approver_for_high_risk", bool, False),
+    )
+    t.finish()
+    return cfg
+
+
+def _int_or_str_list(t: _Table, key: str) -> list[int | str]:
+    value = t.get(key, list, [])
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise t.error(key, f"must be a list of ids; {item!r} is not an id")
+    return list(value)
+
+
+def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceConfig:
+    repo = _resolve(base, t.get("repo", str, required=True))
+    if check_repos:
+        if not repo.is_dir():
+            raise t.error("repo", f"{repo} is not a directory")
+        if not (repo / ".git").exists():
+            raise t.error("repo", f"{repo} is not a git repository (no .git); run `git init` there first")
+    logs = tuple(_resolve(base, p) for p in t.str_list("logs"))
+
+    manager = t.table("manager", required=True)
+    manager_type = manager.get("type", str, required=True)
+    if manager_type not in MANAGER_TYPES:
+        raise manager.error("type", f"must be one of {', '.join(MANAGER_TYPES)}, not {manager_type!r}")
+    manager_options = {k: v for k, v in manager.data.items() if k != "type"}
+
+    h = t.table("health")
+    health = HealthConfig(
+        http_url=h.get("http_url", str, None),
+        http_timeout_s=h.positive("http_timeout_s", 5.0),
+        tcp_port=h.get("tcp_port", int, None),
+        tcp_host=h.get("tcp_host", str, "127.0.0.1"),
+        process=h.get("process", bool, True),
+        window_s=h.positive("window_s", 30.0),
+        settle_s=h.positive("settle_s", 3.0),
+    )
+    if health.http_url is not None and not health.http_url.startswith(("http://", "https://")):
+        raise h.error("http_url", f"must start with http:// or https://, not {health.http_url!r}")
+    if health.tcp_port is not None and not 0 < health.tcp_port < 65536:
+        raise h.error("tcp_port", f"must be a port number, not {health.tcp_port}")
+    h.finish()
+
+    runbooks_table = t.table("runbooks")
+    runbooks = {rb: runbooks_table.argv(rb) for rb in list(runbooks_table.data)}
+    runbooks_table.finish()
+
+    allowed_paths = t.str_list("allowed_paths")
+    for pattern in allowed_paths:
+        if pattern.startswith("/") or ".." in Path(pattern).parts:
+            raise t.error("allowed_paths", f"{pattern!r} must be relative to the repo and stay inside it")
+
+    cfg = ServiceConfig(
+        name=name,
+        repo=repo,
+        logs=logs,
+        manager_type=manager_type,
+        manager_options=manager_options,
+        health=health,
+        allowed_paths=allowed_paths,
+        check_command=t.argv("check_command"),
+        check_timeout_s=t.positive("check_timeout_s", 300.0),
+        runbooks=runbooks,
+    )
+    t.finish()
+    return cfg

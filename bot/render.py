@@ -1,0 +1,51 @@
+"""Plain-text views of incidents, proposals and candidates for the terminal (and the basis for cards)."""
+
+from __future__ import annotations
+
+import time
+
+from bot.models import Candidate, Incident, Proposal
+
+
+def when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def incident_header(incident: Incident) -> str:
+    return (
+        f"incident #{incident.id} [{incident.service}] {incident.title}\n"
+        f"  fingerprint {incident.fingerprint} · seen {incident.count}× · "
+        f"first {when(incident.first_seen)} · last {when(incident.last_seen)}"
+    )
+
+
+def sample_block(incident: Incident, max_lines: int = 12) -> str:
+    if not incident.samples:
+        return ""
+    lines = incident.samples[0].splitlines()
+    shown = lines[-max_lines:]
+    more = f"  … {len(lines) - len(shown)} earlier lines\n" if len(lines) > len(shown) else ""
+    return more + "\n".join(f"  | {line}" for line in shown)
+
+
+def candidate_line(candidate: Candidate) -> str:
+    fix = candidate.fix
+    stats = candidate.stats
+    change = f"{stats.files} file(s) +{stats.added} -{stats.removed}" if candidate.diff else fix.kind.value
+    check = {True: " · check passed", False: " · check FAILED", None: ""}[candidate.check_passed]
+    return f"#{fix.rank} [{fix.risk.value} risk] {fix.title} ({change}{check})"
+
+
+def proposal_text(incident: Incident, proposal: Proposal, *, with_diffs: bool = True) -> str:
+    parts = [incident_header(incident), sample_block(incident)]
+    if proposal.summary:
+        parts.append(f"diagnosis: {proposal.summary}")
+    parts.append(f"base commit {proposal.base_commit[:12]} · expires {when(proposal.expires_at)}")
+    for candidate in proposal.candidates:
+        parts.append(candidate_line(candidate))
+        parts.append(f"   why: {candidate.fix.rationale}")
+        if with_diffs and candidate.diff:
+            parts.append("\n".join(f"   {line}" for line in candidate.diff.rstrip("\n").splitlines()))
+        if candidate.fix.runbook:
+            parts.append(f"   runs the configured runbook {candidate.fix.runbook!r}")
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,1 @@
+"""healers: everything that changes the host."""
