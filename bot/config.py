@@ -45,6 +45,7 @@ class ApprovalConfig:
     approvers: tuple[str, ...] = ()  # telegram user ids, as strings
     chats: tuple[str, ...] = ()
     second_approver_for_high_risk: bool = False
+    telegram_base_url: str | None = None  # a Bot API server other than Telegram's (a local one, tests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +273,8 @@ def _approval(t: _Table) -> ApprovalConfig:
     chats = tuple(str(v) for v in _int_or_str_list(t, "chats"))
     if channel == "telegram" and not approvers:
         raise t.error("approvers", "is required for the telegram channel: the user ids allowed to act")
+    if channel == "telegram" and not chats:
+        raise t.error("chats", "is required for the telegram channel: the chat ids healbot talks in")
     cfg = ApprovalConfig(
         channel=channel,
         expiry_s=expiry_s,
@@ -279,6 +282,7 @@ def _approval(t: _Table) -> ApprovalConfig:
         approvers=approvers,
         chats=chats,
         second_approver_for_high_risk=t.get("second_approver_for_high_risk", bool, False),
+        telegram_base_url=t.get("telegram_base_url", str, None),
     )
     t.finish()
     return cfg

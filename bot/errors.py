@@ -26,6 +26,11 @@ HealbotError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.models import RunStats
+
 
 class HealbotError(Exception):
     """Base of every error healbot raises on purpose."""
@@ -54,7 +59,9 @@ class SourceError(HealbotError):
 
 
 class RunnerError(HealbotError):
-    pass
+    """`stats` holds the run's telemetry when the CLI reported it before failing."""
+
+    stats: RunStats | None = None
 
 
 class RunnerNotFound(RunnerError):
@@ -86,7 +93,7 @@ class RunnerOutputError(RunnerError):
 
 
 class DiagnosisError(HealbotError):
-    pass
+    stats: RunStats | None = None
 
 
 class HealerError(HealbotError):

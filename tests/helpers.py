@@ -12,7 +12,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_until(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Poll `condition` until it returns a truthy value; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

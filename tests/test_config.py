@@ -62,20 +62,62 @@ def test_a_good_config_loads_with_explicit_defaults(tmp_path: Path, repo: Path) 
 @pytest.mark.parametrize(
     ("edit", "key", "words"),
     [
-        (lambda t: t.replace("max_turns = 4", "max_turns = 4\nmax_turn = 3"), "claude.max_turn", "unknown key"),
-        (lambda t: t.replace("max_turns = 4", 'max_turns = "four"'), "claude.max_turns", "must be an integer"),
-        (lambda t: t.replace("expiry_minutes = 30", "expiry_minutes = 0"), "approval.expiry_minutes", "greater than 0"),
-        (lambda t: t.replace('type = "supervisord"', 'type = "upstart"'), "services.web.manager.type", "must be one of"),
+        (
+            lambda t: t.replace("max_turns = 4", "max_turns = 4\nmax_turn = 3"),
+            "claude.max_turn",
+            "unknown key",
+        ),
+        (
+            lambda t: t.replace("max_turns = 4", 'max_turns = "four"'),
+            "claude.max_turns",
+            "must be an integer",
+        ),
+        (
+            lambda t: t.replace("expiry_minutes = 30", "expiry_minutes = 0"),
+            "approval.expiry_minutes",
+            "greater than 0",
+        ),
+        (
+            lambda t: t.replace('type = "supervisord"', 'type = "upstart"'),
+            "services.web.manager.type",
+            "must be one of",
+        ),
         (lambda t: t.replace('type = "supervisord"\n', ""), "services.web.manager.type", "required"),
-        (lambda t: t.replace('logs = ["web.log"]', 'logs = "web.log"'), "services.web.logs", "must be a list"),
-        (lambda t: t.replace('check_command = ["python", "-m", "pytest"]', "check_command = []"), "services.web.check_command", "non-empty"),
-        (lambda t: t.replace("[claude]", '[claude]\napi_key = "sk-ant-xyz"'), "claude.api_key", "secrets must not be in the config"),
-        (lambda t: t.replace('http_url = "http://127.0.0.1:8080/health"', 'http_url = "127.0.0.1"'), "services.web.health.http_url", "http://"),
-        (lambda t: t.replace("[services.web]", "[services.web]\nallowed_paths = [\"../etc\"]"), "services.web.allowed_paths", "inside"),
-        (lambda t: t.replace("[approval]", '[approval]\nchannel = "telegram"'), "approval.approvers", "required"),
+        (
+            lambda t: t.replace('logs = ["web.log"]', 'logs = "web.log"'),
+            "services.web.logs",
+            "must be a list",
+        ),
+        (
+            lambda t: t.replace('check_command = ["python", "-m", "pytest"]', "check_command = []"),
+            "services.web.check_command",
+            "non-empty",
+        ),
+        (
+            lambda t: t.replace("[claude]", '[claude]\napi_key = "sk-ant-xyz"'),
+            "claude.api_key",
+            "secrets must not be in the config",
+        ),
+        (
+            lambda t: t.replace('http_url = "http://127.0.0.1:8080/health"', 'http_url = "127.0.0.1"'),
+            "services.web.health.http_url",
+            "http://",
+        ),
+        (
+            lambda t: t.replace("[services.web]", '[services.web]\nallowed_paths = ["../etc"]'),
+            "services.web.allowed_paths",
+            "inside",
+        ),
+        (
+            lambda t: t.replace("[approval]", '[approval]\nchannel = "telegram"'),
+            "approval.approvers",
+            "required",
+        ),
     ],
 )
-def test_bad_config_names_the_key_and_the_file(tmp_path: Path, repo: Path, edit, key: str, words: str) -> None:
+def test_bad_config_names_the_key_and_the_file(
+    tmp_path: Path, repo: Path, edit, key: str, words: str
+) -> None:
     path = write(tmp_path, edit(GOOD.format(repo=repo)))
     with pytest.raises(ConfigError) as err:
         load_config(path)
@@ -94,7 +136,7 @@ def test_missing_services_table_is_an_error(tmp_path: Path) -> None:
 def test_repo_that_is_not_a_git_repo_is_refused(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    with pytest.raises(ConfigError, match="services.web.repo: .* is not a git repository"):
+    with pytest.raises(ConfigError, match=r"services\.web\.repo: .* is not a git repository"):
         load_config(write(tmp_path, GOOD.format(repo=plain)))
 
 

@@ -102,18 +102,34 @@ def test_ingest_is_one_transaction(store: Store) -> None:
 def test_proposal_decided_once_and_audited(store: Store) -> None:
     [ing] = store.ingest("file:a", "c", [Observation(fp(), "s", 1.0)], max_samples=3, at=1.0)
     store.begin_diagnosis(ing.incident.id, at=2.0)
-    store.record_diagnosis(ing.incident.id, RunStats("claude-cli", 1.5, 0.01, 2, "sess"), summary="sum", at=3.0)
+    store.record_diagnosis(
+        ing.incident.id, RunStats("claude-cli", 1.5, 0.01, 2, "sess"), summary="sum", at=3.0
+    )
     proposal = store.create_proposal(
-        ing.incident.id, base_commit="b" * 40, candidates=[candidate()], summary="sum", at=4.0, expires_at=100.0
+        ing.incident.id,
+        base_commit="b" * 40,
+        candidates=[candidate()],
+        summary="sum",
+        at=4.0,
+        expires_at=100.0,
     )
     assert store.incident(ing.incident.id).state is IncidentState.AWAITING_APPROVAL
     loaded = store.proposal_by_token(proposal.token)
     assert loaded == proposal
     assert loaded.candidates[0].fix.edits == (Edit("app.py", "a[k]", "a.get(k)"),)
     decision = Decision(proposal.token, "alice", DecisionAction.APPROVE, 1)
-    assert store.close_proposal(proposal, ProposalStatus.APPROVED, decision, incident_state=IncidentState.APPLYING, message="ok", at=5.0)
+    assert store.close_proposal(
+        proposal,
+        ProposalStatus.APPROVED,
+        decision,
+        incident_state=IncidentState.APPLYING,
+        message="ok",
+        at=5.0,
+    )
     second = Decision(proposal.token, "bob", DecisionAction.APPROVE, 1)
-    assert not store.close_proposal(proposal, ProposalStatus.APPROVED, second, incident_state=IncidentState.APPLYING, message="ok", at=6.0)
+    assert not store.close_proposal(
+        proposal, ProposalStatus.APPROVED, second, incident_state=IncidentState.APPLYING, message="ok", at=6.0
+    )
     assert store.decider(proposal.id) == ("alice", "approve")
     events = [e.event for e in store.audit_log(incident_id=ing.incident.id)]
     assert events[0] == "incident_opened"
@@ -123,11 +139,15 @@ def test_proposal_decided_once_and_audited(store: Store) -> None:
 
 def test_change_lifecycle_and_outcome(store: Store) -> None:
     [ing] = store.ingest("file:a", "c", [Observation(fp(), "s", 1.0)], max_samples=3, at=1.0)
-    proposal = store.create_proposal(ing.incident.id, base_commit="b" * 40, candidates=[candidate()], summary="", at=2.0, expires_at=9.0)
+    proposal = store.create_proposal(
+        ing.incident.id, base_commit="b" * 40, candidates=[candidate()], summary="", at=2.0, expires_at=9.0
+    )
     change = store.create_change(proposal, proposal.candidates[0], service="web", approved_by="alice", at=3.0)
     assert change.status is ChangeStatus.APPLYING
     assert store.change_digest(change.id) == "d" * 64
-    change = store.update_change(change.id, ChangeStatus.COMMITTED, at=4.0, commit="c" * 40, incident_state=IncidentState.VERIFYING)
+    change = store.update_change(
+        change.id, ChangeStatus.COMMITTED, at=4.0, commit="c" * 40, incident_state=IncidentState.VERIFYING
+    )
     assert change.commit == "c" * 40
     before = HealthSnapshot(4.0, True, 200, 3.0, None, 5, (("abc123", 5),), 30.0)
     after = HealthSnapshot(40.0, True, 200, 2.0, None, 0, (), 30.0)
@@ -153,3 +173,17 @@ def test_settings_round_trip(store: Store) -> None:
     assert store.get_setting("paused_until") == "123.0"
     store.set_setting("paused_until", None, actor="alice", at=2.0)
     assert store.get_setting("paused_until") is None
+
+
+def test_outbox_is_idempotent_per_chat_and_key(store: Store) -> None:
+    first = store.outbox_put("42", "card:1", "card", '{"text": "a"}', incident_id=None, at=1.0)
+    again = store.outbox_put("42", "card:1", "card", '{"text": "b"}', incident_id=None, at=2.0)
+    assert again == first
+    other_chat = store.outbox_put("43", "card:1", "card", "{}", incident_id=None, at=2.0)
+    assert other_chat.id != first.id
+    assert [i.id for i in store.outbox_pending()] == [first.id, other_chat.id]
+    store.outbox_mark_failed(first.id, "telegram unreachable")
+    store.outbox_mark_sent(first.id, 777, at=3.0)
+    assert store.outbox_by_message("42", 777).key == "card:1"
+    assert [i.id for i in store.outbox_pending()] == [other_chat.id]
+    assert store.outbox_item("42", "card:1").attempts == 2

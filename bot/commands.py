@@ -1,0 +1,235 @@
+"""What each `healbot` sub-command does, apart from argument parsing (bot/cli.py) and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bot import registry
+from bot.config import HealbotConfig, load_config
+from bot.console import ConsoleChannel
+from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
+from bot.diagnose import diagnose
+from bot.errors import HealbotError
+from bot.evidence import collect_evidence
+from bot.grouping import format_scan, scan_file
+from bot.models import Incident, IncidentState, Proposal, ProposalStatus
+from bot.recent import most_frequent_error
+from bot.redact import redact, redact_env_values
+from bot.render import candidate_line, proposal_text, when
+from bot.store import Store
+
+
+async def run(config_path: Path, *, auto_approve: bool) -> int:
+    config = load_config(config_path)
+    runner = build_runner(config)
+    for warning in runner.startup_warnings():
+        print(f"healbot: WARNING: {warning}", file=sys.stderr)
+    if config.approval.channel == "telegram":
+        from bot.telegram import build_telegram_channel, token_from_env
+
+        store = Store.open(config.db_path)
+        channel = build_telegram_channel(config, store, token=token_from_env(os.environ), environ=os.environ)
+        daemon = Daemon(config, channel, runner=runner, store=store)
+        channel.bind(daemon.pipeline)
+    else:
+        console = ConsoleChannel(auto_approve=auto_approve, interactive=sys.stdin.isatty())
+        daemon = Daemon(config, console, runner=runner)
+    await daemon.run_forever()
+    return 0
+
+
+async def diagnose_service(config_path: Path, service: str, *, tail_bytes: int) -> int:
+    """Read-only: nothing is stored, proposed or applied. Prints the candidates with their exact diffs."""
+    config = load_config(config_path)
+    if service not in config.services:
+        raise HealbotError(f"unknown service {service!r}; configured: {', '.join(config.services)}")
+    runtime = build_services(config)[service]
+    cfg = runtime.cfg
+    log_paths = [*cfg.logs, *(Path(p) for p in runtime.manager.log_paths() if Path(p) not in cfg.logs)]
+    recent, skipped = most_frequent_error(service, log_paths, tail_bytes)
+    for problem in skipped:
+        print(f"healbot: skipping {problem}", file=sys.stderr)
+    if recent is None:
+        print(f"no errors found in the last {tail_bytes // 1024} KB of {service}'s logs; nothing to diagnose")
+        return 0
+    fp, count = recent.fingerprint, recent.count
+    now = time.time()
+    incident = Incident(
+        id=0,
+        service=service,
+        fingerprint=fp.key,
+        title=fp.template,
+        state=IncidentState.DIAGNOSING,
+        first_seen=now,
+        last_seen=now,
+        count=count,
+        samples=(redact(recent.sample).text,),
+        exception_type=fp.exception_type,
+        frames=fp.frames,
+    )
+    print(f"diagnosing {service}: {fp.template} (seen {count}× in the recent log); read-only")
+    scrub = _scrubber()
+    evidence = await asyncio.to_thread(
+        collect_evidence,
+        incident,
+        repo=cfg.repo,
+        allowed_paths=cfg.allowed_paths,
+        runbooks=list(cfg.runbooks),
+        past_outcomes=[],
+        redact=scrub,
+    )
+    runner = build_runner(config)
+    result = await diagnose(runner, evidence, str(cfg.repo), persist_session=False)
+    healers = registry.all_healers()
+    candidates = []
+    for fix in result.fixes:
+        try:
+            candidates.append(
+                await asyncio.to_thread(healers[fix.kind].prepare, runtime.heal_ctx, fix, evidence.head)
+            )
+        except HealbotError as exc:
+            print(f"candidate #{fix.rank} dropped: {exc}")
+    proposal = Proposal(
+        0, 0, "-", evidence.head, tuple(candidates), now, now, ProposalStatus.PENDING, result.summary
+    )
+    print(scrub(proposal_text(incident, proposal)))
+    cost = f"${result.stats.cost_usd:.4f}" if result.stats.cost_usd is not None else "n/a"
+    print(
+        f"\n{result.stats.runner}: {result.stats.duration_s:.1f} s, {result.stats.turns} turns, cost {cost}"
+    )
+    return 0
+
+
+def _scrubber() -> Callable[[str], str]:
+    env = dict(os.environ)
+
+    def scrub(text: str) -> str:
+        return redact_env_values(redact(text).text, env).text
+
+    return scrub
+
+
+def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None) -> int:
+    if not path.is_file():
+        raise HealbotError(f"{path} is not a readable file")
+    result = scan_file(path, service=service, errors_only=not all_records)
+    print(format_scan(result))
+    if groups_out is not None:
+        with groups_out.open("w", encoding="utf-8") as out:
+            for line_no, key in result.line_groups:
+                out.write(json.dumps({"line": line_no, "group": key}) + "\n")
+    return 0
+
+
+def doctor(config_path: Path) -> int:
+    """Check everything the daemon needs; print each problem with its fix. Exit 1 when any is found."""
+    problems: list[str] = []
+    oks: list[str] = []
+    try:
+        config = load_config(config_path)
+    except HealbotError as exc:
+        print(f"✗ config: {exc}")
+        return 1
+    oks.append(f"config {config_path}: {len(config.services)} service(s)")
+    if (problem := state_dir_problem(config.state_dir)) is not None:
+        problems.append(problem)
+    problems.extend(_claude_problems(config))
+    for name, cfg in config.services.items():
+        try:
+            manager = registry.service_manager(cfg.manager_type, name, cfg.manager_options, str(config.path))
+        except HealbotError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        problem = manager.check()
+        if problem:
+            problems.append(f"{name}: {cfg.manager_type}: {problem}")
+        else:
+            oks.append(f"{name}: {cfg.manager_type} reachable")
+        for log_path in cfg.logs:
+            if not log_path.exists():
+                problems.append(f"{name}: log {log_path} does not exist yet (fix: check the path in `logs`)")
+            elif not os.access(log_path, os.R_OK):
+                problems.append(
+                    f"{name}: log {log_path} is not readable (fix: add healbot's user to its group)"
+                )
+    for line in oks:
+        print(f"✓ {line}")
+    for line in problems:
+        print(f"✗ {line}")
+    return 1 if problems else 0
+
+
+def _claude_problems(config: HealbotConfig) -> list[str]:
+    binary = shutil.which(config.claude.binary) or (
+        config.claude.binary if os.access(config.claude.binary, os.X_OK) else None
+    )
+    if binary is None:
+        return [
+            f"claude binary {config.claude.binary!r} not found (fix: install Claude Code or set [claude] binary)"
+        ]
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"claude --version failed: {exc}"]
+    problems = []
+    if out.returncode != 0:
+        problems.append(f"claude --version exited {out.returncode}: {out.stderr.strip()[:200]}")
+    home = Path(os.environ.get("CLAUDE_CONFIG_DIR", Path.home() / ".claude"))
+    logged_in = (home / ".credentials.json").exists() or any(k in os.environ for k in config.claude.pass_env)
+    if not logged_in and config.claude.base_url is None:
+        problems.append(
+            f"claude does not look logged in (no {home}/.credentials.json) (fix: run `claude` once and /login)"
+        )
+    if "ANTHROPIC_API_KEY" in config.claude.pass_env:
+        problems.append("ANTHROPIC_API_KEY is passed to claude: every diagnosis is billed per token")
+    if not problems:
+        print(f"✓ claude {out.stdout.strip()}")
+    return problems
+
+
+def status(config_path: Path) -> int:
+    config = load_config(config_path, check_repos=False)
+    store = Store.open(config.db_path)
+    try:
+        paused = store.get_setting("paused_until")
+        print(f"healbot: {'PAUSED' if paused else 'active'} · state {config.db_path}")
+        incidents = store.incidents(open_only=True)
+        print(f"open incidents: {len(incidents)}")
+        for incident in incidents:
+            print(
+                f"  #{incident.id} [{incident.service}] {incident.state.value} {incident.count}× {incident.title[:80]}"
+            )
+        pending = store.pending_proposals()
+        print(f"pending approvals: {len(pending)}")
+        for proposal in pending:
+            print(f"  incident #{proposal.incident_id}, expires {when(proposal.expires_at)}")
+            for candidate in proposal.candidates:
+                print(f"    {candidate_line(candidate)}")
+        changes = store.changes(limit=10)
+        print(f"recent changes: {len(changes)}")
+        for change in changes:
+            print(
+                f"  change {change.id} [{change.service}] {change.kind.value} {(change.commit or '-')[:10]} "
+                f"→ {change.status.value}, approved by {change.approved_by}"
+            )
+    finally:
+        store.close()
+    return 0
+
+
+async def revert(config_path: Path, change_id: int) -> int:
+    config = load_config(config_path)
+    daemon = Daemon(config, ConsoleChannel(interactive=False))
+    try:
+        print(await daemon.pipeline.revert_change(change_id, actor="console"))
+    finally:
+        daemon.store.close()
+    return 0

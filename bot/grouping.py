@@ -1,0 +1,351 @@
+"""Fingerprints (what makes two records the same problem) and `healbot scan`, the dry run over a file.
+
+Key of a stack trace: service + innermost exception type + the innermost three frames as
+`file basename:function`, never line numbers, so a fix that shifts lines keeps the key and one fault
+logged with different ids or messages stays one incident. Key of any other record: service + its masked
+template (header stripped, tokens masked, see bot.masking).
+
+What counts as an error:
+- a stack trace (Python or Java), except a Python traceback whose final exception is a bare
+  `KeyboardInterrupt` or `SystemExit`: that is a process being stopped, not a fault. PM2 stops and
+  restarts Python apps with SIGINT, so each `pm2 restart` writes such a traceback to the error log;
+- a line whose level word is ERROR or worse (ERR, SEVERE, CRITICAL, CRIT, FATAL, ALERT, EMERG, PANIC);
+- an access-log line with an HTTP 5xx status (the service failed a request; some services answer 500
+  without logging anything else). Its template is `HTTP <status> <method> <route>`, ids in the route
+  masked, so each failing endpoint is its own group;
+- a line without a level word that names an exception class (`…Error`, `…Exception`), a Go `panic:`,
+  starts with `error:`/`fatal:`, or holds an upper-case ERROR/FATAL/CRITICAL/SEVERE.
+A level word below ERROR (INFO, WARN, …) makes a single line a non-error, whatever its text says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from bot import fastscan
+from bot.clusters import DEFAULT_SIMILARITY, TemplateClusters
+from bot.masking import ERROR_SEVERITY, mask, strip_header
+from bot.models import Fingerprint, Frame, LogLine, LogRecord
+from bot.records import (
+    JAVA_CAUSE,
+    JAVA_EXCEPTION_LINE,
+    PY_CHAIN,
+    PY_TRACEBACK,
+    RecordAssembler,
+    strip_line_prefix,
+)
+from bot.sources.file import FileSource, clean_line
+
+KEY_FRAMES = 3  # innermost frames that make the key
+KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context in the diagnosis)
+TEMPLATE_LIMIT = 300
+SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
+
+_PY_FRAME = re.compile(r'^\s+File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<function>.+?))?\s*$')
+_PY_EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
+_JAVA_FRAME = re.compile(r"^\s+at (?P<function>[\w$.<>/-]+)\((?P<file>[^:)]*)(?::(?P<line>\d+))?\)")
+_JAVA_EXCEPTION = re.compile(
+    r"^\s*(?:Caused by: |Exception in thread \"[^\"]*\" )?(?P<type>[\w$.]+)(?::\s?(?P<message>.*))?$"
+)
+_ACCESS = re.compile(
+    r"\"(?P<method>[A-Z]+) (?P<route>\S+) HTTP/[\d.]+\" (?P<status>\d{3})\b",
+)
+_UNLEVELLED_ERROR = re.compile(
+    r"\b[A-Z]\w*(?:Error|Exception)\b|\bpanic:|^(?:error|fatal|panic)\b\s*[:\]]|\b(?:ERROR|FATAL|CRITICAL|SEVERE)\b"
+    r"|\bTraceback \(most recent call last\)"
+)
+_ROUTE_ID = re.compile(r"(?<=/)[^/?#]*\d[^/?#]*")
+
+
+@dataclass(frozen=True, slots=True)
+class _Trace:
+    exception_type: str | None
+    message: str
+    frames: tuple[Frame, ...]  # outermost first, innermost last
+
+
+def fingerprint(record: LogRecord) -> Fingerprint:
+    """What group `record` belongs to, and whether it is an error, from the record alone.
+
+    `Grouper.fingerprint` adds template clustering across records; prefer it wherever records stream.
+    """
+    return _fingerprint(record)[0]
+
+
+def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
+    """The record's own fingerprint, and whether its template is a plain message that may be clustered."""
+    lines = [strip_line_prefix(line) for line in record.text.split("\n")]
+    trace = _python_trace(lines) or _java_trace(lines)
+    if trace is not None and (trace.exception_type or trace.frames):
+        return _trace_fingerprint(record.service, trace), False
+    first = next((line for line in record.text.split("\n") if line.strip()), "")
+    access = _ACCESS.search(first)
+    if access is not None:
+        status = int(access.group("status"))
+        route = _ROUTE_ID.sub("<id>", access.group("route").split("?", 1)[0])
+        template = f"HTTP {status} {access.group('method')} {route}"
+        return _plain(record.service, template, is_error=status >= 500), False
+    header = strip_header(first)
+    template = _cap(mask(header.message))
+    if header.severity is not None:
+        is_error = header.severity >= ERROR_SEVERITY
+    else:
+        is_error = bool(_UNLEVELLED_ERROR.search(header.message))
+    return _plain(record.service, template, is_error=is_error), True
+
+
+class Grouper:
+    """Fingerprints with Drain-style template clusters per service and error class (bot.clusters).
+
+    Keep one per process (the daemon's pipeline, one scan): keys of plain messages are the key of the
+    first template of their cluster, so two lines that differ only in a plain-word variable share a key.
+    """
+
+    def __init__(self, similarity: float = DEFAULT_SIMILARITY) -> None:
+        self.similarity = similarity
+        self._clusters: dict[tuple[str, bool], TemplateClusters] = {}
+
+    def fingerprint(self, record: LogRecord) -> Fingerprint:
+        fp, clusterable = _fingerprint(record)
+        if not clusterable:
+            return fp
+        clusters = self._clusters.get((fp.service, fp.is_error))
+        if clusters is None:
+            clusters = self._clusters[(fp.service, fp.is_error)] = TemplateClusters(self.similarity)
+        cluster = clusters.assign(fp.template)
+        if cluster.key == fp.template and cluster.size == 1:
+            return fp
+        return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
+
+
+def _plain(service: str, template: str, *, is_error: bool) -> Fingerprint:
+    return Fingerprint(
+        key=_hash(service, "line", template),
+        service=service,
+        is_error=is_error,
+        exception_type=None,
+        template=template,
+    )
+
+
+def _trace_fingerprint(service: str, trace: _Trace) -> Fingerprint:
+    innermost = trace.frames[-KEY_FRAMES:]
+    sites = [f"{_basename(frame.path)}:{frame.function}" for frame in innermost]
+    key = _hash(service, "trace", trace.exception_type or "", *sites)
+    template = trace.exception_type or "stack trace"
+    if trace.message:
+        template += f": {mask(trace.message)}"
+    if innermost:
+        template += f" at {_basename(innermost[-1].path)} in {innermost[-1].function}"
+    is_error = not (trace.exception_type in SHUTDOWN_EXCEPTIONS and not trace.message)
+    return Fingerprint(
+        key=key,
+        service=service,
+        is_error=is_error,
+        exception_type=trace.exception_type,
+        template=_cap(template),
+        frames=trace.frames[-KEPT_FRAMES:],
+    )
+
+
+def _python_trace(lines: list[str]) -> _Trace | None:
+    starts = [i for i, line in enumerate(lines) if PY_TRACEBACK.match(line)]
+    if not starts:
+        return None
+    frames: list[Frame] = []
+    exception_type: str | None = None
+    message = ""
+    for line in lines[starts[-1] + 1 :]:
+        frame = _PY_FRAME.match(line)
+        if frame is not None:
+            frames.append(Frame(frame.group("path"), int(frame.group("line")), frame.group("function") or ""))
+            continue
+        if not line.strip() or line.startswith((" ", "\t")) or PY_CHAIN.match(line):
+            continue
+        exception = _PY_EXCEPTION.match(line)
+        if exception is not None:
+            exception_type = exception.group("type")
+            message = (exception.group("message") or "").strip()
+        else:
+            message = line.strip()
+        break
+    return _Trace(exception_type, message, tuple(frames))
+
+
+def _java_trace(lines: list[str]) -> _Trace | None:
+    exception_at = -1
+    for i, line in enumerate(lines):
+        body = line.strip()
+        if JAVA_CAUSE.match(line) and not body.startswith("Suppressed:"):
+            exception_at = i  # the last cause is the innermost exception
+        elif exception_at < 0 and JAVA_EXCEPTION_LINE.match(body):
+            exception_at = i
+    if exception_at < 0:
+        return None
+    exception = _JAVA_EXCEPTION.match(lines[exception_at])
+    if exception is None:
+        return None
+    frames: list[Frame] = []
+    for line in lines[exception_at + 1 :]:
+        frame = _JAVA_FRAME.match(line)
+        if frame is None:
+            break
+        frames.append(Frame(frame.group("file"), int(frame.group("line") or 0), frame.group("function")))
+    frames.reverse()  # Java prints the innermost call first
+    if not frames and exception_at == 0 and len(lines) == 1:
+        return None  # a lone exception-looking line is just a line
+    return _Trace(exception.group("type"), (exception.group("message") or "").strip(), tuple(frames))
+
+
+def _basename(path: str) -> str:
+    return PureWindowsPath(path).name if "\\" in path else PurePosixPath(path).name
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", errors="replace")).hexdigest()[:16]
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= TEMPLATE_LIMIT else text[: TEMPLATE_LIMIT - 1] + "…"
+
+
+# --- healbot scan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanGroup:
+    key: str
+    template: str
+    count: int  # records
+    first_line: int
+    sample: str  # the first record's text
+    is_error: bool
+    exception_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    groups: tuple[ScanGroup, ...]  # most frequent first
+    line_groups: list[tuple[int, str]]  # every line number → its record's group key
+    lines: int
+    records: int
+    error_records: int
+    complete: bool = True  # False for `scan_errors`: only error records were assembled and counted
+
+
+def scan_lines(lines: Iterable[str], service: str = "scan", *, errors_only: bool = True) -> ScanResult:
+    """Group `lines` exactly as the daemon would; line numbers count from 1."""
+    log_lines = (
+        LogLine(
+            text=clean_line(text.rstrip("\r\n").encode("utf-8", errors="replace")), source="scan", line_no=n
+        )
+        for n, text in enumerate(lines, start=1)
+    )
+    return _scan(log_lines, service, errors_only=errors_only)
+
+
+def scan_file(
+    path: Path, service: str = "scan", *, errors_only: bool = True, max_line_bytes: int = 8192
+) -> ScanResult:
+    """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read."""
+    source = FileSource(service, Path(path), max_line_bytes=max_line_bytes)
+    return _scan(source.iter_lines(), service, errors_only=errors_only)
+
+
+def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192) -> ScanResult:
+    """The error groups of `scan_file(path, errors_only=True)`, found by searching the whole buffer.
+
+    A regex over the memory-mapped file finds every line that could belong to an error record (a superset
+    of what `fingerprint` calls an error); only a window around each hit goes through record assembly.
+    `line_groups` holds the lines of error records only, and `records` counts error records.
+    """
+    return fastscan.scan_errors(Path(path), service, Grouper(), max_line_bytes=max_line_bytes)
+
+
+def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanResult:
+    assembler = RecordAssembler(service, "scan")
+    grouper = Grouper()
+    counts: dict[str, int] = {}
+    firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
+    line_groups: list[tuple[int, str]] = []
+    totals = {"lines": 0, "records": 0, "errors": 0}
+
+    def take(records: list[LogRecord]) -> None:
+        for record in records:
+            fp = grouper.fingerprint(record)
+            counts[fp.key] = counts.get(fp.key, 0) + 1
+            firsts.setdefault(fp.key, (record, fp))
+            line_groups.extend((record.first_line_no + i, fp.key) for i in range(record.line_count))
+            totals["records"] += 1
+            totals["errors"] += fp.is_error
+
+    for line in lines:
+        totals["lines"] += 1
+        take(assembler.feed((line,), 0.0))
+    take(assembler.flush())
+    groups = [
+        ScanGroup(
+            key=key,
+            template=fp.template,
+            count=counts[key],
+            first_line=record.first_line_no,
+            sample=record.text,
+            is_error=fp.is_error,
+            exception_type=fp.exception_type,
+        )
+        for key, (record, fp) in firsts.items()
+        if fp.is_error or not errors_only
+    ]
+    groups.sort(key=lambda g: (-g.count, g.first_line))
+    line_groups.sort()
+    return ScanResult(
+        groups=tuple(groups),
+        line_groups=line_groups,
+        lines=totals["lines"],
+        records=totals["records"],
+        error_records=totals["errors"],
+    )
+
+
+def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) -> str:
+    """A terminal table: one row per group, the first lines of its sample under it."""
+    error_groups = sum(1 for g in result.groups if g.is_error)
+    records = str(result.records) if result.complete else "only errors assembled"
+    out = [
+        f"Lines: {result.lines}, records: {records} ({result.error_records} errors), "
+        f"groups shown: {len(result.groups)} ({error_groups} errors)",
+    ]
+    if not result.groups:
+        out.append("No matching groups.")
+        return "\n".join(out) + "\n"
+    out.append("")
+    out.append(f"{'count':>7}  {'line':>7}  {'error':5}  {'key':16}  template")
+    out.append(f"{'-' * 7}  {'-' * 7}  {'-' * 5}  {'-' * 16}  {'-' * 8}")
+    room = max(20, width - 49)
+    for group in result.groups:
+        template = group.template if len(group.template) <= room else group.template[: room - 1] + "…"
+        error = "yes" if group.is_error else "no"
+        out.append(f"{group.count:>7}  {group.first_line:>7}  {error:5}  {group.key:16}  {template}")
+        sample = group.sample.split("\n")
+        for line in sample[:sample_lines]:
+            shown = line if len(line) <= width - 11 else line[: width - 12] + "…"
+            out.append(f"{'':9}| {shown}")
+        if len(sample) > sample_lines:
+            out.append(f"{'':9}| … ({len(sample) - sample_lines} more lines)")
+    return "\n".join(out) + "\n"
+
+
+__all__ = [
+    "Grouper",
+    "ScanGroup",
+    "ScanResult",
+    "fingerprint",
+    "format_scan",
+    "scan_errors",
+    "scan_file",
+    "scan_lines",
+]

@@ -1,0 +1,243 @@
+"""Multi-line record assembly: physical lines → logical records (one line, or one whole stack trace).
+
+Joined into one record:
+- a Python traceback, with its chained parts ("During handling of the above exception, …" and "The above
+  exception was the direct cause of …"), caret lines (`~~^^^`) and the exception line;
+- the line logged just before "Traceback (most recent call last):" (`logging.exception`'s message);
+- a Java stack trace: the exception line, `\tat …` frames, `Caused by: …`, `Suppressed: …`, `... N more`,
+  and the log line just before the exception line.
+
+Per-line prefixes that process managers add to *every* line (PM2 `--time` / `--log-date-format` stamps,
+`pm2 logs`' `0|app | `) are ignored when deciding whether a line continues a record.
+Any other line ends the record (an interleaved access-log line, the next log line).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bot.models import LogLine, LogRecord
+
+MAX_RECORD_BYTES = 8 * 1024
+MAX_RECORD_LINES = 200
+_HEAD_SHARE = 0.5  # of an over-long record, keep this much of the start and the rest from the end
+
+# Prefixes a process manager puts before each line of a multi-line write.
+LINE_PREFIX = re.compile(
+    r"^(?:"
+    r"\d+\|[^|]{1,64}\|\s?"  # pm2 logs: "0|svc      | "
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --time, docker -t
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? ?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --log-date-format
+    r")+"
+)
+
+PY_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\s*$")
+PY_CHAIN = re.compile(
+    r"^(?:During handling of the above exception, another exception occurred:"
+    r"|The above exception was the direct cause of the following exception:)\s*$"
+)
+
+JAVA_FRAME = re.compile(r"^\s+at [\w$.<>/-]+\(.*\)\s*$")
+JAVA_MORE = re.compile(r"^\s+\.\.\. \d+ (?:more|common frames omitted)\s*$")
+JAVA_CAUSE = re.compile(r"^\s*(?:Caused by|Suppressed): \S")
+JAVA_EXCEPTION_LINE = re.compile(
+    r"^(?:Exception in thread \"[^\"]*\" )?(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable)"
+    r"(?::.*)?$"
+)
+ACCESS_LOG = re.compile(
+    r"\"(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/[\d.]+\" \d{3}\b"
+)
+
+
+def strip_line_prefix(text: str) -> str:
+    """The line without a process manager's per-line prefix (indentation after it is kept)."""
+    match = LINE_PREFIX.match(text)
+    return text[match.end() :] if match else text
+
+
+class _State(enum.Enum):
+    LINE = "line"  # a single line, possibly the header of a trace that follows
+    PY_FRAMES = "py_frames"  # inside "Traceback …" until the exception line
+    PY_AFTER = "py_after"  # after an exception line: a chain or an indented note may follow
+    PY_CHAINING = "py_chaining"  # after "During handling …": waiting for the next "Traceback"
+    JAVA = "java"  # inside a Java trace
+
+
+@dataclass(slots=True)
+class _Pending:
+    first: LogLine
+    at: float
+    state: _State
+    head: list[str] = field(default_factory=list)
+    tail: deque[str] = field(default_factory=deque)
+    head_bytes: int = 0
+    tail_bytes: int = 0
+    line_count: int = 0
+    omitted: int = 0
+    held_blank: LogLine | None = None  # a blank line after an exception: kept only if a chain follows
+
+    def add(self, text: str) -> None:
+        self.line_count += 1
+        size = len(text.encode("utf-8", errors="replace")) + 1
+        head_cap_bytes = int(MAX_RECORD_BYTES * _HEAD_SHARE)
+        head_cap_lines = int(MAX_RECORD_LINES * _HEAD_SHARE)
+        if not self.tail and self.head_bytes + size <= head_cap_bytes and len(self.head) < head_cap_lines:
+            self.head.append(text)
+            self.head_bytes += size
+            return
+        self.tail.append(text)
+        self.tail_bytes += size
+        tail_cap_bytes = MAX_RECORD_BYTES - head_cap_bytes - 64  # room for the omission marker
+        tail_cap_lines = MAX_RECORD_LINES - head_cap_lines - 1
+        while len(self.tail) > 1 and (self.tail_bytes > tail_cap_bytes or len(self.tail) > tail_cap_lines):
+            dropped = self.tail.popleft()
+            self.tail_bytes -= len(dropped.encode("utf-8", errors="replace")) + 1
+            self.omitted += 1
+
+    def text(self) -> str:
+        parts = list(self.head)
+        if self.omitted:
+            parts.append(f"    [... {self.omitted} lines omitted ...]")  # indented: inside a trace
+        parts.extend(self.tail)
+        text = "\n".join(parts)
+        if len(text.encode("utf-8", errors="replace")) > MAX_RECORD_BYTES:
+            text = text.encode("utf-8", errors="replace")[:MAX_RECORD_BYTES].decode("utf-8", errors="ignore")
+        return text
+
+
+class RecordAssembler:
+    """Feeds physical lines in, gets logical records out. One assembler per source, kept across polls.
+
+    A record is only complete when the next line shows it has ended, so the last one stays pending
+    until `flush()` (call it when a poll brings nothing new).
+    """
+
+    def __init__(self, service: str, source: str) -> None:
+        self.service = service
+        self.source = source
+        self._pending: _Pending | None = None
+
+    def feed(self, lines: Iterable[LogLine], at: float) -> list[LogRecord]:
+        done: list[LogRecord] = []
+        for line in lines:
+            self._feed_one(line, at, done)
+        return done
+
+    def flush(self) -> list[LogRecord]:
+        done: list[LogRecord] = []
+        self._finish(done)
+        return done
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _feed_one(self, line: LogLine, at: float, done: list[LogRecord]) -> None:
+        body = strip_line_prefix(line.text)
+        pending = self._pending
+        if pending is not None and self._continues(pending, line, body):
+            return
+        self._finish(done)
+        self._start(line, body, at)
+
+    def _start(self, line: LogLine, body: str, at: float) -> None:
+        state = _State.LINE
+        if PY_TRACEBACK.match(body):
+            state = _State.PY_FRAMES
+        elif JAVA_FRAME.match(body):
+            state = _State.JAVA
+        self._pending = _Pending(first=line, at=at, state=state)
+        self._pending.add(line.text)
+
+    def _continues(self, pending: _Pending, line: LogLine, body: str) -> bool:
+        """Add `line` to the pending record when it belongs there; False when it starts a new one."""
+        state = pending.state
+        if state is _State.LINE:
+            header = pending.first.text
+            if PY_TRACEBACK.match(body) and header.strip() and not ACCESS_LOG.search(header):
+                pending.state = _State.PY_FRAMES  # the message logging.exception wrote before it
+            elif JAVA_EXCEPTION_LINE.match(body) and header.strip() and not ACCESS_LOG.search(header):
+                pending.state = _State.JAVA  # a log line, then the exception line of a Java trace
+            elif (JAVA_FRAME.match(body) or JAVA_CAUSE.match(body)) and _looks_like_exception(header):
+                pending.state = _State.JAVA
+            else:
+                return False
+            pending.add(line.text)
+            return True
+        if state is _State.PY_FRAMES:
+            if body.startswith((" ", "\t")) and body.strip():
+                pending.add(line.text)
+                return True
+            if body.strip() and not ACCESS_LOG.search(body):
+                pending.state = _State.PY_AFTER  # the exception line ends the frames
+                pending.add(line.text)
+                return True
+            return False
+        if state is _State.PY_AFTER:
+            if not body.strip():
+                if pending.held_blank is not None:
+                    return False
+                pending.held_blank = line
+                return True
+            if PY_CHAIN.match(body):
+                self._release_blank(pending)
+                pending.state = _State.PY_CHAINING
+                pending.add(line.text)
+                return True
+            if pending.held_blank is None and body.startswith((" ", "\t")):
+                pending.add(line.text)  # an indented continuation of a multi-line exception message
+                return True
+            return False
+        if state is _State.PY_CHAINING:
+            if not body.strip():
+                pending.add(line.text)
+                return True
+            if PY_TRACEBACK.match(body):
+                pending.state = _State.PY_FRAMES
+                pending.add(line.text)
+                return True
+            return False
+        # Java
+        if JAVA_FRAME.match(body) or JAVA_MORE.match(body) or JAVA_CAUSE.match(body):
+            pending.add(line.text)
+            return True
+        return False
+
+    def _release_blank(self, pending: _Pending) -> None:
+        if pending.held_blank is not None:
+            pending.add(pending.held_blank.text)
+            pending.held_blank = None
+
+    def _finish(self, done: list[LogRecord]) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending is None:
+            return
+        done.append(
+            LogRecord(
+                service=self.service,
+                source=self.source,
+                text=pending.text(),
+                first_line_no=pending.first.line_no,
+                line_count=pending.line_count,
+                at=pending.at,
+            )
+        )
+        if pending.held_blank is not None:
+            blank = pending.held_blank
+            done.append(
+                LogRecord(
+                    service=self.service,
+                    source=self.source,
+                    text=blank.text,
+                    first_line_no=blank.line_no,
+                    line_count=1,
+                    at=pending.at,
+                )
+            )
+
+
+def _looks_like_exception(text: str) -> bool:
+    return bool(re.search(r"\b[A-Z]\w*(?:Exception|Error|Throwable)\b", text))

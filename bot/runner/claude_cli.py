@@ -1,0 +1,265 @@
+"""The supervised `claude -p` runner: read-only tools, a scratch environment, a no-output watchdog, a
+wall-clock limit, and the whole process group killed when a run ends early.
+
+Cancellation: when the task awaiting `run()` is cancelled (asyncio), the process group is killed and the
+`CancelledError` is re-raised unchanged, so `asyncio.timeout`, `TaskGroup` and shutdown keep working.
+When the bot itself stops the runs with `cancel_all()` (shutdown, /pause), each affected `run()` raises
+`RunnerCancelled` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import ClaudeConfig
+from bot.errors import RunnerCancelled, RunnerError, RunnerNotFound, RunnerOutputError, RunnerTimeout
+from bot.models import RunRequest, RunResult
+from bot.runner.env import PER_TOKEN_BILLING, build_env
+from bot.runner.stream import StreamState, finish
+
+log = logging.getLogger(__name__)
+
+READ_ONLY_TOOLS = "Read,Grep,Glob"
+NO_MCP_SERVERS = json.dumps({"mcpServers": {}})
+LINE_LIMIT = 32 * 1024 * 1024  # one stream-json line (an assistant message) can be large
+STDERR_CAP = 16 * 1024
+TERMINATE_GRACE_S = 3.0
+
+
+@dataclass(eq=False, slots=True)
+class _ActiveRun:
+    process: asyncio.subprocess.Process
+    cancelled_by_runner: bool = False
+
+
+class ClaudeCliRunner:
+    """Runs `claude -p` for one RunRequest at a time per semaphore slot (`cfg.max_concurrent`)."""
+
+    name = "claude-cli"
+
+    def __init__(
+        self,
+        cfg: ClaudeConfig,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        config_dir: Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._extra_env = dict(extra_env or {})
+        self._config_dir = config_dir
+        self._semaphore = asyncio.Semaphore(cfg.max_concurrent)
+        self._active: set[_ActiveRun] = set()
+
+    # --- what will be run ----------------------------------------------------------------------------
+
+    def build_env(self) -> dict[str, str]:
+        return build_env(
+            self.cfg, base_env=self._base_env, extra_env=self._extra_env, config_dir=self._config_dir
+        )
+
+    def build_argv(self, binary: str, request: RunRequest) -> list[str]:
+        """The argv. Tools are limited to reading, and `dontAsk` denies whatever is not allowed without
+        asking; Read is deliberately not in `--allowedTools`, because a bare `Read` rule allows reading
+        any file on the host, while `dontAsk` confines reads to the working directory."""
+        argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        argv += ["--tools", READ_ONLY_TOOLS, "--permission-mode", "dontAsk"]
+        argv += ["--max-turns", str(self.cfg.max_turns), "--max-budget-usd", str(self.cfg.max_budget_usd)]
+        argv += ["--setting-sources", "", "--strict-mcp-config", "--mcp-config", NO_MCP_SERVERS]
+        if request.schema:
+            argv += ["--json-schema", request.schema]
+        if request.resume_session:
+            argv += ["--resume", request.resume_session]
+        elif not request.persist_session:
+            argv.append("--no-session-persistence")
+        if self.cfg.model:
+            argv += ["--model", self.cfg.model]
+        if request.system_prompt:
+            argv += ["--append-system-prompt", request.system_prompt]
+        return argv
+
+    def resolve_binary(self) -> str | None:
+        binary = self.cfg.binary
+        if os.sep in binary:
+            return binary if os.path.isfile(binary) and os.access(binary, os.X_OK) else None
+        return shutil.which(binary, path=self.build_env().get("PATH"))
+
+    def startup_warnings(self) -> list[str]:
+        warnings: list[str] = []
+        if self.resolve_binary() is None:
+            warnings.append(
+                f"The claude binary {self.cfg.binary!r} was not found or is not executable: every diagnosis "
+                "will fail until it is installed (`make tools`) or `claude.binary` points at it."
+            )
+        env = self.build_env()
+        for name in PER_TOKEN_BILLING:
+            if env.get(name):
+                warnings.append(
+                    f"WARNING: {name} is passed to claude, so every diagnosis is billed per token to that "
+                    "key instead of the operator's subscription login. Remove it from claude.pass_env "
+                    "unless that is intended."
+                )
+        return warnings
+
+    # --- running -------------------------------------------------------------------------------------
+
+    async def run(self, request: RunRequest) -> RunResult:
+        binary = self.resolve_binary()
+        if binary is None:
+            raise RunnerNotFound(
+                f"the claude binary {self.cfg.binary!r} was not found or is not executable; "
+                "install it (`make tools`) or set claude.binary"
+            )
+        if not os.path.isdir(request.cwd):
+            raise RunnerError(f"the working directory {request.cwd!r} for claude does not exist")
+        async with self._semaphore:
+            return await self._run(binary, request)
+
+    async def cancel_all(self) -> int:
+        """Stop every run in progress; each raises RunnerCancelled. Returns how many were stopped."""
+        runs = list(self._active)
+        for run in runs:
+            run.cancelled_by_runner = True
+        await asyncio.gather(*(_terminate_group(run.process) for run in runs))
+        return len(runs)
+
+    def running_pids(self) -> tuple[int, ...]:
+        return tuple(run.process.pid for run in self._active)
+
+    async def _run(self, binary: str, request: RunRequest) -> RunResult:
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.build_argv(binary, request),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=request.cwd,
+                env=self.build_env(),
+                start_new_session=True,
+                limit=LINE_LIMIT,
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise RunnerNotFound(
+                f"the claude binary {binary!r} could not be started: {exc.strerror}"
+            ) from None
+        run = _ActiveRun(process)
+        self._active.add(run)
+        state = StreamState()
+        stdin_task = asyncio.create_task(_feed_stdin(process, request.prompt))
+        stderr_task = asyncio.create_task(_read_capped(process.stderr))
+        try:
+            returncode = await self._supervise(process, state, started)
+        except BaseException:
+            await _terminate_group(process)
+            if run.cancelled_by_runner:
+                raise RunnerCancelled("the claude run was cancelled by the bot") from None
+            raise
+        finally:
+            self._active.discard(run)
+            _signal_group(process.pid, signal.SIGKILL)  # anything the run left behind in its group
+            stdin_task.cancel()
+            stderr = await _finish_task(stderr_task)
+        if run.cancelled_by_runner:
+            raise RunnerCancelled("the claude run was cancelled by the bot")
+        duration = time.monotonic() - started
+        log.info("claude run ended: exit %s after %.2fs, %d events", returncode, duration, state.events)
+        return finish(
+            state,
+            returncode=returncode,
+            stderr=stderr,
+            expect_structured=bool(request.schema),
+            runner=self.name,
+            duration_s=duration,
+        )
+
+    async def _supervise(
+        self, process: asyncio.subprocess.Process, state: StreamState, started: float
+    ) -> int:
+        """Read stdout until EOF under both clocks; then wait for the exit status."""
+        assert process.stdout is not None
+        idle_s, wall_s = self.cfg.idle_timeout_s, self.cfg.timeout_s
+        deadline = started + wall_s
+        while True:
+            wall_left = deadline - time.monotonic()
+            wait_s = min(idle_s, wall_left)
+            if wait_s <= 0:
+                raise RunnerTimeout(f"claude ran longer than the wall-clock limit of {wall_s:g}s")
+            try:
+                line = await asyncio.wait_for(process.stdout.readline(), wait_s)
+            except TimeoutError:
+                if wall_left <= idle_s:
+                    raise RunnerTimeout(
+                        f"claude ran longer than the wall-clock limit of {wall_s:g}s"
+                    ) from None
+                raise RunnerTimeout(f"claude printed nothing for {idle_s:g}s (no-output watchdog)") from None
+            except ValueError:  # a line beyond LINE_LIMIT
+                raise RunnerOutputError(f"claude printed a line longer than {LINE_LIMIT} bytes") from None
+            if not line:
+                break
+            state.feed(line)
+        wall_left = max(deadline - time.monotonic(), 0.1)
+        try:
+            return await asyncio.wait_for(process.wait(), min(wall_left, idle_s))
+        except TimeoutError:
+            raise RunnerTimeout("claude closed its output but did not exit") from None
+
+
+async def _feed_stdin(process: asyncio.subprocess.Process, prompt: str) -> None:
+    stdin = process.stdin
+    assert stdin is not None
+    try:
+        stdin.write(prompt.encode())
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # claude exited before reading it all; its exit status says why
+    finally:
+        stdin.close()
+
+
+async def _read_capped(stream: asyncio.StreamReader | None) -> str:
+    """Read to EOF, keeping the last STDERR_CAP bytes."""
+    if stream is None:
+        return ""
+    tail = b""
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-STDERR_CAP:]
+    return tail.decode("utf-8", "replace")
+
+
+async def _finish_task(task: asyncio.Task[str]) -> str:
+    try:
+        return await asyncio.wait_for(task, 1.0)
+    except (TimeoutError, OSError):
+        return ""
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _terminate_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the group, give it TERMINATE_GRACE_S, then SIGKILL whatever is left of it."""
+    if process.returncode is None:
+        _signal_group(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), TERMINATE_GRACE_S)
+    except TimeoutError:
+        pass
+    finally:
+        _signal_group(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), TERMINATE_GRACE_S)

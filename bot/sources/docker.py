@@ -1,0 +1,113 @@
+"""A container's output, read by time: `docker logs --timestamps --since T CONTAINER`.
+
+`--since` is inclusive, so the cursor keeps the last timestamp and how many lines carried it; those are
+skipped on the next read. stdout and stderr of the container both count (docker writes them to its own
+stdout and stderr). The first poll only records the last timestamp (`--tail 1`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+
+from bot.errors import SourceError
+from bot.models import LogLine, SourceBatch
+from bot.sources.command import Output, run_log_command
+from bot.sources.file import clean_line
+
+DEFAULT_TIMEOUT_S = 30.0
+MAX_LINE_BYTES = 8192
+_STAMPED = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ?(.*)$", re.DOTALL)
+
+Runner = Callable[[Sequence[str], float], Output]
+
+
+def _default_runner(argv: Sequence[str], timeout_s: float) -> Output:
+    return run_log_command(argv, timeout_s=timeout_s)
+
+
+def parse_timestamped(output: bytes) -> list[tuple[str, bytes]]:
+    """(timestamp, line) pairs from `docker logs --timestamps` output; unstamped lines join the last."""
+    entries: list[tuple[str, bytes]] = []
+    for raw in output.split(b"\n"):
+        match = _STAMPED.match(raw)
+        if match is not None:
+            entries.append((match.group(1).decode(), match.group(2)))
+        elif raw and entries:
+            entries.append((entries[-1][0], raw))
+    return entries
+
+
+class DockerLogsSource:
+    def __init__(
+        self,
+        service: str,
+        container: str,
+        *,
+        binary: str = "docker",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        runner: Runner | None = None,
+    ) -> None:
+        if not container:
+            raise ValueError("container must not be empty")
+        self.service = service
+        self.container = container
+        self.binary = binary
+        self.timeout_s = timeout_s
+        self.source_id = f"docker:{container}"
+        self._run = runner or _default_runner
+
+    def argv(self, since: str | None, *, first: bool = False) -> list[str]:
+        if first:
+            return [self.binary, "logs", "--timestamps", "--tail", "1", self.container]
+        if since is None:  # the container had printed nothing when we started
+            return [self.binary, "logs", "--timestamps", self.container]
+        return [self.binary, "logs", "--timestamps", "--since", since, self.container]
+
+    def read(self, cursor: str | None, max_bytes: int = 4 * 1024 * 1024) -> SourceBatch:
+        since, seen = _load(cursor) if cursor is not None else (None, 0)
+        out = self._run(self.argv(since, first=cursor is None), self.timeout_s)
+        if out.returncode != 0:
+            problem = (out.stderr or out.stdout).decode("utf-8", errors="replace").strip()[:300]
+            raise SourceError(f"{self.source_id}: docker logs failed (exit {out.returncode}): {problem}")
+        entries = sorted(parse_timestamped(out.stdout) + parse_timestamped(out.stderr), key=lambda e: e[0])
+        if cursor is None:
+            last = entries[-1][0] if entries else None
+            count = sum(1 for stamp, _ in entries if stamp == last)
+            return SourceBatch(lines=(), cursor=_dump(last, count))
+        skip = seen if since is not None else 0
+        lines: list[LogLine] = []
+        last, count = since, seen
+        for stamp, raw in entries:
+            if since is not None and stamp < since:
+                continue  # docker's own --since already drops these; stamps have one fixed width (UTC, ns)
+            if stamp == since and skip > 0:
+                skip -= 1
+                continue
+            count = count + 1 if stamp == last else 1
+            last = stamp
+            lines.append(
+                LogLine(
+                    text=clean_line(raw[:MAX_LINE_BYTES]),
+                    source=self.source_id,
+                    line_no=len(lines) + 1,
+                    truncated=len(raw) > MAX_LINE_BYTES,
+                )
+            )
+        return SourceBatch(lines=tuple(lines), cursor=_dump(last, count))
+
+
+def _dump(since: str | None, seen: int) -> str:
+    return json.dumps({"since": since, "seen": seen})
+
+
+def _load(cursor: str) -> tuple[str | None, int]:
+    try:
+        data = json.loads(cursor)
+        since, seen = data["since"], data["seen"]
+    except (ValueError, TypeError, KeyError):
+        raise SourceError(f"invalid docker cursor {cursor[:200]!r}") from None
+    if not (since is None or isinstance(since, str)) or not isinstance(seen, int) or seen < 0:
+        raise SourceError(f"invalid docker cursor {cursor[:200]!r}")
+    return since, seen

@@ -1,0 +1,116 @@
+"""A systemd unit's journal, read by cursor: `journalctl -u UNIT -o json --after-cursor C`.
+
+Each poll runs journalctl once (no long-lived `--follow` child to supervise). The first poll only
+records where the journal ends (`-n 1`), like the file source starting at the end. MESSAGE may be a
+string, or an array of byte values when the message was not valid UTF-8; a multi-line MESSAGE becomes
+several lines so tracebacks assemble as in a file. journalctl exits 0 with "No journal files were
+found." when there is no journal at all: that is reported as a source error, not as silence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from bot.errors import SourceError
+from bot.models import LogLine, SourceBatch
+from bot.sources.command import Output, run_log_command
+from bot.sources.file import clean_line
+
+DEFAULT_TIMEOUT_S = 30.0
+MAX_ENTRIES = 5000
+MAX_LINE_BYTES = 8192
+
+Runner = Callable[[Sequence[str], float], Output]
+
+
+def _default_runner(argv: Sequence[str], timeout_s: float) -> Output:
+    return run_log_command(argv, timeout_s=timeout_s)
+
+
+def parse_entries(stdout: bytes, source: str) -> tuple[list[LogLine], str | None]:
+    """Lines of `journalctl -o json` output and the cursor of its last entry (None when empty)."""
+    lines: list[LogLine] = []
+    cursor: str | None = None
+    for raw in stdout.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            raise SourceError(
+                f"{source}: journalctl printed a line that is not JSON: {raw[:120]!r}"
+            ) from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("__CURSOR"), str):
+            raise SourceError(f"{source}: journal entry without __CURSOR: {raw[:120]!r}")
+        cursor = entry["__CURSOR"]
+        message = entry.get("MESSAGE")
+        if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
+            data = bytes(message)
+        elif isinstance(message, str):
+            data = message.encode("utf-8", errors="replace")
+        else:
+            continue  # entries without a message (or with a null one) carry nothing to group
+        for part in data.split(b"\n"):
+            lines.append(
+                LogLine(
+                    text=clean_line(part[:MAX_LINE_BYTES]),
+                    source=source,
+                    line_no=len(lines) + 1,
+                    truncated=len(part) > MAX_LINE_BYTES,
+                )
+            )
+    return lines, cursor
+
+
+class JournaldSource:
+    def __init__(
+        self,
+        service: str,
+        unit: str,
+        *,
+        user: bool = False,
+        binary: str = "journalctl",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        runner: Runner | None = None,
+    ) -> None:
+        if not unit:
+            raise ValueError("unit must not be empty")
+        self.service = service
+        self.unit = unit
+        self.user = user
+        self.binary = binary
+        self.timeout_s = timeout_s
+        self.source_id = f"journald:{'user:' if user else ''}{unit}"
+        self._run = runner or _default_runner
+
+    def argv(self, cursor: str | None, *, first: bool = False) -> list[str]:
+        argv = [self.binary, *(["--user"] if self.user else []), "-u", self.unit, "-o", "json", "--no-pager"]
+        if first:
+            return [*argv, "-n", "1"]
+        if cursor is None:  # the unit had no entries when we started: read them all from the start
+            return [*argv, "--head", "-n", str(MAX_ENTRIES)]
+        return [*argv, "--after-cursor", cursor, "-n", str(MAX_ENTRIES)]
+
+    def read(self, cursor: str | None, max_bytes: int = 4 * 1024 * 1024) -> SourceBatch:
+        journal_cursor = _load(cursor) if cursor is not None else None
+        out = self._run(self.argv(journal_cursor, first=cursor is None), self.timeout_s)
+        if out.returncode != 0:
+            problem = (out.stderr or out.stdout).decode("utf-8", errors="replace").strip()[:300]
+            raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
+        if b"No journal files were found" in out.stderr + out.stdout[:200]:
+            raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
+        lines, last = parse_entries(out.stdout, self.source_id)
+        if cursor is None:
+            return SourceBatch(lines=(), cursor=json.dumps({"journal": last}))
+        return SourceBatch(lines=tuple(lines), cursor=json.dumps({"journal": last or journal_cursor}))
+
+
+def _load(cursor: str) -> str | None:
+    try:
+        value = json.loads(cursor)["journal"]
+    except (ValueError, TypeError, KeyError):
+        raise SourceError(f"invalid journald cursor {cursor[:200]!r}") from None
+    if value is not None and not isinstance(value, str):
+        raise SourceError(f"invalid journald cursor {cursor[:200]!r}")
+    return value

@@ -1,0 +1,181 @@
+"""Slash commands. Thin: parse the arguments, call bot.operations or the pipeline, reply with a card text.
+
+The gate in group -1 has already refused strangers. Bad arguments get a one-line usage reply. Slow work
+(a diagnosis, a revert with its restart) runs in a background task so other updates keep flowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from bot import operations
+from bot.errors import HealbotError
+from bot.operations import UsageError
+from bot.telegram import cards
+from bot.telegram.auth import actor
+
+if TYPE_CHECKING:
+    from bot.telegram.channel import TelegramChannel
+
+DIAGNOSE_USAGE = "/diagnose <service>"
+REVERT_USAGE = "/revert <change id> (see /history)"
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+
+
+def _who(update: Update) -> str:
+    user = update.effective_user
+    return actor(user.id) if user is not None else "telegram:unknown"
+
+
+def _args(context: ContextTypes.DEFAULT_TYPE) -> list[str]:
+    return list(context.args or [])
+
+
+class Commands:
+    def __init__(self, channel: TelegramChannel) -> None:
+        self.channel = channel
+
+    def register(self, application: Application) -> None:  # type: ignore[type-arg]
+        table: dict[str, Handler] = {
+            "diagnose": self.diagnose,
+            "status": self.status,
+            "incidents": self.incidents,
+            "history": self.history,
+            "revert": self.revert,
+            "pause": self.pause,
+            "resume": self.resume,
+            "mute": self.mute,
+            "help": self.help,
+            "start": self.help,
+        }
+        for name, handler in table.items():
+            application.add_handler(CommandHandler(name, self._guarded(handler)))
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            try:
+                await handler(update, context)
+            except UsageError as exc:
+                await self.channel.reply(update, cards.usage(str(exc)))
+            except HealbotError as exc:
+                await self.channel.reply(update, cards.plain(self.channel.pipeline.scrub(str(exc))))
+
+        return run
+
+    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.channel.reply(update, cards.help_text())
+
+    async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.channel.reply(update, cards.status_text(operations.status(self.channel.pipeline)))
+
+    async def incidents(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.channel.reply(
+            update, cards.incidents_text(operations.open_incidents(self.channel.pipeline))
+        )
+
+    async def history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        args = _args(context)
+        if len(args) > 1:
+            raise UsageError(f"usage: {operations.HISTORY_USAGE}")
+        entries = operations.history(self.channel.pipeline, args[0] if args else None)
+        await self.channel.reply(update, cards.history_text(entries))
+
+    async def pause(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        duration = operations.parse_optional_duration(_args(context), operations.PAUSE_USAGE)
+        until = operations.pause(self.channel.pipeline, _who(update), duration)
+        await self.channel.reply(
+            update,
+            cards.plain(
+                f"paused {cards.until_text(until)}: nothing is proposed or applied; detection goes on"
+            ),
+        )
+
+    async def resume(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if _args(context):
+            raise UsageError("usage: /resume")
+        was_paused = operations.resume(self.channel.pipeline, _who(update))
+        await self.channel.reply(update, cards.plain("resumed" if was_paused else "healbot was not paused"))
+
+    async def mute(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        args = _args(context)
+        if not args or len(args) > 2:
+            raise UsageError(f"usage: {operations.MUTE_USAGE}")
+        duration = operations.parse_optional_duration(args[1:], operations.MUTE_USAGE)
+        until = operations.mute(self.channel.pipeline, args[0], _who(update), duration)
+        await self.channel.reply(update, cards.plain(f"muted {args[0]} {cards.until_text(until)}"))
+
+    async def diagnose(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        args = _args(context)
+        pipeline = self.channel.pipeline
+        if len(args) != 1:
+            raise UsageError(f"usage: {DIAGNOSE_USAGE}; services: {', '.join(pipeline.services)}")
+        service = args[0]
+        if service not in pipeline.services:
+            raise UsageError(
+                f"unknown service {service!r}; usage: {DIAGNOSE_USAGE}; services: {', '.join(pipeline.services)}"
+            )
+        who = _who(update)
+        await self.channel.reply(update, cards.plain(f"diagnosing {service} (read-only)…"))
+
+        async def run() -> None:
+            try:
+                _, message = await pipeline.diagnose_on_demand(service, who)
+            except HealbotError as exc:
+                message = f"diagnosis failed: {exc}"
+            await self.channel.reply(update, cards.plain(pipeline.scrub(message)))
+
+        self.channel.spawn(run(), f"telegram-diagnose-{service}")
+
+    async def revert(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        change_id = operations.parse_change_id(_args(context), REVERT_USAGE)
+        change = self.channel.store.change(change_id)
+        if change is None or change.commit is None:
+            raise UsageError(f"change {change_id} does not exist or made no commit; usage: {REVERT_USAGE}")
+        if change.revert_commit:
+            raise UsageError(f"change {change_id} was already reverted by {change.revert_commit[:10]}")
+        card = cards.revert_confirm(change)
+        await self.channel.reply(update, card.text, card.keyboard)
+
+
+async def on_revert_button(
+    channel: TelegramChannel,
+    update: Update,
+    callback: cards.Callback,
+    who: str,
+    answer: Callable[[str], Awaitable[None]],
+) -> None:
+    """The confirm (or cancel) button under a /revert question."""
+    message = update.effective_message
+    chat = update.effective_chat
+    assert callback.change_id is not None
+    if message is None or chat is None:
+        await answer("nothing was done")
+        return
+    change_id = callback.change_id
+    if callback.action is cards.CardAction.CANCEL:
+        await answer("cancelled")
+        await channel.edit_html(
+            chat.id, message.message_id, cards.plain(f"revert of change {change_id} cancelled")
+        )
+        return
+    if change_id in channel.reverting:
+        await answer(f"change {change_id} is being reverted already")
+        return
+    channel.reverting.add(change_id)
+    await answer(f"reverting change {change_id}…")
+
+    async def run() -> None:
+        try:
+            text = await channel.pipeline.revert_change(change_id, who)
+        except HealbotError as exc:
+            text = f"revert of change {change_id} failed: {exc}"
+        finally:
+            channel.reverting.discard(change_id)
+        await channel.edit_html(chat.id, message.message_id, cards.plain(channel.pipeline.scrub(text)))
+
+    channel.spawn(run(), f"telegram-revert-{change_id}")

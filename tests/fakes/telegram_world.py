@@ -1,0 +1,251 @@
+"""A whole healbot world driven through Telegram: a real git repo and log file, the real claude binary
+against the fake Messages API, the real daemon and pipeline, and the real python-telegram-bot talking
+HTTP to the fake Bot API. Tests act as users through the fake and wait on its journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bot.config import HealbotConfig, load_config
+from bot.daemon import Daemon
+from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.pipeline import Pipeline
+from bot.runner.claude_cli import ClaudeCliRunner
+from bot.store import Store
+from bot.telegram import TelegramChannel, build_telegram_channel
+from tests.conftest import claude_binary
+from tests.fakes.fake_bot_api import TOKEN, FakeBotApi, StoredMessage
+from tests.helpers import make_repo
+
+T = TypeVar("T")
+
+APPROVER = 111
+SECOND_APPROVER = 222
+STRANGER = 999
+CHAT = -100500
+
+APP = """PRICES = {"apple": 120}
+
+
+def total(name):
+    return PRICES[name]
+"""
+
+FIX = {
+    "title": "Unknown items cost nothing",
+    "rationale": "PRICES[name] raises KeyError for unknown items.",
+    "risk": "low",
+    "kind": "patch",
+    "edits": [
+        {"path": "app.py", "old": "    return PRICES[name]\n", "new": "    return PRICES.get(name, 0)\n"}
+    ],
+}
+RESTART = {"title": "Restart", "rationale": "Clears state.", "risk": "low", "kind": "restart"}
+ANSWER = {"summary": "total() looks up unknown items with PRICES[name]", "candidates": [FIX, RESTART]}
+
+
+def traceback_lines(repo: Path, exc: str = "KeyError: 'pear'", func: str = "total") -> str:
+    return (
+        "2026-11-26 06:00:00,000 ERROR svc[42]: request /total failed\n"
+        "Traceback (most recent call last):\n"
+        f'  File "{repo}/app.py", line 5, in {func}\n'
+        "    return PRICES[name]\n"
+        f"{exc}\n"
+        '127.0.0.1 - - [26/Nov/2026 06:00:00] "GET /health HTTP/1.1" 200 -\n'
+    )
+
+
+class ShiftedClock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def config_text(tmp: Path, repo: Path, log: Path, bot_url: str, window_s: float) -> str:
+    return f"""
+[healbot]
+state_dir = "{tmp}/state"
+poll_interval_s = 0.1
+
+[claude]
+binary = "{claude_binary()}"
+max_turns = 3
+timeout_s = 60
+idle_timeout_s = 20
+
+[approval]
+channel = "telegram"
+approvers = [{APPROVER}, {SECOND_APPROVER}]
+chats = [{CHAT}]
+telegram_base_url = "{bot_url}"
+
+[services.svc]
+repo = "{repo}"
+logs = ["{log}"]
+
+[services.svc.manager]
+type = "command"
+restart = ["true"]
+
+[services.svc.health]
+process = false
+window_s = {window_s}
+settle_s = 0.1
+"""
+
+
+async def until(condition: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
+    """Wait on a condition without blocking the loop the bot runs in."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class TelegramWorld:
+    tmp: Path
+    repo: Path
+    log: Path
+    config: HealbotConfig
+    bot_api: FakeBotApi
+    messages_api: FakeMessagesApi
+    runner: ClaudeCliRunner
+    clock: ShiftedClock
+    daemon: Daemon | None = None
+    channel: TelegramChannel | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        assert self.daemon is not None
+        return self.daemon.pipeline
+
+    @property
+    def store(self) -> Store:
+        assert self.daemon is not None
+        return self.daemon.store
+
+    async def start_daemon(self) -> Daemon:
+        """A daemon as `healbot run` would build it, with the Telegram channel (again after a stop)."""
+        store = Store.open(self.config.db_path)
+        channel = build_telegram_channel(
+            self.config,
+            store,
+            token=TOKEN,
+            environ={},
+            clock=self.clock,
+            min_chat_interval_s=0.0,
+            poll_timeout_s=2.0,
+            backoff_start_s=0.1,
+            backoff_max_s=0.5,
+        )
+        daemon = Daemon(self.config, channel, runner=self.runner, clock=self.clock, store=store)
+        channel.bind(daemon.pipeline)
+        await daemon.start()
+        self.daemon, self.channel = daemon, channel
+        return daemon
+
+    async def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            await self.daemon.stop()
+            self.daemon.store.close()
+            self.daemon = None
+            self.channel = None
+
+    async def connected(self) -> None:
+        assert self.channel is not None
+        await until(self.channel.app.ready.is_set, what="the bot connected to the fake Bot API")
+
+    def append(self, text: str) -> None:
+        with self.log.open("a") as handle:
+            handle.write(text)
+
+    def cards(self) -> list[StoredMessage]:
+        return [m for m in self.bot_api.bot_messages(CHAT) if m.reply_markup and "fingerprint" in m.text]
+
+    async def card(self, *, after: int = 0, timeout: float = 30.0) -> StoredMessage:
+        """Wait for an incident card (a message with 'fingerprint' in it) newer than message `after`."""
+
+        def found() -> StoredMessage | None:
+            for m in self.bot_api.bot_messages(CHAT):
+                if m.message_id > after and "fingerprint" in m.text:
+                    return m
+            return None
+
+        return await until(found, timeout, "an incident card")
+
+    async def text_in(
+        self, chat_id: int, contains: str, *, after: int = 0, timeout: float = 20.0
+    ) -> StoredMessage:
+        def found() -> StoredMessage | None:
+            for m in self.bot_api.bot_messages(chat_id):
+                if m.message_id > after and contains in m.text:
+                    return m
+            return None
+
+        return await until(found, timeout, f"a message with {contains!r}")
+
+    async def card_shows(self, message_id: int, contains: str, timeout: float = 30.0) -> StoredMessage:
+        return await until(
+            lambda: (m := self.bot_api.message(CHAT, message_id)) and contains in m.text and m,
+            timeout,
+            f"card {message_id} to show {contains!r}",
+        )
+
+    async def error_to_card(self) -> StoredMessage:
+        self.append(traceback_lines(self.repo))
+        return await self.card()
+
+
+@pytest.fixture(name="telegram_world")
+async def telegram_world_fixture(tmp_path: Path) -> Any:
+    worlds: list[TelegramWorld] = []
+
+    async def make(
+        answer: object | Callable[[Mapping[str, Any]], object] = None, window_s: float = 1.0
+    ) -> TelegramWorld:
+        if claude_binary() is None:
+            pytest.fail("claude binary missing: run `make tools`")
+        repo = make_repo(tmp_path / "svc", {"app.py": APP})
+        log = tmp_path / "svc.log"
+        log.write_text("starting\n")
+        bot_api = FakeBotApi().start()
+        messages_api = FakeMessagesApi(structured=answer if answer is not None else ANSWER).start()
+        cfg_path = tmp_path / "healbot.toml"
+        cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, window_s))
+        config = load_config(cfg_path)
+        runner = ClaudeCliRunner(
+            config.claude,
+            extra_env={
+                "ANTHROPIC_BASE_URL": messages_api.url,
+                "ANTHROPIC_API_KEY": "test",
+                "CLAUDE_CODE_MAX_RETRIES": "0",
+                "API_TIMEOUT_MS": "5000",
+            },
+            config_dir=tmp_path / "claude",
+        )
+        world = TelegramWorld(tmp_path, repo, log, config, bot_api, messages_api, runner, ShiftedClock())
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        await world.stop_daemon()
+        world.bot_api.stop()
+        world.messages_api.stop()

@@ -1,0 +1,189 @@
+"""The `healbot` command as an operator runs it: a real subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.demo.fake_messages_api import FakeMessagesApi
+from tests.conftest import REPO_ROOT, claude_binary
+from tests.helpers import git, make_repo
+
+HEALBOT = str(Path(sys.executable).parent / "healbot")
+
+TRACEBACK = """2026-11-26 06:00:00,000 ERROR shop[42]: request /checkout failed
+Traceback (most recent call last):
+  File "{repo}/shop.py", line 5, in total
+    return PRICES[name]
+KeyError: 'pear'
+"""
+
+
+def healbot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HEALBOT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        check=False,
+    )
+
+
+def test_scan_prints_the_groups_and_writes_one_group_per_line(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    lines = []
+    for i in range(3):
+        lines.append(TRACEBACK.format(repo="/srv/shop").replace("'pear'", f"'item-{i}'"))
+        lines.append(f'127.0.0.1 - - [26/Nov/2026 06:00:0{i}] "GET /health HTTP/1.1" 200 -\n')
+    log.write_text("".join(lines))
+    out = tmp_path / "groups.jsonl"
+    result = healbot("scan", str(log), "--all", "--groups-out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "KeyError" in result.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, len(log.read_text().splitlines()) + 1))
+    traceback_groups = {
+        r["group"] for r in rows if "Traceback" in log.read_text().splitlines()[r["line"] - 1]
+    }
+    assert len(traceback_groups) == 1  # three KeyErrors with different keys are one group
+
+
+def test_scan_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = healbot("scan", str(tmp_path / "nope.log"))
+    assert result.returncode == 1
+    assert "is not a readable file" in result.stderr
+
+
+def test_doctor_reports_each_problem_with_its_fix(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "shop", {"shop.py": "x = 1\n"})
+    cfg = tmp_path / "healbot.toml"
+    cfg.write_text(
+        f"""
+[claude]
+binary = "{tmp_path}/no-such-claude"
+
+[services.shop]
+repo = "{repo}"
+logs = ["{tmp_path}/missing.log"]
+
+[services.shop.manager]
+type = "supervisord"
+socket = "{tmp_path}/no.sock"
+"""
+    )
+    result = healbot("doctor", "-c", str(cfg))
+    assert result.returncode == 1
+    assert "✓ config" in result.stdout
+    assert "claude binary" in result.stdout and "not found" in result.stdout
+    assert "missing.log does not exist" in result.stdout
+    assert "shop: supervisord:" in result.stdout
+
+
+def test_a_malformed_config_stops_the_daemon_before_it_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "healbot.toml"
+    cfg.write_text("[healbot]\npoll_interval_s = 'fast'\n")
+    result = healbot("run", "-c", str(cfg), timeout=30)
+    assert result.returncode == 2
+    assert f"{cfg}: healbot.poll_interval_s: must be a number" in result.stderr
+
+
+@pytest.mark.real_cli
+def test_diagnose_is_read_only_and_prints_the_exact_diff(tmp_path: Path) -> None:
+    binary = claude_binary() or pytest.fail("claude binary missing: run `make tools`")
+    repo = make_repo(
+        tmp_path / "shop",
+        {"shop.py": 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'},
+    )
+    log = tmp_path / "shop.log"
+    log.write_text(TRACEBACK.format(repo=repo) * 2 + "INFO all good\n")
+    answer = {
+        "summary": "unknown items raise KeyError",
+        "candidates": [
+            {
+                "title": "Default unknown prices to 0",
+                "rationale": "PRICES[name] raises for unknown names",
+                "risk": "low",
+                "kind": "patch",
+                "edits": [
+                    {"path": "shop.py", "old": "return PRICES[name]", "new": "return PRICES.get(name, 0)"}
+                ],
+            }
+        ],
+    }
+    with FakeMessagesApi(structured=answer) as fake:
+        cfg = tmp_path / "healbot.toml"
+        cfg.write_text(
+            f"""
+[healbot]
+state_dir = "{tmp_path}/state"
+
+[claude]
+binary = "{binary}"
+base_url = "{fake.url}"
+pass_env = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_RETRIES"]
+
+[services.shop]
+repo = "{repo}"
+logs = ["{log}"]
+
+[services.shop.manager]
+type = "command"
+restart = ["true"]
+"""
+        )
+        env = {
+            **os.environ,
+            "ANTHROPIC_API_KEY": "test",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "HEALBOT_TELEGRAM_TOKEN": "123456789:SECRET",
+        }
+        result = healbot("diagnose", "shop", "-c", str(cfg), env=env)
+        journal = "\n".join(e.text() for e in fake.message_requests())
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "+    return PRICES.get(name, 0)" in result.stdout
+    assert "KeyError" in journal
+    assert "123456789:SECRET" not in journal
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-list", "--count", "HEAD") == "1"
+    assert not (tmp_path / "state").exists()  # nothing stored
+
+
+@pytest.mark.real_cli
+@pytest.mark.supervisord
+@pytest.mark.slow
+def test_demo_keeps_the_good_fix_and_reverts_the_bad_one(tmp_path: Path) -> None:
+    if claude_binary() is None:
+        pytest.fail("claude binary missing: run `make tools`")
+    summary = tmp_path / "summary.json"
+    result = healbot(
+        "demo", "--yes", "--summary-json", str(summary), "--workdir", str(tmp_path / "work"), timeout=180
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(summary.read_text())
+    [kept, reverted] = data["scenarios"]
+    assert kept["action"] == "kept" and kept["verdict"] == "better" and kept["commit"]
+    assert reverted["action"] == "reverted" and reverted["verdict"] == "worse"
+    assert reverted["commit"] and reverted["revert_commit"]
+    assert "FAKE Messages API" in result.stdout and "scripted" in result.stdout
+    assert "skipped: Telegram" in result.stdout
+    [work] = list((tmp_path / "work").iterdir())
+    repo = work / "shop"
+    log = git(repo, "log", "--format=%H %s")
+    assert kept["commit"] in log and reverted["revert_commit"] in log
+    assert "PRICES.get(name)" in (repo / "shop.py").read_text()  # the good fix stayed
+    assert "max(len(ORDER), 1)" not in (repo / "shop.py").read_text()  # the bad one is gone
+    assert sum(s["seconds"] for s in data["scenarios"]) < 60
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    head = (REPO_ROOT / "README.md").read_text().splitlines()[:20]
+    assert "make demo" in "\n".join(head) and "make test" in "\n".join(head)
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
