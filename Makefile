@@ -45,7 +45,13 @@ typecheck: $(VENV_STAMP)
 test: $(VENV_STAMP) tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV_STAMP) tools
+BENCH_STAMP := $(VENV)/.stamp-bench
+
+$(BENCH_STAMP): $(VENV_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV_STAMP) $(BENCH_STAMP) tools
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:

@@ -19,11 +19,12 @@ from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
 from bot.diagnose import diagnose
 from bot.errors import HealbotError
 from bot.evidence import collect_evidence
-from bot.grouping import format_scan, scan_file
+from bot.grouping import format_scan, scan_errors, scan_file
 from bot.models import Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
 from bot.redact import redact, redact_env_values
 from bot.render import candidate_line, proposal_text, when
+from bot.sources import build_sources, probe_sources
 from bot.store import Store
 
 
@@ -120,7 +121,10 @@ def _scrubber() -> Callable[[str], str]:
 def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None) -> int:
     if not path.is_file():
         raise HealbotError(f"{path} is not a readable file")
-    result = scan_file(path, service=service, errors_only=not all_records)
+    if groups_out is None and not all_records:
+        result = scan_errors(path, service=service)  # the fast path: search the buffer for errors only
+    else:
+        result = scan_file(path, service=service, errors_only=not all_records)
     print(format_scan(result))
     if groups_out is not None:
         with groups_out.open("w", encoding="utf-8") as out:
@@ -153,13 +157,8 @@ def doctor(config_path: Path) -> int:
             problems.append(f"{name}: {cfg.manager_type}: {problem}")
         else:
             oks.append(f"{name}: {cfg.manager_type} reachable")
-        for log_path in cfg.logs:
-            if not log_path.exists():
-                problems.append(f"{name}: log {log_path} does not exist yet (fix: check the path in `logs`)")
-            elif not os.access(log_path, os.R_OK):
-                problems.append(
-                    f"{name}: log {log_path} is not readable (fix: add healbot's user to its group)"
-                )
+        for row in probe_sources(name, build_sources(cfg, manager)):
+            (oks if row.ok else problems).append(f"{name}: {row.describe()}")
     for line in oks:
         print(f"✓ {line}")
     for line in problems:

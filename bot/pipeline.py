@@ -30,7 +30,7 @@ from bot.errors import (
     StaleProposalError,
 )
 from bot.evidence import collect_evidence
-from bot.grouping import fingerprint
+from bot.grouping import Grouper
 from bot.health import ErrorLedger, probe, snapshot, verdict
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Healer, LogSource, Runner, ServiceManager
 from bot.models import (
@@ -48,6 +48,7 @@ from bot.models import (
     Outcome,
     Proposal,
     ProposalStatus,
+    Risk,
     RunStats,
     Verdict,
 )
@@ -57,6 +58,8 @@ from bot.redact import redact, redact_env_values
 from bot.store import Observation, Store
 
 log = logging.getLogger("healbot.pipeline")
+
+FIRST_APPROVAL_PREFIX = "first_approval:"
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Pipeline:
         self._diagnosing: set[int] = set()
         self._poll_lock = asyncio.Lock()
         self.results: list[FlowResult] = []
+        self.grouper = Grouper()
         self.auto_diagnose = True
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ class Pipeline:
         records = assembler.feed(batch.lines, now) if batch.lines else assembler.flush()
         observations = []
         for record in records:
-            fp = fingerprint(record)
+            fp = self.grouper.fingerprint(record)
             if not fp.is_error:
                 continue
             self.ledger.record(runtime.cfg.name, fp.key, now)
@@ -375,6 +379,9 @@ class Pipeline:
                 self._spawn(self.diagnose_incident(incident.id), f"rediagnose-{incident.id}")
                 return DecisionResult(False, msg)
             return self._already(proposal, decision)
+        quorum = await self._second_approval_needed(proposal, incident, candidate, decision)
+        if quorum is not None:
+            return quorum
         msg = f"approved #{candidate.fix.rank} by {decision.actor}"
         if not self.store.close_proposal(
             proposal,
@@ -390,6 +397,27 @@ class Pipeline:
         )
         self._spawn(self.apply_and_verify(proposal, candidate, change), f"apply-{change.id}")
         return DecisionResult(True, f"{msg}: applying")
+
+    async def _second_approval_needed(
+        self, proposal: Proposal, incident: Incident, candidate: Candidate, decision: Decision
+    ) -> DecisionResult | None:
+        """High-risk candidates may need two different approvers; the first press is recorded, not applied."""
+        if not (self.config.approval.second_approver_for_high_risk and candidate.fix.risk is Risk.HIGH):
+            return None
+        key = f"{FIRST_APPROVAL_PREFIX}{proposal.token}:{candidate.fix.rank}"
+        first = self.store.get_setting(key)
+        if first is None:
+            self.store.set_setting(key, decision.actor, actor=decision.actor, at=self.clock.now())
+            msg = f"high-risk fix #{candidate.fix.rank}: approval 1 of 2 by {decision.actor}; a second approver must press Approve too"
+            await self.channel.progress(incident, msg)
+            return DecisionResult(True, msg)
+        if first == decision.actor:
+            return self._refuse(
+                proposal,
+                decision,
+                f"you already approved #{candidate.fix.rank}: a second, different approver is needed",
+            )
+        return None
 
     # --- apply, restart, verify --------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ socket = "{tmp_path}/no.sock"
     assert result.returncode == 1
     assert "✓ config" in result.stdout
     assert "claude binary" in result.stdout and "not found" in result.stdout
-    assert "missing.log does not exist" in result.stdout
+    assert "missing.log: file not found" in result.stdout
     assert "shop: supervisord:" in result.stdout
 
 
