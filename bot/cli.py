@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--summary-json", type=Path, help="write the summary table as JSON")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here instead of a temp dir")
+    demo.add_argument(
+        "--telegram",
+        action="store_true",
+        help="approve through the real Telegram channel against the bundled fake Bot API (a scripted "
+        "operator presses Approve #1) and print the chat transcript",
+    )
+    demo.add_argument("--html", type=Path, help="with --telegram: write the chat transcript as one HTML page")
     return parser
 
 
@@ -107,7 +114,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from bot.demo.run import run_demo
 
-        return run_demo(yes=args.yes, live=args.live, summary_json=args.summary_json, workdir=args.workdir)
+        return run_demo(
+            yes=args.yes,
+            live=args.live,
+            summary_json=args.summary_json,
+            workdir=args.workdir,
+            telegram=args.telegram,
+            html=args.html,
+        )
     raise AssertionError(args.command)
 
 

@@ -4,6 +4,7 @@ the fake Messages API, the real healers and the `command` service manager, the r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Mapping
@@ -432,3 +433,24 @@ async def test_many_errors_make_one_incident_and_one_diagnosis(make_world) -> No
     assert incident.count == 23
     assert len(world.store.diagnoses(incident.id)) == 1
     assert len(world.fake.message_requests()) == 1
+
+
+async def test_a_high_risk_fix_needs_two_different_approvers(make_world) -> None:  # type: ignore[no-untyped-def]
+    risky = dict(FIX, risk="high")
+    world: World = await make_world(answer={"summary": "s", "candidates": [risky]})
+    world.pipeline.config = dataclasses.replace(
+        world.pipeline.config,
+        approval=dataclasses.replace(world.pipeline.config.approval, second_approver_for_high_risk=True),
+    )
+    _, proposal = await world.incident_with_proposal()
+    first = await world.approve(proposal, actor="alice")
+    assert "approval 1 of 2 by alice" in first
+    again = await world.approve(proposal, actor="alice")
+    assert "a second, different approver is needed" in again
+    await world.pipeline.wait_idle()
+    assert world.pipeline.results == []
+    assert world.store.proposal(proposal.id).status is ProposalStatus.PENDING
+    second = await world.approve(proposal, actor="bob")
+    assert "approved #1 by bob" in second
+    await world.pipeline.wait_idle()
+    assert [r.action for r in world.pipeline.results] == ["kept"]

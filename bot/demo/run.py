@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import load_config
 from bot.console import ConsoleChannel
@@ -34,9 +34,16 @@ from bot.errors import HealbotError
 from bot.pipeline import FlowResult
 from bot.runner.claude_cli import ClaudeCliRunner
 
+if TYPE_CHECKING:
+    from bot.demo.telegram_demo import TelegramDemo
+
 ASSETS = Path(__file__).parent / "assets"
 SCENARIO_TIMEOUT_S = 40.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONSOLE_APPROVAL = """[approval]
+channel = "console"
+expiry_minutes = 60
+"""
 
 GOOD_FIX = {
     "title": "Reject unknown items instead of crashing in checkout_total",
@@ -72,6 +79,12 @@ RESTART_FIX = {
     "risk": "low",
     "kind": "restart",
 }
+
+
+def telegram_answer(body: Mapping[str, Any]) -> object:
+    from bot.demo.telegram_demo import scripted_answer as answer
+
+    return answer(body)
 
 
 def scripted_answer(body: Mapping[str, Any]) -> object:
@@ -158,7 +171,9 @@ class Traffic:
                     pass
 
 
-def _write_setup(work: Path, port: int, claude: str, live: bool, socket_dir: Path) -> Path:
+def _write_setup(
+    work: Path, port: int, claude: str, live: bool, socket_dir: Path, approval: str = CONSOLE_APPROVAL
+) -> Path:
     repo = work / "shop"
     repo.mkdir(parents=True)
     shutil.copy(ASSETS / "shop.py", repo / "shop.py")
@@ -216,10 +231,7 @@ max_budget_usd = {1.0 if live else 0.5}
 timeout_s = {300 if live else 60}
 idle_timeout_s = {120 if live else 30}
 
-[approval]
-channel = "console"
-expiry_minutes = 60
-
+{approval}
 [services.shop]
 repo = "{repo}"
 logs = ["{logs}/shop.err.log"]
@@ -294,8 +306,8 @@ async def _scenario(daemon: Daemon, traffic: Traffic, name: str, path: str, done
     )
 
 
-def _table(reports: list[ScenarioReport]) -> str:
-    rows = [("scenario", "verdict", "action", "commit", "revert commit", "seconds")]
+def _rows(reports: list[ScenarioReport]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("scenario", "verdict", "action", "commit", "revert commit", "seconds")]
     for r in reports:
         rows.append(
             (
@@ -307,17 +319,27 @@ def _table(reports: list[ScenarioReport]) -> str:
                 f"{r.seconds:.1f}",
             )
         )
+    return rows
+
+
+def _table(reports: list[ScenarioReport]) -> str:
+    rows = _rows(reports)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-async def _run(work: Path, *, yes: bool, live: bool) -> list[ScenarioReport]:
+async def _run(
+    work: Path, *, yes: bool, live: bool, telegram: TelegramDemo | None = None
+) -> list[ScenarioReport]:
     claude = find_claude(live)
     port = _free_port()
     socket_dir = Path(tempfile.mkdtemp(prefix="hb-"))
-    config_path = _write_setup(work, port, claude, live, socket_dir)
+    if telegram is not None:
+        telegram.start()
+    approval = telegram.approval_toml() if telegram is not None else CONSOLE_APPROVAL
+    config_path = _write_setup(work, port, claude, live, socket_dir, approval)
     try:
         supervisord_pid = _start_supervisord(work, port)
     except BaseException:
@@ -331,7 +353,7 @@ async def _run(work: Path, *, yes: bool, live: bool) -> list[ScenarioReport]:
         if live:
             print("claude: your own logged-in claude answers (--live); the second scenario is skipped")
         else:
-            fake = FakeMessagesApi(structured=scripted_answer).start()
+            fake = FakeMessagesApi(structured=telegram_answer if telegram else scripted_answer).start()
             extra_env = {
                 "ANTHROPIC_BASE_URL": fake.url,
                 "ANTHROPIC_API_KEY": "demo-not-a-real-key",
@@ -341,34 +363,61 @@ async def _run(work: Path, *, yes: bool, live: bool) -> list[ScenarioReport]:
                 "claude: the real claude binary runs, but it talks to healbot's bundled FAKE Messages API on "
                 f"{fake.url}: its answers are scripted, no Claude account is used (use --live for real answers)"
             )
-        print(
-            "skipped: Telegram (the console is the approval channel here; see `healbot demo --telegram` later)"
-        )
+        if telegram is None:
+            print(
+                "skipped: Telegram (the console is the approval channel here; try `healbot demo --telegram`)"
+            )
         config = load_config(config_path)
         runner = ClaudeCliRunner(config.claude, extra_env=extra_env, config_dir=work / "claude-config")
-        channel = ConsoleChannel(auto_approve=yes, interactive=not yes and sys.stdin.isatty())
-        daemon = Daemon(config, channel, runner=runner)
+        if telegram is not None:
+            daemon = telegram.build_daemon(config, runner)
+        else:
+            channel = ConsoleChannel(auto_approve=yes, interactive=not yes and sys.stdin.isatty())
+            daemon = Daemon(config, channel, runner=runner)
         await daemon.start()
+        if telegram is not None:
+            telegram.start_operator()
         traffic.start()
         reports = [
             await _scenario(daemon, traffic, "unknown item crashes checkout", "/checkout?items=apple,pear", 0)
         ]
         if not live:
             reports.append(await _scenario(daemon, traffic, "a bad fix is reverted", "/stats", 1))
+        if telegram is not None:
+            await telegram.settle(daemon.pipeline.results)
         return reports
     finally:
         traffic.stop()
+        if telegram is not None:
+            await telegram.stop_operator()
         if daemon is not None:
             await daemon.stop()
             daemon.store.close()
         if fake is not None:
             fake.stop()
+        if telegram is not None:
+            telegram.stop()
         _stop_supervisord(supervisord_pid)
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
-def run_demo(*, yes: bool, live: bool, summary_json: Path | None, workdir: Path | None) -> int:
+def run_demo(
+    *,
+    yes: bool,
+    live: bool,
+    summary_json: Path | None,
+    workdir: Path | None,
+    telegram: bool = False,
+    html: Path | None = None,
+) -> int:
+    if html is not None and not telegram:
+        raise HealbotError("--html writes the Telegram chat transcript: use it with --telegram")
     started = time.monotonic()
+    chat: TelegramDemo | None = None
+    if telegram:
+        from bot.demo.telegram_demo import TelegramDemo
+
+        chat = TelegramDemo()
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="healbot-demo-", dir=workdir))
@@ -376,10 +425,16 @@ def run_demo(*, yes: bool, live: bool, summary_json: Path | None, workdir: Path 
         work = Path(tempfile.mkdtemp(prefix="healbot-demo-"))
     print(f"healbot demo in {work}")
     try:
-        reports = asyncio.run(_run(work, yes=yes, live=live))
+        reports = asyncio.run(_run(work, yes=yes, live=live, telegram=chat))
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+        if chat is not None:
+            chat.stop()
+    if chat is not None:
+        chat.print_transcript()
+        if html is not None:
+            chat.write_html(html, _rows(reports))
     print("\n" + _table(reports))
     print(f"\ntotal {time.monotonic() - started:.1f} s")
     if summary_json is not None:

@@ -22,6 +22,7 @@ from bot.demo.fake_bot_api import Call, FakeBotApi, UserAction
 
 _SAFE_TAGS = {"b", "strong", "i", "em", "u", "s", "del", "code", "pre", "blockquote"}
 _TAG_ALIASES = {"ins": "u", "strike": "s"}
+_OUTCOME_CLASS = {"kept": ' class="kept"', "reverted": ' class="reverted"'}
 
 
 class EventKind(enum.Enum):
@@ -121,20 +122,32 @@ def events_from(
         if call.method == "sendMessage":
             raw = str(call.params.get("text", ""))
             events.append(
-                ChatEvent(call.at, EventKind.SENT, message_id, "healbot", str(result.get("text", "")), raw, buttons)
+                ChatEvent(
+                    call.at, EventKind.SENT, message_id, "healbot", str(result.get("text", "")), raw, buttons
+                )
             )
         elif call.method == "editMessageText":
             raw = str(call.params.get("text", ""))
             events.append(
                 ChatEvent(
-                    call.at, EventKind.EDITED, message_id, "healbot", str(result.get("text", "")), raw, buttons
+                    call.at,
+                    EventKind.EDITED,
+                    message_id,
+                    "healbot",
+                    str(result.get("text", "")),
+                    raw,
+                    buttons,
                 )
             )
         elif call.method == "editMessageReplyMarkup":
-            events.append(ChatEvent(call.at, EventKind.BUTTONS_CHANGED, message_id, "healbot", buttons=buttons))
+            events.append(
+                ChatEvent(call.at, EventKind.BUTTONS_CHANGED, message_id, "healbot", buttons=buttons)
+            )
         elif call.method == "sendDocument":
             document = result.get("document") or {}
-            attachment = Attachment(str(document.get("file_name", "document")), call.files.get("document", b""))
+            attachment = Attachment(
+                str(document.get("file_name", "document")), call.files.get("document", b"")
+            )
             events.append(
                 ChatEvent(
                     call.at,
@@ -156,8 +169,12 @@ def events_from(
     return tuple(sorted(events, key=lambda e: e.at))
 
 
-def transcript_from(api: FakeBotApi, chat_id: int, *, chat_title: str, people: Mapping[int, str]) -> Transcript:
-    return Transcript(chat_title, events_from(api.journal(), api.user_actions(), chat_id, people), dict(people))
+def transcript_from(
+    api: FakeBotApi, chat_id: int, *, chat_title: str, people: Mapping[int, str]
+) -> Transcript:
+    return Transcript(
+        chat_title, events_from(api.journal(), api.user_actions(), chat_id, people), dict(people)
+    )
 
 
 def final_bubbles(events: Iterable[ChatEvent]) -> list[Bubble]:
@@ -166,10 +183,20 @@ def final_bubbles(events: Iterable[ChatEvent]) -> list[Bubble]:
         bubble = bubbles.get(e.message_id)
         if e.kind in (EventKind.SENT, EventKind.DOCUMENT):
             bubbles[e.message_id] = Bubble(
-                e.message_id, True, e.who, e.at, e.markup_html, e.text, e.buttons, e.buttons, attachment=e.attachment
+                e.message_id,
+                True,
+                e.who,
+                e.at,
+                e.markup_html,
+                e.text,
+                e.buttons,
+                e.buttons,
+                attachment=e.attachment,
             )
         elif e.kind is EventKind.USER_MESSAGE:
-            bubbles[e.message_id] = Bubble(e.message_id, False, e.who, e.at, html.escape(e.text), e.text, (), ())
+            bubbles[e.message_id] = Bubble(
+                e.message_id, False, e.who, e.at, html.escape(e.text), e.text, (), ()
+            )
         elif bubble is None:
             continue
         elif e.kind is EventKind.EDITED:
@@ -182,7 +209,9 @@ def final_bubbles(events: Iterable[ChatEvent]) -> list[Bubble]:
                 edited_at=e.at,
             )
         elif e.kind is EventKind.BUTTONS_CHANGED:
-            bubbles[e.message_id] = replace(bubble, buttons_now=e.buttons, edits=bubble.edits + 1, edited_at=e.at)
+            bubbles[e.message_id] = replace(
+                bubble, buttons_now=e.buttons, edits=bubble.edits + 1, edited_at=e.at
+            )
         elif e.kind is EventKind.PRESSED:
             bubbles[e.message_id] = replace(bubble, pressed=(*bubble.pressed, (e.text, e.who)))
         elif e.kind is EventKind.ANSWERED:
@@ -247,7 +276,9 @@ def render_text(transcript: Transcript) -> str:
 
 
 def _added_lines(before: str, after: str) -> list[str]:
-    return [line[2:] for line in difflib.ndiff(before.splitlines(), after.splitlines()) if line.startswith("+ ")]
+    return [
+        line[2:] for line in difflib.ndiff(before.splitlines(), after.splitlines()) if line.startswith("+ ")
+    ]
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -327,7 +358,7 @@ def _bubble_html(bubble: Bubble) -> str:
         size = len(bubble.attachment.content)
         body = (
             f'<div class="doc"><div class="docicon">DIFF</div><div><div class="docname">'
-            f"{html.escape(bubble.attachment.filename)}</div><div class=\"docsize\">{size} bytes</div></div></div>"
+            f'{html.escape(bubble.attachment.filename)}</div><div class="docsize">{size} bytes</div></div></div>'
             f'<details class="doccontent"><summary>show the diff</summary><pre class="diff">'
             f"{_diff_html(content)}</pre></details>{body}"
         )
@@ -411,7 +442,7 @@ def render_html(
     if summary:
         head = "".join(f"<th>{html.escape(cell)}</th>" for cell in summary[0])
         body = "".join(
-            "<tr>" + "".join(f'<td class="{html.escape(c)}">{html.escape(c)}</td>' for c in row) + "</tr>"
+            "<tr>" + "".join(f"<td{_OUTCOME_CLASS.get(c, '')}>{html.escape(c)}</td>" for c in row) + "</tr>"
             for row in summary[1:]
         )
         table = f'<div class="summary"><h2>outcome</h2><table><tr>{head}</tr>{body}</table></div>'
