@@ -12,6 +12,7 @@ import enum
 import html
 import html.parser
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,8 @@ from bot.demo.fake_bot_api import Call, FakeBotApi, UserAction
 
 _SAFE_TAGS = {"b", "strong", "i", "em", "u", "s", "del", "code", "pre", "blockquote"}
 _TAG_ALIASES = {"ins": "u", "strike": "s"}
+_OUTCOME_LINE = re.compile(r"^(→ )(kept|worse|reverted)\b.*$", re.MULTILINE)
+_OUTCOME_CSS = {"kept": "good", "worse": "bad", "reverted": "bad"}
 _OUTCOME_CLASS = {"kept": ' class="kept"', "reverted": ' class="reverted"'}
 
 
@@ -312,6 +315,13 @@ def safe_html(telegram_html: str) -> str:
     return "".join(parser.out)
 
 
+def _chat_text(telegram_html: str) -> str:
+    """The bot's text as the phone lays it out: blocks without blank lines around them, outcomes coloured."""
+    text = re.sub(r"\n?<pre>", "<pre>", safe_html(telegram_html))
+    text = re.sub(r"</pre>\n?", "</pre>", text)
+    return _OUTCOME_LINE.sub(lambda m: f'<span class="{_OUTCOME_CSS[m.group(2)]}">{m.group(0)}</span>', text)
+
+
 def _diff_html(content: str) -> str:
     lines = []
     for line in content.splitlines():
@@ -352,7 +362,7 @@ def _bubble_html(bubble: Bubble) -> str:
         edited_at = _clock(bubble.edited_at) if bubble.edited_at else meta
         times = f" ×{bubble.edits}" if bubble.edits > 1 else ""
         meta = f'<span class="edited">edited{times} {edited_at}</span> · sent {meta}'
-    body = f'<div class="text">{safe_html(bubble.markup_html)}</div>' if bubble.markup_html else ""
+    body = f'<div class="text">{_chat_text(bubble.markup_html)}</div>' if bubble.markup_html else ""
     if bubble.attachment is not None:
         content = bubble.attachment.content.decode("utf-8", "replace")
         size = len(bubble.attachment.content)
@@ -403,6 +413,7 @@ color:#c7d6e4}
 .text code{background:#0f1a25;border-radius:4px;padding:0 4px;color:#f0b46c}
 .meta{text-align:right;color:#6d7f8f;font-size:11.5px;margin-top:3px}
 .edited{color:#8fb8de;font-style:italic}
+.text .good{color:#7ee787;font-weight:600}.text .bad{color:#ffb86c;font-weight:600}
 .keyboard{max-width:92%;margin:2px 0 8px}.keyboard.gone .btn{opacity:.45}
 .kbrow{display:flex;gap:4px;margin-top:4px}
 .btn{flex:1;text-align:center;background:#223446;border-radius:8px;padding:7px 6px;font-size:13.5px;
