@@ -1,4 +1,4 @@
-"""The `healbot` command: run, diagnose, scan, doctor, status, revert, demo."""
+"""The `healbot` command: run, diagnose, scan, doctor, status, history, audit, revert, init, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.errors import ConfigError, HealbotError
+from bot.logging_setup import LogFormat, configure_logging
 
 DEFAULT_CONFIG = "healbot.toml"
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--yes", action="store_true", help="console channel: approve the top candidate unattended"
     )
+    run.add_argument(
+        "--log-json",
+        action="store_true",
+        help='log one JSON object per line (same as [healbot] log_format = "json")',
+    )
 
     diag = sub.add_parser("diagnose", help="one-shot, read-only diagnosis of a service's recent errors")
     with_config(diag)
@@ -53,9 +59,36 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="open incidents, pending approvals, recent changes")
     with_config(status)
 
+    formats = ("text", "jsonl", "csv")
+    history = sub.add_parser("history", help="recent changes with their verdicts")
+    with_config(history)
+    history.add_argument("--service", help="only this service")
+    history.add_argument("--limit", type=int, default=20, help="how many changes (default: %(default)s)")
+    history.add_argument("--format", choices=formats, default="text")
+
+    audit = sub.add_parser("audit", help="export the audit log (who did what, when)")
+    with_config(audit)
+    audit.add_argument("--since", help="a duration back from now (30m, 2h, 7d) or an ISO date/time (UTC)")
+    audit.add_argument("--format", choices=formats, default="jsonl")
+    audit.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
     revert = sub.add_parser("revert", help="revert a healbot change (exactly its commit) and restart")
     with_config(revert)
     revert.add_argument("change", type=int)
+
+    init = sub.add_parser("init", help="detect services on this host and write a commented healbot.toml")
+    init.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_CONFIG), help="default: %(default)s")
+    init.add_argument("--yes", action="store_true", help="ask nothing: take every detected service")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--channel", default="console", help="console or telegram (default: %(default)s)")
+    init.add_argument("--approver", action="append", default=[], help="telegram user id (repeatable)")
+    init.add_argument("--chat", action="append", default=[], help="telegram chat id (repeatable)")
+    init.add_argument("--state-dir", default="/var/lib/healbot", help="default: %(default)s")
+    init.add_argument("--pm2-home", help="PM2_HOME to ask (default: $PM2_HOME or ~/.pm2)")
+    init.add_argument(
+        "--supervisord-socket", action="append", default=[], help="socket to ask (default: common paths)"
+    )
+    init.add_argument("--no-detect", action="store_true", help="do not look for services")
 
     demo = sub.add_parser("demo", help="the whole loop on a bundled sample service (no accounts needed)")
     demo.add_argument("--yes", action="store_true", help="approve the top candidate without asking")
@@ -76,10 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(LogFormat.TEXT, level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -96,7 +126,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot import commands
 
     if args.command == "run":
-        return asyncio.run(commands.run(Path(args.config), auto_approve=args.yes))
+        return asyncio.run(commands.run(Path(args.config), auto_approve=args.yes, log_json=args.log_json))
     if args.command == "diagnose":
         return asyncio.run(
             commands.diagnose_service(Path(args.config), args.service, tail_bytes=args.tail_bytes)
@@ -109,8 +139,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.doctor(Path(args.config))
     if args.command == "status":
         return commands.status(Path(args.config))
+    if args.command == "history":
+        return commands.history(Path(args.config), service=args.service, limit=args.limit, fmt=args.format)
+    if args.command == "audit":
+        return commands.audit(Path(args.config), since=args.since, fmt=args.format, output=args.output)
     if args.command == "revert":
         return asyncio.run(commands.revert(Path(args.config), args.change))
+    if args.command == "init":
+        return commands.init(args)
     if args.command == "demo":
         from bot.demo.run import run_demo
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import registry
+from bot import audit_export, registry
 from bot.config import HealbotConfig, load_config
 from bot.console import ConsoleChannel
 from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
@@ -20,19 +22,26 @@ from bot.diagnose import diagnose
 from bot.errors import HealbotError
 from bot.evidence import collect_evidence
 from bot.grouping import format_scan, scan_errors, scan_file
+from bot.heartbeat import load_scans, scan_lines
+from bot.logging_setup import LogFormat, configure_logging
 from bot.models import Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
 from bot.redact import redact, redact_env_values
 from bot.render import candidate_line, proposal_text, when
+from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources, probe_sources
 from bot.store import Store
 
+log = logging.getLogger("healbot")
 
-async def run(config_path: Path, *, auto_approve: bool) -> int:
+
+async def run(config_path: Path, *, auto_approve: bool, log_json: bool = False) -> int:
     config = load_config(config_path)
+    json_logs = log_json or config.log_format == LogFormat.JSON
+    configure_logging(LogFormat.JSON if json_logs else LogFormat.TEXT)
     runner = build_runner(config)
     for warning in runner.startup_warnings():
-        print(f"healbot: WARNING: {warning}", file=sys.stderr)
+        log.warning("%s", warning)
     if config.approval.channel == "telegram":
         from bot.telegram import build_telegram_channel, token_from_env
 
@@ -167,6 +176,18 @@ def doctor(config_path: Path) -> int:
 
 
 def _claude_problems(config: HealbotConfig) -> list[str]:
+    runner = build_runner(config)
+    if isinstance(runner, MessagesApiRunner):
+        warnings = runner.startup_warnings()
+        if not warnings:
+            print(f"✓ claude: {runner.describe_billing()}")
+        return warnings
+    billing = (
+        "per token (ANTHROPIC_API_KEY is passed)"
+        if "ANTHROPIC_API_KEY" in config.claude.pass_env
+        else ("the operator's subscription login")
+    )
+    print(f"✓ claude runner: cli, billed to {billing}")
     binary = shutil.which(config.claude.binary) or (
         config.claude.binary if os.access(config.claude.binary, os.X_OK) else None
     )
@@ -199,7 +220,14 @@ def status(config_path: Path) -> int:
     store = Store.open(config.db_path)
     try:
         paused = store.get_setting("paused_until")
-        print(f"healbot: {'PAUSED' if paused else 'active'} · state {config.db_path}")
+        print(f"healbot on {config.host_name}: {'PAUSED' if paused else 'active'} · state {config.db_path}")
+        scans = load_scans(config.state_dir)
+        if scans is None:
+            print("heartbeat: no scan recorded (is `healbot run` running with this config?)")
+        else:
+            print("heartbeat:")
+            for line in scan_lines(scans, time.time()):
+                print(f"  {line}")
         incidents = store.incidents(open_only=True)
         print(f"open incidents: {len(incidents)}")
         for incident in incidents:
@@ -224,6 +252,38 @@ def status(config_path: Path) -> int:
     return 0
 
 
+def history(config_path: Path, *, service: str | None, limit: int, fmt: str) -> int:
+    config = load_config(config_path, check_repos=False)
+    if service is not None and service not in config.services:
+        raise HealbotError(f"unknown service {service!r}; configured: {', '.join(config.services)}")
+    if limit < 1:
+        raise HealbotError(f"--limit must be at least 1, not {limit}")
+    store = Store.open(config.db_path)
+    try:
+        rows = audit_export.history_rows(store, service=service, limit=limit)
+    finally:
+        store.close()
+    sys.stdout.write(audit_export.render(rows, audit_export.HISTORY_FIELDS, audit_export.ExportFormat(fmt)))
+    return 0
+
+
+def audit(config_path: Path, *, since: str | None, fmt: str, output: Path | None) -> int:
+    config = load_config(config_path, check_repos=False)
+    since_ts = None if since is None else audit_export.parse_since(since, now=time.time())
+    store = Store.open(config.db_path)
+    try:
+        rows = audit_export.audit_rows(store, since=since_ts)
+    finally:
+        store.close()
+    text = audit_export.render(rows, audit_export.AUDIT_FIELDS, audit_export.ExportFormat(fmt))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(f"{len(rows)} audit event(s) written to {output}", file=sys.stderr)
+    return 0
+
+
 async def revert(config_path: Path, change_id: int) -> int:
     config = load_config(config_path)
     daemon = Daemon(config, ConsoleChannel(interactive=False))
@@ -232,3 +292,21 @@ async def revert(config_path: Path, change_id: int) -> int:
     finally:
         daemon.store.close()
     return 0
+
+
+def init(args: argparse.Namespace) -> int:
+    """`healbot init`: detect services, ask (unless --yes), write a commented config."""
+    from bot import init as init_config
+
+    skip = frozenset(init_config.ManagerKind) if args.no_detect else frozenset()
+    detect = init_config.DetectOptions(
+        pm2_home=args.pm2_home,
+        supervisord_sockets=tuple(args.supervisord_socket) or init_config.SUPERVISORD_SOCKETS,
+        skip=skip,
+    )
+    defaults = init_config.InitAnswers(
+        channel=args.channel, state_dir=args.state_dir, approvers=tuple(args.approver), chats=tuple(args.chat)
+    )
+    return init_config.run_init(
+        args.output, assume_yes=args.yes, force=args.force, defaults=defaults, detect=detect
+    )

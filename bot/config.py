@@ -6,6 +6,7 @@ Secrets never live in the file: they come from the environment (HEALBOT_TELEGRAM
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.errors import ConfigError
+from bot.policy import parse_window
 
 T = TypeVar("T")
 
 MANAGER_TYPES = ("command", "supervisord", "pm2", "systemd", "docker")
-RUNNER_TYPES = ("cli", "messages_api")
+RUNNER_TYPES = ("cli", "api", "messages_api")
 CHANNEL_TYPES = ("console", "telegram")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,9 @@ class ApprovalConfig:
     chats: tuple[str, ...] = ()
     second_approver_for_high_risk: bool = False
     telegram_base_url: str | None = None  # a Bot API server other than Telegram's (a local one, tests)
+    # In a group with several healbots, /pause, /resume, /mute, /revert and /diagnose must then be
+    # addressed (/pause@this_bot); unaddressed ones get a hint instead. /status, /help etc. always answer.
+    require_addressing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,20 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """`[policy]`: the limits of automatic remediation. Tripped → escalate only."""
+
+    fixes_per_fingerprint_per_day: int = 3
+    restarts_per_service: int = 3
+    restart_window_s: float = 1800.0
+    applies_per_day: int = 10
+    maintenance_windows: tuple[str, ...] = ()  # "02:00-04:00" or "sun 02:00-04:00", UTC
+    grace_after_restart_s: float = (
+        0.0  # errors first seen this long after healbot's own restart: not diagnosed
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class HealbotConfig:
     path: Path
     state_dir: Path
@@ -83,6 +103,11 @@ class HealbotConfig:
     claude: ClaudeConfig
     approval: ApprovalConfig
     services: Mapping[str, ServiceConfig]
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    log_format: str = "text"  # "json": one JSON object per log line, with service and incident ids
+    host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
+    heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
+    heartbeat_interval_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -194,10 +219,19 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     poll_interval_s = general.positive("poll_interval_s", 1.0)
     diagnose_every_s = general.positive("diagnose_every_s", 3600.0)
     max_samples = int(general.positive("max_samples", 5))
+    log_format = general.get("log_format", str, "text")
+    if log_format not in LOG_FORMATS:
+        raise general.error("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    host_name = general.get("host_name", str, None) or socket.gethostname()
+    heartbeat_url = general.get("heartbeat_url", str, None)
+    if heartbeat_url is not None and not heartbeat_url.startswith(("http://", "https://")):
+        raise general.error("heartbeat_url", "must start with http:// or https://")
+    heartbeat_interval_s = general.positive("heartbeat_interval_s", 60.0)
     general.finish()
 
     claude = _claude(root.table("claude"))
     approval = _approval(root.table("approval"))
+    policy = _policy(root.table("policy"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -217,6 +251,11 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         claude=claude,
         approval=approval,
         services=services,
+        policy=policy,
+        log_format=log_format,
+        host_name=host_name,
+        heartbeat_url=heartbeat_url,
+        heartbeat_interval_s=heartbeat_interval_s,
     )
 
 
@@ -283,6 +322,39 @@ def _approval(t: _Table) -> ApprovalConfig:
         chats=chats,
         second_approver_for_high_risk=t.get("second_approver_for_high_risk", bool, False),
         telegram_base_url=t.get("telegram_base_url", str, None),
+        require_addressing=t.get("require_addressing", bool, False),
+    )
+    t.finish()
+    return cfg
+
+
+def _policy(t: _Table) -> PolicyConfig:
+    counts = {}
+    for key, default in (
+        ("max_fixes_per_fingerprint_per_day", 3),
+        ("max_restarts_per_service", 3),
+        ("max_applies_per_day", 10),
+    ):
+        value = t.get(key, int, default)
+        if value < 1:
+            raise t.error(key, f"must be at least 1, not {value}")
+        counts[key] = value
+    windows = t.str_list("maintenance_windows")
+    for window in windows:
+        try:
+            parse_window(window)
+        except ValueError as exc:
+            raise t.error("maintenance_windows", str(exc)) from None
+    grace = t.get("grace_after_restart_s", float, 0.0)
+    if grace < 0:
+        raise t.error("grace_after_restart_s", f"must be 0 or more, not {grace}")
+    cfg = PolicyConfig(
+        fixes_per_fingerprint_per_day=counts["max_fixes_per_fingerprint_per_day"],
+        restarts_per_service=counts["max_restarts_per_service"],
+        restart_window_s=t.positive("restart_window_minutes", 30.0) * 60.0,
+        applies_per_day=counts["max_applies_per_day"],
+        maintenance_windows=windows,
+        grace_after_restart_s=grace,
     )
     t.finish()
     return cfg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,16 +13,22 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import registry
 from bot.clock import SystemClock
-from bot.config import HealbotConfig, ServiceConfig
+from bot.config import HealbotConfig, ServiceConfig, load_config
+from bot.errors import HealbotError
+from bot.heartbeat import Heartbeat, heartbeat_path, ping, ping_target, source_states
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner
 from bot.pipeline import Pipeline, ServiceRuntime
+from bot.reload import plan_reload
 from bot.runner.claude_cli import ClaudeCliRunner
+from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources
+from bot.sources.watch import LogWatcher, file_paths
 from bot.store import Store
 
 log = logging.getLogger("healbot.daemon")
 
 EXPIRY_CHECK_S = 30.0
+BACKUP_CHECK_S = 3600.0  # the backup itself is daily; this only notices a new day
 
 
 def heal_context(cfg: ServiceConfig) -> HealContext:
@@ -44,7 +51,17 @@ def build_services(config: HealbotConfig) -> dict[str, ServiceRuntime]:
     return services
 
 
-def build_runner(config: HealbotConfig, *, extra_env: Mapping[str, str] | None = None) -> ClaudeCliRunner:
+API_RUNNER_NAMES = frozenset({"api", "messages_api"})
+
+
+def build_runner(
+    config: HealbotConfig, *, extra_env: Mapping[str, str] | None = None
+) -> ClaudeCliRunner | MessagesApiRunner:
+    """`claude.runner = "cli"` (the default, the operator's subscription) or "api" (alias "messages_api":
+    the anthropic SDK, billed per token; the SDK is imported only then)."""
+    if config.claude.runner in API_RUNNER_NAMES:
+        environ = {**os.environ, **(extra_env or {})}
+        return MessagesApiRunner(config.claude, environ=environ)
     return ClaudeCliRunner(config.claude, extra_env=extra_env, config_dir=None)
 
 
@@ -64,6 +81,7 @@ class Daemon:
         self.store = store or Store.open(config.db_path)
         self.runner = runner or build_runner(config)
         self.channel = channel
+        self.clock = clock or SystemClock()
         self.pipeline = Pipeline(
             config,
             self.store,
@@ -71,21 +89,26 @@ class Daemon:
             channel,
             build_services(config),
             registry.all_healers(),
-            clock=clock or SystemClock(),
+            clock=self.clock,
         )
         self._scheduler: AsyncIOScheduler | None = None
+        self._watcher: LogWatcher | None = None
         self._stopped = asyncio.Event()
+        self.heartbeat = Heartbeat(heartbeat_path(config.state_dir))
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
         await self.channel.start(self.pipeline.decide)
         for note in await self.pipeline.recover():
             log.warning("recovered: %s", note)
-        await self.pipeline.poll_once()  # first run: cursors start at the end of each file
+        await self.poll()  # first run: cursors start at the end of each file
+        interval = self._poll_interval()
         scheduler = AsyncIOScheduler()
         scheduler.add_job(
-            self.pipeline.poll_once,
+            self.poll,
             "interval",
-            seconds=self.config.poll_interval_s,
+            seconds=interval,
             max_instances=1,
             coalesce=True,
             id="poll",
@@ -98,13 +121,128 @@ class Daemon:
             coalesce=True,
             id="expiry",
         )
+        if self.config.heartbeat_url:
+            self._add_heartbeat_job(scheduler)
+        await self.pipeline.backup_due()
+        scheduler.add_job(
+            self.pipeline.backup_due,
+            "interval",
+            seconds=BACKUP_CHECK_S,
+            max_instances=1,
+            coalesce=True,
+            id="backup",
+        )
         scheduler.start()
         self._scheduler = scheduler
 
+    async def poll(self) -> None:
+        """One scan of every source; the heartbeat notes which sources were read."""
+        await self.pipeline.poll_once()
+        self.heartbeat.scanned(source_states(self.pipeline.services), self.clock.now())
+
+    def _poll_interval(self) -> float:
+        # inotify wakes the poll at once; the interval poll stays as configured (the pipeline's holds and
+        # graces are re-judged on each poll, so it must not get rarer when the files are watched)
+        self._watch_logs()
+        return self.config.poll_interval_s
+
+    def _add_heartbeat_job(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.add_job(
+            self.ping_heartbeat,
+            "interval",
+            seconds=self.config.heartbeat_interval_s,
+            max_instances=1,
+            coalesce=True,
+            id="heartbeat",
+        )
+
+    async def ping_heartbeat(self) -> bool:
+        """Ping the dead-man's switch if a poll completed since the last ping. True when pinged."""
+        url = self.config.heartbeat_url
+        if url is None:
+            return False
+        if not self.heartbeat.take_ping_due():
+            log.warning("heartbeat not sent: no scan completed since the last one")
+            return False
+        problem = await asyncio.to_thread(ping, url, timeout_s=min(10.0, self.config.heartbeat_interval_s))
+        if problem is not None:
+            log.warning("heartbeat ping failed: %s", problem)
+            return False
+        log.debug("heartbeat sent to %s", ping_target(url))
+        return True
+
+    def _watch_logs(self) -> bool:
+        """inotify wakes the poll when a log file changes. True when every source is a watched file, so
+        the interval poll is only a safety net (journald and docker sources need the configured one)."""
+        sources = [s for runtime in self.pipeline.services.values() for s in runtime.sources]
+        files = file_paths(sources)
+        watcher = LogWatcher(files, self.poll)
+        problem = watcher.start(asyncio.get_running_loop())
+        if problem is not None:
+            if files:
+                log.info("log files are polled every %g s: %s", self.config.poll_interval_s, problem)
+            return False
+        self._watcher = watcher
+        return watcher.complete and len(files) == len(sources)
+
+    async def reload(self) -> bool:
+        """Re-read the config file (SIGHUP). Invalid → keep the running config and say why. Valid → apply
+        what can change safely (see bot/reload.py) and report what waits for a restart."""
+        async with self._reload_lock:
+            try:
+                loaded = await asyncio.to_thread(load_config, self.config.path)
+                plan = plan_reload(self.config, loaded)
+                fresh = await asyncio.to_thread(build_services, plan.config)
+            except HealbotError as exc:
+                message = f"config reload failed, still running the previous config: {exc}"
+                log.error("%s", message)
+                await self.channel.notify(self.pipeline.scrub(message))
+                return False
+            services: dict[str, ServiceRuntime] = {}
+            for name, runtime in fresh.items():
+                old = self.pipeline.services.get(name)
+                if old is not None and old.cfg == runtime.cfg:
+                    services[name] = old  # unchanged: keeps its assemblers and error state
+                else:
+                    if old is not None:
+                        runtime.repo_lock = old.repo_lock  # an apply in flight keeps its repo exclusive
+                    services[name] = runtime
+            self.config = plan.config
+            self.pipeline.config = plan.config
+            self.pipeline.services = services
+            await self._restart_jobs()
+            log.warning("%s", plan.summary())
+            await self.channel.notify(plan.summary())
+            return True
+
+    async def _restart_jobs(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        scheduler.reschedule_job("poll", trigger="interval", seconds=self._poll_interval())
+        if scheduler.get_job("heartbeat") is not None:
+            scheduler.remove_job("heartbeat")
+        if self.config.heartbeat_url:
+            self._add_heartbeat_job(scheduler)
+
+    def _spawn_reload(self) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
         await self.pipeline.cancel_all()
         await self.channel.stop()
         self._stopped.set()
@@ -113,6 +251,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
         await self.start()
         log.info(
             "healbot running: %d service(s), state in %s", len(self.config.services), self.config.db_path

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 C = TypeVar("C", Risk, FixKind)
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+INSTALLED_PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"  # the wheel ships prompts/ as bot/prompts
 PROMPTS_DIR_ENV = "HEALBOT_PROMPTS_DIR"
 PROMPT_FILE = "diagnose.md"
 SCHEMA_FILE = "fix_schema.json"
@@ -61,9 +62,12 @@ _KIND_FIELDS = {
 
 
 def prompts_dir() -> Path:
-    """The prompts directory: $HEALBOT_PROMPTS_DIR when set, else the repository's `prompts/`."""
+    """The prompts directory: $HEALBOT_PROMPTS_DIR when set, else the repository's `prompts/`, else the
+    copy an installed wheel ships as `bot/prompts/`."""
     override = os.environ.get(PROMPTS_DIR_ENV)
-    return Path(override) if override else PROMPTS_DIR
+    if override:
+        return Path(override)
+    return PROMPTS_DIR if PROMPTS_DIR.is_dir() else INSTALLED_PROMPTS_DIR
 
 
 def _read(name: str) -> str:

@@ -146,6 +146,8 @@ class _Finder:
                 records = assembler.feed((line,), 0.0)
                 done = False
             for record in records:
+                if record.first_line_no + record.line_count <= hit_line or hit_line < 0:
+                    continue  # a line before the hit: it holds no candidate, so it is not an error
                 fp = fingerprint(record)
                 if fp.is_error:
                     found.append((record, fp))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import gitinfo, policy
+from bot import faults, gitinfo, playbooks, policy
 from bot.config import HealbotConfig, ServiceConfig
 from bot.diagnose import diagnose
 from bot.errors import (
@@ -30,6 +30,7 @@ from bot.errors import (
     StaleProposalError,
 )
 from bot.evidence import collect_evidence
+from bot.faults import Step
 from bot.grouping import Grouper
 from bot.health import ErrorLedger, probe, snapshot, verdict
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Healer, LogSource, Runner, ServiceManager
@@ -60,6 +61,9 @@ from bot.store import Observation, Store
 log = logging.getLogger("healbot.pipeline")
 
 FIRST_APPROVAL_PREFIX = "first_approval:"
+DIAGNOSIS_RETRIES = 3
+BREAKER_NOTICE_PREFIX = "breaker_notice:"
+RESTART_EVENT_PREFIX = "restart:"
 
 
 @dataclass
@@ -115,6 +119,10 @@ class Pipeline:
         self.results: list[FlowResult] = []
         self.grouper = Grouper()
         self.auto_diagnose = True
+        self._last_restart: dict[str, float] = {}
+        self._retries: dict[int, int] = {}
+        self._retry_at: dict[int, float] = {}
+        self.retry_backoff_s = 60.0  # first retry of a failed diagnosis; doubles each time
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -148,6 +156,52 @@ class Pipeline:
 
     def is_paused(self) -> bool:
         return policy.is_active_until(self.store.get_setting(policy.PAUSED_UNTIL), self.clock.now())
+
+    def in_maintenance(self) -> bool:
+        windows = (policy.parse_window(w) for w in self.config.policy.maintenance_windows)
+        return policy.in_maintenance(windows, self.clock.now())
+
+    def hold_reason(self) -> str | None:
+        """Why nothing may be proposed or applied right now (detection carries on), or None."""
+        if self.is_paused():
+            return "healbot is paused: nothing is applied until /resume"
+        if self.in_maintenance():
+            return "inside a maintenance window: nothing is proposed or applied until it ends"
+        return None
+
+    def breaker_reason(self, service: str, fingerprint: str, kind: FixKind | None = None) -> str | None:
+        limits = self.config.policy
+        now = self.clock.now()
+        day_ago = now - policy.DAY_S
+        applied = [ChangeStatus.FAILED]
+        return policy.breaker_reason(
+            policy.Limits(
+                limits.fixes_per_fingerprint_per_day,
+                limits.restarts_per_service,
+                limits.restart_window_s,
+                limits.applies_per_day,
+            ),
+            now,
+            fingerprint_applies=[
+                c.created_at
+                for c in self.store.changes_since(day_ago, service=service, fingerprint=fingerprint)
+                if c.status not in applied
+            ],
+            all_applies=[c.created_at for c in self.store.changes_since(day_ago) if c.status not in applied],
+            service_restarts=self.store.audit_times(
+                RESTART_EVENT_PREFIX + service, since=now - limits.restart_window_s
+            ),
+            restarts_needed=kind is not FixKind.RUNBOOK,
+        )
+
+    async def _escalate_once(self, incident: Incident, reason: str) -> None:
+        """A tripped breaker: the incident goes to a human, with one message saying why."""
+        key = f"{BREAKER_NOTICE_PREFIX}{incident.id}"
+        if self.store.get_setting(key) is not None:
+            return
+        self.store.set_setting(key, reason, actor="healbot", at=self.clock.now())
+        self.store.set_state(incident.id, IncidentState.NEEDS_HUMAN, at=self.clock.now(), detail=reason)
+        await self.channel.notify(f"#{incident.id} {incident.service}: {reason}")
 
     def is_muted(self, fingerprint_key: str) -> bool:
         return policy.is_active_until(
@@ -202,6 +256,8 @@ class Pipeline:
         ingested = self.store.ingest(
             source.source_id, batch.cursor, observations, max_samples=self.config.max_samples, at=now
         )
+        if any(i.is_new for i in ingested):
+            faults.hit(Step.INCIDENT_STORED)
         return [i.incident for i in ingested]
 
     # --- diagnose ----------------------------------------------------------------------------------
@@ -209,11 +265,21 @@ class Pipeline:
     def maybe_diagnose(self, incident: Incident) -> bool:
         if incident.state is not IncidentState.OPEN or incident.id in self._diagnosing:
             return False
-        if self.is_paused() or self.is_muted(incident.fingerprint):
+        if self.hold_reason() is not None or self.is_muted(incident.fingerprint):
             return False
         runtime = self.services.get(incident.service)
         if runtime is not None and runtime.repo_lock.locked():
             return False  # a change is being applied or verified: its own errors are judged by the verdict
+        if policy.in_grace(
+            self._last_restart.get(incident.service),
+            incident.first_seen,
+            self.config.policy.grace_after_restart_s,
+        ):
+            return False  # born in the noise of healbot's own restart: not a problem of its own
+        breaker = self.breaker_reason(incident.service, incident.fingerprint)
+        if breaker is not None:
+            self._spawn(self._escalate_once(incident, breaker), f"escalate-{incident.id}")
+            return False
         last = self.store.last_diagnosis_at(incident.service, incident.fingerprint)
         if not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
             return False
@@ -231,6 +297,7 @@ class Pipeline:
 
     async def _diagnose(self, incident_id: int, actor: str) -> Proposal | None:
         incident = self.store.begin_diagnosis(incident_id, at=self.clock.now(), actor=actor)
+        faults.hit(Step.DIAGNOSIS_STARTED)
         runtime = self._runtime(incident.service)
         cfg = runtime.cfg
         await self.channel.progress(incident, "diagnosing (read-only)…")
@@ -257,10 +324,22 @@ class Pipeline:
                 error=message,
             )
             await self.channel.notify(f"#{incident_id} {incident.service}: {message}")
-            return None
+            offered = await self._offer_playbooks(runtime, incident, message)
+            if offered is None:
+                self._schedule_retry(incident_id)
+            return offered
+        self._retries.pop(incident_id, None)
         self.store.record_diagnosis(incident_id, result.stats, summary=result.summary, at=self.clock.now())
 
-        candidates, problems = await self._materialise(runtime, result.fixes, evidence.head)
+        reverted = [c.fix for c in self.store.reverted_candidates(incident.service, incident.fingerprint)]
+        fresh = tuple(f for f in result.fixes if not policy.was_reverted_before(f, reverted))
+        candidates, problems = await self._materialise(runtime, fresh, evidence.head)
+        problems += [
+            f"#{f.rank} {f.title[:60]}: was applied before and reverted; not proposed again"
+            for f in result.fixes
+            if f not in fresh
+        ]
+        faults.hit(Step.WORKTREE_PREPARED)
         if not candidates:
             message = "no usable fix: " + "; ".join(problems) if problems else "no fix was proposed"
             self.store.set_state(
@@ -268,9 +347,10 @@ class Pipeline:
             )
             await self.channel.notify(f"#{incident_id} {incident.service}: {self.scrub(message)}")
             return None
-        if self.is_paused():
+        hold = self.hold_reason()
+        if hold is not None:
             self.store.set_state(
-                incident_id, IncidentState.OPEN, at=self.clock.now(), detail="paused: not proposed"
+                incident_id, IncidentState.OPEN, at=self.clock.now(), detail=f"not proposed: {hold}"
             )
             return None
         now = self.clock.now()
@@ -285,8 +365,66 @@ class Pipeline:
             at=now,
             expires_at=now + self.config.approval.expiry_s,
         )
+        faults.hit(Step.PROPOSAL_STORED)
         await self.channel.present(self.store.incident(incident_id), proposal)
+        faults.hit(Step.CARD_SENT)
         return proposal
+
+    async def _offer_playbooks(
+        self, runtime: ServiceRuntime, incident: Incident, reason: str
+    ) -> Proposal | None:
+        """Claude could not help: offer the deterministic playbooks that apply, labelled as such."""
+        cfg = runtime.cfg
+        state = None
+        try:
+            state = (await asyncio.to_thread(runtime.manager.status)).state
+        except HealbotError as exc:
+            log.warning("status of %s for the playbooks: %s", cfg.name, exc)
+        fixes = await asyncio.to_thread(playbooks.playbook_fixes, incident, repo=cfg.repo, state=state)
+        reverted = [c.fix for c in self.store.reverted_candidates(incident.service, incident.fingerprint)]
+        fixes = tuple(f for f in fixes if not policy.was_reverted_before(f, reverted))
+        if not fixes or self.hold_reason() is not None:
+            return None
+        head = await asyncio.to_thread(gitinfo.head, cfg.repo)
+        candidates, problems = await self._materialise(runtime, fixes, head)
+        if not candidates:
+            log.info("no playbook applies to #%d: %s", incident.id, "; ".join(problems))
+            return None
+        now = self.clock.now()
+        summary = f"{reason}. Deterministic playbooks are offered instead: no LLM was involved in these."
+        proposal = self.store.create_proposal(
+            incident.id,
+            base_commit=head,
+            candidates=candidates,
+            summary=self.scrub(summary),
+            at=now,
+            expires_at=now + self.config.approval.expiry_s,
+        )
+        await self.channel.present(self.store.incident(incident.id), proposal)
+        return proposal
+
+    def _schedule_retry(self, incident_id: int) -> None:
+        """A failed diagnosis runs again after a backoff (1×, 2×, 4× retry_backoff_s), then stays failed.
+        `expire_due`, the time-driven job, starts retries that are due."""
+        attempt = self._retries.get(incident_id, 0)
+        if attempt >= DIAGNOSIS_RETRIES:
+            return
+        self._retries[incident_id] = attempt + 1
+        self._retry_at[incident_id] = self.clock.now() + self.retry_backoff_s * 2**attempt
+
+    def _start_due_retries(self) -> None:
+        now = self.clock.now()
+        for incident_id, due in list(self._retry_at.items()):
+            if due > now:
+                continue
+            del self._retry_at[incident_id]
+            incident = self.store.incident(incident_id)
+            if incident.state is not IncidentState.DIAGNOSIS_FAILED or self.hold_reason() is not None:
+                continue
+            if incident_id in self._diagnosing:
+                continue
+            self._diagnosing.add(incident_id)
+            self._spawn(self.diagnose_incident(incident_id), f"retry-diagnosis-{incident_id}")
 
     async def _materialise(
         self, runtime: ServiceRuntime, fixes: tuple[Fix, ...], base: str
@@ -302,6 +440,10 @@ class Pipeline:
                 candidate = await asyncio.to_thread(healer.prepare, runtime.heal_ctx, fix, base)
             except HealbotError as exc:
                 problems.append(f"#{fix.rank} {fix.title[:60]}: {exc}")
+                continue
+            destructive = policy.destructive_reason(candidate)
+            if destructive is not None:
+                problems.append(f"#{fix.rank} {fix.title[:60]}: {destructive}")
                 continue
             rank = len(candidates) + 1
             candidates.append(
@@ -359,11 +501,15 @@ class Pipeline:
     async def _approve(
         self, proposal: Proposal, incident: Incident, decision: Decision, now: float
     ) -> DecisionResult:
-        if self.is_paused():
-            return self._refuse(proposal, decision, "healbot is paused: nothing is applied until /resume")
+        hold = self.hold_reason()
+        if hold is not None:
+            return self._refuse(proposal, decision, hold)
         candidate = next((c for c in proposal.candidates if c.fix.rank == decision.rank), None)
         if candidate is None:
             return self._refuse(proposal, decision, f"there is no candidate #{decision.rank}")
+        breaker = self.breaker_reason(incident.service, incident.fingerprint, candidate.fix.kind)
+        if breaker is not None:
+            return self._refuse(proposal, decision, f"{breaker}: nothing was applied")
         if decision.digest is not None and decision.digest != candidate.digest:
             return self._refuse(
                 proposal, decision, "the fix you saw is not the one stored: nothing was applied"
@@ -395,6 +541,7 @@ class Pipeline:
         change = self.store.create_change(
             proposal, candidate, service=incident.service, approved_by=decision.actor, at=now
         )
+        faults.hit(Step.APPROVAL_RECORDED)
         self._spawn(self.apply_and_verify(proposal, candidate, change), f"apply-{change.id}")
         return DecisionResult(True, f"{msg}: applying")
 
@@ -452,6 +599,7 @@ class Pipeline:
         now = self.clock.now()
         await self.poll_once()
         before = await self._snapshot(runtime, now - cfg.health.window_s, now)
+        self.store.save_baseline(change.id, before)
         healer = self.healers[candidate.fix.kind]
         trailers = {
             "Healbot-Incident": str(incident.id),
@@ -476,6 +624,7 @@ class Pipeline:
             await self.channel.progress(incident, detail)
             return FlowResult(incident.id, self.store.change(change.id), None, "failed", detail)
         commit = applied.commit
+        faults.hit(Step.COMMIT_MADE)
         change = self.store.update_change(
             change.id,
             ChangeStatus.COMMITTED,
@@ -484,12 +633,30 @@ class Pipeline:
             incident_state=IncidentState.VERIFYING,
             detail=applied.detail or (commit or ""),
         )
+        return await self._restart_and_verify(runtime, incident, change, before, restart=True)
+
+    async def _restart_and_verify(
+        self,
+        runtime: ServiceRuntime,
+        incident: Incident,
+        change: Change,
+        before: HealthSnapshot,
+        *,
+        restart: bool,
+    ) -> FlowResult:
+        """From a committed change: restart (unless already done), watch health, keep or revert."""
+        cfg = runtime.cfg
+        commit = change.commit
         committed = f"committed {commit[:10]}" if commit else "applied (no commit)"
-        await self.channel.progress(incident, f"{committed} → restarting {cfg.name}")
-        restart_error = await self._restart(runtime)
+        restart_error = None
+        if restart:
+            await self.channel.progress(incident, f"{committed} → restarting {cfg.name}")
+            restart_error = await self._restart(runtime)
+            faults.hit(Step.RESTART_ISSUED)
         if restart_error is None:
             change = self.store.update_change(change.id, ChangeStatus.RESTARTED, at=self.clock.now())
             await self.channel.progress(incident, f"{committed} → verifying for {cfg.health.window_s:.0f} s")
+            faults.hit(Step.VERIFICATION_RUNNING)
             after = await self._observe_window(runtime)
             outcome_verdict, reasons = verdict(before, after, incident.fingerprint)
         else:
@@ -523,6 +690,19 @@ class Pipeline:
         return FlowResult(incident.id, change, outcome_verdict, "needs_human", text)
 
     async def _restart(self, runtime: ServiceRuntime) -> str | None:
+        """Restart through the manager, unless the manager is already fighting a crash loop."""
+        service = runtime.cfg.name
+        try:
+            status = await asyncio.to_thread(runtime.manager.status)
+        except HealbotError as exc:
+            log.warning("status of %s before restart: %s", service, exc)
+        else:
+            storm = policy.manager_storm_reason(status.state, status.detail)
+            if storm is not None:
+                return self.scrub(storm)
+        now = self.clock.now()
+        self._last_restart[service] = now
+        self.store.audit("healbot", RESTART_EVENT_PREFIX + service, "restart issued", at=now)
         try:
             await asyncio.to_thread(runtime.manager.restart, runtime.cfg.health.settle_s)
         except RestartFailed as exc:
@@ -557,6 +737,7 @@ class Pipeline:
         healer = self.healers[change.kind]
         try:
             revert_commit = await asyncio.to_thread(healer.undo, runtime.heal_ctx, change.commit, trailers)
+            faults.hit(Step.REVERT_MADE)
         except HealbotError as exc:
             text = f"health got worse ({why}) and the revert failed: {self.scrub(str(exc))}; please look now"
             change = self.store.update_change(
@@ -624,6 +805,7 @@ class Pipeline:
             await self.channel.progress(incident, msg)
 
     async def expire_due(self) -> None:
+        self._start_due_retries()
         now = self.clock.now()
         for proposal in self.store.pending_proposals():
             status = policy.expiry_status(
@@ -643,7 +825,9 @@ class Pipeline:
         """After a restart: resume what is safe, report the rest. Never repeats an apply."""
         notes: list[str] = []
         now = self.clock.now()
+        interrupted: set[int] = set()
         for incident in self.store.incidents_in([IncidentState.DIAGNOSING]):
+            interrupted.add(incident.id)
             self.store.set_state(
                 incident.id, IncidentState.OPEN, at=now, detail="diagnosis interrupted by a restart"
             )
@@ -653,8 +837,53 @@ class Pipeline:
         for change in self.store.changes(
             statuses=[ChangeStatus.COMMITTED, ChangeStatus.RESTARTED], limit=1000
         ):
+            notes.append(await self._recover_verifying(change))
+        for note in notes:
+            await self.channel.notify(note)
+        for proposal in self.store.pending_proposals():
+            await self.channel.present(self.store.incident(proposal.incident_id), proposal)
+        for incident in self.store.incidents_in([IncidentState.OPEN]):
+            if incident.id in interrupted:
+                self._rediagnose_interrupted(incident)
+            else:
+                self.maybe_diagnose(incident)  # an incident stored just before the stop is not forgotten
+        return notes
+
+    def _rediagnose_interrupted(self, incident: Incident) -> None:
+        """An interrupted diagnosis runs again at once: its throttle was taken by the run that never ended."""
+        if self.hold_reason() is not None or self.is_muted(incident.fingerprint):
+            return
+        self._diagnosing.add(incident.id)
+        self._spawn(self.diagnose_incident(incident.id), f"diagnose-{incident.id}")
+
+    async def _recover_verifying(self, change: Change) -> str:
+        """A change committed before the stop: if its revert landed, record it; else verify it again."""
+        now = self.clock.now()
+        runtime = self.services.get(change.service)
+        sha = (change.commit or "the change")[:10]
+        before = self.store.baseline(change.id)
+        revert_commit = None
+        if runtime is not None and change.commit:
+            revert_commit = await asyncio.to_thread(
+                gitinfo.commit_with_trailer, runtime.cfg.repo, "Healbot-Revert-Of", change.commit
+            )
+        if runtime is not None and revert_commit:
+            self.store.update_change(
+                change.id,
+                ChangeStatus.REVERTED,
+                at=now,
+                revert_commit=revert_commit,
+                incident_state=IncidentState.REVERTED,
+                detail="revert found after a restart",
+            )
+            self._spawn(self._restart_after_recovered_revert(runtime), f"restart-{change.id}")
+            return (
+                f"#{change.incident_id}: interrupted while reverting change {sha}: the revert "
+                f"{revert_commit[:10]} was already made; nothing was repeated; restarting {change.service}"
+            )
+        if runtime is None or before is None:
             text = (
-                f"#{change.incident_id}: verification of {(change.commit or 'the change')[:10]} was interrupted by a restart; "
+                f"#{change.incident_id}: verification of {sha} was interrupted by a restart; "
                 f"the change is in place; check the service, revert with `healbot revert {change.id}`"
             )
             self.store.update_change(
@@ -664,12 +893,34 @@ class Pipeline:
                 incident_state=IncidentState.NEEDS_HUMAN,
                 detail=text,
             )
-            notes.append(text)
-        for proposal in self.store.pending_proposals():
-            await self.channel.present(self.store.incident(proposal.incident_id), proposal)
-        for note in notes:
-            await self.channel.notify(note)
-        return notes
+            return text
+        incident = self.store.incident(change.incident_id)
+        needs_restart = change.status is ChangeStatus.COMMITTED
+        self._spawn(
+            self._resume_verify(runtime, incident, change, before, needs_restart), f"verify-{change.id}"
+        )
+        return f"#{change.incident_id}: interrupted while verifying change {sha}: verifying again"
+
+    async def _resume_verify(
+        self,
+        runtime: ServiceRuntime,
+        incident: Incident,
+        change: Change,
+        before: HealthSnapshot,
+        restart: bool,
+    ) -> FlowResult:
+        async with runtime.repo_lock:
+            result = await self._restart_and_verify(runtime, incident, change, before, restart=restart)
+        self.results.append(result)
+        return result
+
+    async def _restart_after_recovered_revert(self, runtime: ServiceRuntime) -> None:
+        async with runtime.repo_lock:
+            error = await self._restart(runtime)
+        if error is not None:
+            await self.channel.notify(
+                f"{runtime.cfg.name}: restart after the recovered revert failed: {error}"
+            )
 
     async def _recover_applying(self, change: Change) -> str:
         now = self.clock.now()
@@ -703,6 +954,19 @@ class Pipeline:
                 change.id, ChangeStatus.FAILED, at=now, incident_state=IncidentState.NEEDS_HUMAN, detail=text
             )
         return text
+
+    async def backup_due(self) -> None:
+        """The daily online backup of the store; a failure is reported, never fatal."""
+        try:
+            made = await asyncio.to_thread(self.store.backup_if_due, self.clock.now())
+        except HealbotError as exc:
+            log.error("state backup failed: %s", exc)
+            await self.channel.notify(
+                f"the daily backup of the state database failed: {self.scrub(str(exc))}"
+            )
+            return
+        if made is not None:
+            log.info("state backed up to %s", made)
 
     # --- operator actions --------------------------------------------------------------------------
 

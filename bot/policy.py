@@ -1,11 +1,15 @@
-"""Pure decisions about time: throttles, pauses, mutes, approval expiry. No I/O."""
+"""Pure decisions: throttles, pauses, mutes, approval expiry, circuit breakers, maintenance windows,
+outcome memory. No I/O: callers pass in what the store and the service manager said."""
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from bot.models import Proposal
+from bot.models import Candidate, Fix, FixKind, Proposal, ServiceState
 
 PAUSED_UNTIL = "paused_until"
 MUTE_PREFIX = "mute:"
@@ -54,3 +58,148 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
     return seconds
+
+
+DAY_S = 86400.0
+MAX_DELETED_FILES = 2
+MAX_REMOVED_LINES = 500
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW = re.compile(
+    r"^\s*(?:(?P<day>[A-Za-z]{3})\s+)?(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the bot may do by itself before it only escalates."""
+
+    fixes_per_fingerprint_per_day: int = 3
+    restarts_per_service: int = 3
+    restart_window_s: float = 1800.0
+    applies_per_day: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A daily (or weekly, with `weekday`) UTC window, minutes since midnight; may wrap past midnight."""
+
+    start_min: int
+    end_min: int
+    weekday: int | None = None  # 0 = Monday
+
+    def contains(self, now: float) -> bool:
+        moment = datetime.fromtimestamp(now, UTC)
+        minute = moment.hour * 60 + moment.minute
+        if self.start_min <= self.end_min:
+            inside, day = self.start_min <= minute < self.end_min, moment.weekday()
+        elif minute >= self.start_min:
+            inside, day = True, moment.weekday()
+        else:
+            inside, day = minute < self.end_min, (moment.weekday() - 1) % 7  # the window began yesterday
+        return inside and (self.weekday is None or self.weekday == day)
+
+
+def parse_window(text: str) -> MaintenanceWindow:
+    """`02:00-04:00` (every day, UTC) or `sun 02:00-04:00`. Raises ValueError naming the problem."""
+    match = _WINDOW.match(text)
+    if not match:
+        raise ValueError(f'{text!r} is not a window like "02:00-04:00" or "sun 02:00-04:00" (UTC)')
+    weekday = None
+    if match.group("day"):
+        day = match.group("day").lower()
+        if day not in WEEKDAYS:
+            raise ValueError(f"{text!r}: {match.group('day')!r} is not a weekday ({', '.join(WEEKDAYS)})")
+        weekday = WEEKDAYS.index(day)
+    start, end = _minutes(match.group("start"), text), _minutes(match.group("end"), text)
+    if start == end:
+        raise ValueError(f"{text!r} is empty: start and end are the same")
+    return MaintenanceWindow(start, end, weekday)
+
+
+def _minutes(hhmm: str, text: str) -> int:
+    hours, minutes = (int(part) for part in hhmm.split(":"))
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"{text!r}: {hhmm} is not a time of day")
+    return hours * 60 + minutes
+
+
+def in_maintenance(windows: Iterable[MaintenanceWindow], now: float) -> bool:
+    return any(window.contains(now) for window in windows)
+
+
+def breaker_reason(
+    limits: Limits,
+    now: float,
+    *,
+    fingerprint_applies: Sequence[float],
+    all_applies: Sequence[float],
+    service_restarts: Sequence[float],
+    restarts_needed: bool = True,
+) -> str | None:
+    """Why no more automatic remediation is allowed now, or None. Arguments are the times of earlier
+    applies (of this fingerprint, of any) and of restarts the bot issued for this service."""
+    day_ago = now - DAY_S
+    fingerprint_count = sum(1 for t in fingerprint_applies if t > day_ago)
+    if fingerprint_count >= limits.fixes_per_fingerprint_per_day:
+        return (
+            f"circuit breaker: {fingerprint_count} fixes were already applied for this error in the last 24 h "
+            f"(limit {limits.fixes_per_fingerprint_per_day}); escalating to a human instead"
+        )
+    total = sum(1 for t in all_applies if t > day_ago)
+    if total >= limits.applies_per_day:
+        return (
+            f"circuit breaker: {total} fixes were applied in the last 24 h across all services "
+            f"(limit {limits.applies_per_day}); escalating to a human instead"
+        )
+    window_start = now - limits.restart_window_s
+    restarts = sum(1 for t in service_restarts if t > window_start)
+    if restarts_needed and restarts >= limits.restarts_per_service:
+        return (
+            f"circuit breaker: healbot restarted this service {restarts} times in the last "
+            f"{limits.restart_window_s / 60:.0f} min (limit {limits.restarts_per_service}); escalating to a human instead"
+        )
+    return None
+
+
+def manager_storm_reason(state: ServiceState, detail: str = "") -> str | None:
+    """The process manager is already fighting a crash loop or gave up: never fight it with restarts."""
+    if state in (ServiceState.CRASH_LOOP, ServiceState.FATAL):
+        extra = f" ({detail})" if detail else ""
+        return (
+            f"the process manager reports {state.value}{extra}: it is already restarting or has given up; "
+            "healbot will not add restarts; please look"
+        )
+    return None
+
+
+def fix_signature(fix: Fix) -> tuple[object, ...]:
+    """What makes two fixes the same, whatever their rank, title or wording."""
+    if fix.kind is FixKind.PATCH:
+        return (fix.kind.value, tuple((e.path, e.old, e.new) for e in fix.edits))
+    if fix.kind is FixKind.RUNBOOK:
+        return (fix.kind.value, fix.runbook)
+    if fix.kind is FixKind.REVERT_COMMIT:
+        return (fix.kind.value, fix.commit)
+    return (fix.kind.value,)
+
+
+def was_reverted_before(fix: Fix, reverted: Iterable[Fix]) -> bool:
+    """Outcome memory: a fix whose change was reverted for this fingerprint is never proposed again."""
+    signature = fix_signature(fix)
+    return any(fix_signature(old) == signature for old in reverted)
+
+
+def in_grace(last_restart_at: float | None, first_seen: float, grace_s: float) -> bool:
+    """The bot's own restart makes noise: an incident first seen within `grace_s` after it is recorded but
+    not diagnosed. (The verification window after a fix's restart is always such a grace.)"""
+    return last_restart_at is not None and 0 <= first_seen - last_restart_at < grace_s
+
+
+def destructive_reason(candidate: Candidate) -> str | None:
+    """A diff that deletes much of the repo is never proposed, however it was produced."""
+    deleted = candidate.diff.count("\ndeleted file mode ") + candidate.diff.startswith("deleted file mode ")
+    if deleted > MAX_DELETED_FILES:
+        return f"the diff deletes {deleted} files (at most {MAX_DELETED_FILES} may be deleted by a fix)"
+    if candidate.stats.removed > MAX_REMOVED_LINES:
+        return f"the diff removes {candidate.stats.removed} lines (at most {MAX_REMOVED_LINES} by a fix)"
+    return None

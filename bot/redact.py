@@ -2,7 +2,7 @@
 
 Each rule is one compiled regex applied once, in order: private key blocks, Authorization headers and
 bearer tokens, passwords in URLs, tokens recognisable by shape (AWS, JWT, Telegram, Anthropic/OpenAI,
-GitHub, Slack), values of secret-looking keys (`password=…`, `"token": "…"`, `api_key: …`), and long
+GitHub, GitLab, Slack, Stripe, Google, npm), values of secret-looking keys (`password=…`, `"token": "…"`, `api_key: …`), and long
 high-entropy values in any key-value position. A secret becomes `[REDACTED:<kind>]`; the placeholder is
 never matched again, so `redact` is idempotent.
 """
@@ -31,7 +31,7 @@ def _placeholder(kind: str) -> str:
 
 
 _SENSITIVE_NAME_PATTERN = (
-    r"[\w.-]*?(?:passwd|password|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"[\w.-]{0,64}?(?:passwd|password|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
     r"|private[_-]?key|client[_-]?secret|credentials?|auth|session[_-]?id|cookie)(?:[_-]?(?:key|value|id))?"
 )
 _VALUE = r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|(?!\[REDACTED:)[^\s,;&\"'<>{}()\[\]]+)"
@@ -122,7 +122,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     ),
     (
         re.compile(
-            r"(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"'<>]+:)(?!\[REDACTED:)[^\s/@\"'<>]+(?=@)"
+            r"(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"'<>]*:)(?!\[REDACTED:)[^\s/@\"'<>]+(?=@)"
         ),
         _fixed("url_password", keep="prefix"),
     ),
@@ -133,14 +133,22 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_-]{16,}"), _fixed("api_key")),
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), _fixed("github_token")),
     (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), _fixed("slack_token")),
+    (re.compile(r"\bhttps://hooks\.slack\.com/services/[A-Za-z0-9/]+"), _fixed("slack_webhook")),
+    (re.compile(r"\bgl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{20,}"), _fixed("gitlab_token")),
+    (re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"), _fixed("stripe_key")),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), _fixed("google_api_key")),
+    (re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), _fixed("npm_token")),
     (
         re.compile(
-            r"(?i)(?P<prefix>(?P<q>[\"']?)(?P<key>" + _SENSITIVE_NAME_PATTERN + r")(?P=q)\s*[:=]\s*)" + _VALUE
+            r"(?i)(?P<prefix>(?P<q>[\"']?)(?<![\w.-])(?P<key>"
+            + _SENSITIVE_NAME_PATTERN
+            + r")(?P=q)\s*[:=]\s*)"
+            + _VALUE
         ),
         _key_value,
     ),
     (
-        re.compile(r"(?P<prefix>(?P<q>[\"']?)(?P<key>[\w.-]+)(?P=q)\s*[:=]\s*)" + _VALUE),
+        re.compile(r"(?P<prefix>(?P<q>[\"']?)(?<![\w.-])(?P<key>[\w.-]{1,128})(?P=q)\s*[:=]\s*)" + _VALUE),
         _high_entropy,
     ),
 )

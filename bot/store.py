@@ -7,10 +7,13 @@ triggers).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -159,7 +162,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX outbox_key ON outbox(chat_id, key);
     """,
+    # 3: the health measured before a change, so a verification interrupted by a restart can run again
+    """
+    CREATE TABLE baselines (
+        change_id INTEGER PRIMARY KEY REFERENCES changes(id),
+        snapshot TEXT NOT NULL
+    );
+    """,
 )
+
+BACKUP_DIR = "backups"
+BACKUP_KEEP = 7
+_BACKUP_NAME = re.compile(r"^healbot-(\d{4}-\d{2}-\d{2})\.db$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,25 +216,93 @@ class Store:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
+    def open(cls, path: str | Path, *, busy_timeout_s: float = 10.0) -> Store:
+        """Open (creating) the database, check its integrity, migrate. A corrupt or locked database is a
+        StoreError that says what to do and names the last good backup."""
         target = str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
+            conn = sqlite3.connect(
+                target, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+            conn.execute("BEGIN IMMEDIATE")  # can we write at all? a held lock is reported now, not later
+            conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the state database {target}: {exc}") from exc
+            if conn is not None:
+                conn.close()
+            raise StoreError(_open_problem(target, str(exc))) from exc
+        if found != ["ok"]:
+            conn.close()
+            raise StoreError(_open_problem(target, "integrity check failed: " + "; ".join(found[:3])))
         store = cls(conn, target)
-        store._migrate()
+        try:
+            store._migrate()
+        except StoreError as exc:
+            conn.close()
+            if "locked" in str(exc):
+                raise StoreError(_open_problem(target, "database is locked")) from exc
+            raise
         return store
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def backup_if_due(self, now: float) -> Path | None:
+        """The daily online backup: `backups/healbot-YYYY-MM-DD.db` next to the database, checked after
+        it is written, the newest BACKUP_KEEP kept. Returns the new backup, or None when today's exists."""
+        if self.path == ":memory:":
+            return None
+        directory = Path(self.path).parent / BACKUP_DIR
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        target = directory / f"healbot-{day}.db"
+        if target.exists():
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backup(target)
+        problem = _file_integrity_problem(target)
+        if problem is not None:
+            target.unlink(missing_ok=True)
+            raise StoreError(f"the backup {target} failed its integrity check ({problem}); it was removed")
+        for old in backups(self.path)[BACKUP_KEEP:]:
+            old.unlink(missing_ok=True)
+        return target
+
+    def integrity_problem(self) -> str | None:
+        """`PRAGMA integrity_check`: None when the database is sound, else what SQLite found."""
+        try:
+            rows = self._query("PRAGMA integrity_check")
+        except sqlite3.Error as exc:
+            return str(exc)
+        found = [str(r[0]) for r in rows]
+        return None if found == ["ok"] else "; ".join(found[:5])
+
+    def backup(self, target: str | Path) -> Path:
+        """An online copy through sqlite3's backup API (consistent while the daemon writes), then renamed
+        into place so a crash mid-backup never leaves a half-written backup under the final name."""
+        final = Path(target)
+        partial = final.with_name(final.name + ".partial")
+        try:
+            partial.unlink(missing_ok=True)
+            with self._lock:
+                copy = sqlite3.connect(str(partial))
+                try:
+                    self._conn.backup(copy)
+                finally:
+                    copy.close()
+            partial.replace(final)
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot back up the state database to {final}: {exc}") from exc
+        return final
 
     def schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
@@ -234,6 +316,8 @@ class Store:
             )
         for version in range(current + 1, len(MIGRATIONS) + 1):
             with self._tx() as conn:
+                if self.schema_version() >= version:
+                    continue  # another process (the daemon, a CLI command) migrated it meanwhile
                 for statement in _split_sql(MIGRATIONS[version - 1]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version}")
@@ -711,6 +795,47 @@ class Store:
                 "; ".join(outcome.reasons),
             )
 
+    def save_baseline(self, change_id: int, before: HealthSnapshot) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO baselines (change_id, snapshot) VALUES (?, ?)",
+                (change_id, json.dumps(_snapshot_to_json(before))),
+            )
+
+    def baseline(self, change_id: int) -> HealthSnapshot | None:
+        rows = self._query("SELECT snapshot FROM baselines WHERE change_id = ?", (change_id,))
+        return _snapshot_from_json(json.loads(rows[0]["snapshot"])) if rows else None
+
+    def changes_since(
+        self, since: float, *, service: str | None = None, fingerprint: str | None = None
+    ) -> list[Change]:
+        """Changes created at or after `since` (any status), optionally of one service or fingerprint."""
+        sql = "SELECT c.* FROM changes c JOIN incidents i ON i.id = c.incident_id WHERE c.created_at >= ?"
+        params: list[object] = [since]
+        if service is not None:
+            sql += " AND c.service = ?"
+            params.append(service)
+        if fingerprint is not None:
+            sql += " AND i.fingerprint = ?"
+            params.append(fingerprint)
+        return [_change(r) for r in self._query(sql + " ORDER BY c.id", params)]
+
+    def reverted_candidates(self, service: str, fingerprint: str) -> list[Candidate]:
+        """The candidates whose changes were reverted for this fingerprint: never to be proposed again."""
+        rows = self._query(
+            "SELECT c.rank, p.candidates FROM changes c JOIN incidents i ON i.id = c.incident_id"
+            " JOIN proposals p ON p.id = c.proposal_id"
+            " WHERE i.service = ? AND i.fingerprint = ? AND c.status = ? ORDER BY c.id",
+            (service, fingerprint, ChangeStatus.REVERTED.value),
+        )
+        found: list[Candidate] = []
+        for r in rows:
+            for item in json.loads(r["candidates"]):
+                candidate = _candidate_from_json(item)
+                if candidate.fix.rank == r["rank"]:
+                    found.append(candidate)
+        return found
+
     def outcomes(self, change_id: int) -> list[Outcome]:
         rows = self._query("SELECT * FROM outcomes WHERE change_id = ? ORDER BY id", (change_id,))
         return [
@@ -807,6 +932,11 @@ class Store:
         with self._tx() as conn:
             self._audit(conn, at, actor, event, incident_id, detail)
 
+    def audit_times(self, event: str, *, since: float) -> list[float]:
+        """When `event` was audited at or after `since`, oldest first (restart counts for the breakers)."""
+        rows = self._query("SELECT at FROM audit WHERE event = ? AND at >= ? ORDER BY id", (event, since))
+        return [float(r["at"]) for r in rows]
+
     def audit_log(self, *, incident_id: int | None = None, limit: int = 200) -> list[AuditEvent]:
         if incident_id is None:
             rows = self._query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
@@ -818,6 +948,48 @@ class Store:
             AuditEvent(float(r["at"]), r["actor"], r["event"], r["incident_id"], r["detail"])
             for r in reversed(rows)
         ]
+
+
+# --- backups ----------------------------------------------------------------------------------------
+
+
+def backups(db_path: str | Path) -> list[Path]:
+    """The daily backups of `db_path`, newest first."""
+    directory = Path(db_path).parent / BACKUP_DIR
+    if str(db_path) == ":memory:" or not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _BACKUP_NAME.match(p.name)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _file_integrity_problem(path: Path) -> str | None:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None if found == ["ok"] else "; ".join(found[:3])
+
+
+def _open_problem(target: str, problem: str) -> str:
+    """What the operator reads when the state database cannot be used: why, and the way back."""
+    if "locked" in problem:
+        what = (
+            f"the state database {target} is locked by another process (another healbot, or a sqlite3 shell "
+            "holding a transaction); stop it and start healbot again"
+        )
+    else:
+        what = (
+            f"the state database {target} cannot be used ({problem}); stop healbot, move the damaged file "
+            "(and its -wal and -shm files) aside"
+        )
+    good = next((b for b in backups(target) if _file_integrity_problem(b) is None), None)
+    if good is not None:
+        return f"{what}; the last good backup is {good}: copy it to {target} to restore"
+    return f"{what}; there is no backup yet in {Path(target).parent / BACKUP_DIR}"
 
 
 # --- row <-> model ---------------------------------------------------------------------------------

@@ -267,3 +267,40 @@ def test_bad_arguments_are_rejected(log: Path, kwargs: dict[str, int]) -> None:
         FileSource("web", log, **kwargs)
     with pytest.raises(ValueError, match="at least 1"):
         FileSource("web", log).read(None, max_bytes=0)
+
+
+def test_a_poll_reads_at_most_one_megabyte_by_default(log: Path) -> None:
+    source = FileSource("web", log)
+    cursor = source.read(None).cursor
+    append(log, ("y" * 99 + "\n") * 30_000)  # 3 MB
+
+    first = source.read(cursor)
+
+    assert 10_000 <= len(first.lines) <= 10_500
+    assert len(drain(source, first.cursor)) == 30_000 - len(first.lines)
+
+
+def test_same_size_rewrite_is_noticed_at_the_next_append(log: Path) -> None:
+    source = FileSource("web", log)
+    cursor = source.read(None).cursor
+    log.write_text("new 1\nnew 2\n")  # truncated and refilled to exactly the old size: nothing to read yet
+    idle = source.read(cursor)
+    assert idle.lines == () and idle.cursor == cursor
+    append(log, "new 3\n")
+
+    assert drain(source, cursor) == ["new 1", "new 2", "new 3"]
+
+
+def test_nothing_new_is_a_stat_that_says_whether_a_read_would_find_lines(log: Path) -> None:
+    source = FileSource("web", log)
+    cursor = source.read(None).cursor
+    assert source.nothing_new(cursor) is True
+    assert source.nothing_new(None) is False
+    assert source.nothing_new("not a cursor") is False
+    append(log, "new\n")
+    assert source.nothing_new(cursor) is False
+    log.rename(log.with_name("app.log.1"))
+    log.write_text("")
+    assert source.nothing_new(cursor) is False  # another inode: rotated
+    log.unlink()
+    assert source.nothing_new(cursor) is False  # gone: the read will say why

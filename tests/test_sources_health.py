@@ -71,3 +71,17 @@ def test_health_rows_name_the_failing_source_and_its_reason(tmp_path: Path) -> N
     assert "retried each poll" in rows[1].describe()
     live = source_health("web", sources, {f"file:{tmp_path / 'missing.log'}": "gone"})
     assert [r.ok for r in live] == [True, False] and live[1].problem == "gone"
+
+
+def test_pm2_manager_files_are_read_by_the_pm2_source_and_configured_files_as_plain_files(
+    tmp_path: Path,
+) -> None:
+    from bot.sources.file import FileSource
+    from bot.sources.pm2 import Pm2LogSource
+
+    app, out = tmp_path / "app.log", tmp_path / "o.log"
+    pm2 = build_sources(config(tmp_path, "pm2", {}, (app,)), Manager([str(out), str(app)]))
+    supervised = build_sources(config(tmp_path, "supervisord", {}, ()), Manager([str(out)]))
+
+    assert [type(s) for s in pm2] == [FileSource, Pm2LogSource]
+    assert [type(s) for s in supervised] == [FileSource]

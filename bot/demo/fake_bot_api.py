@@ -7,6 +7,10 @@ the limits that catch a bot's bugs: message length (4096, counted after HTML ent
 validity, 64-byte callback_data, callback queries answered exactly once, "message is not modified",
 scriptable 429 with `retry_after`, and an outage switch (refused connections or HTTP 502). Every call is
 journaled. Helpers inject what a user does: a text message, a command, a reply, a button press.
+
+Several bots (tokens) can share one group, as in a fleet of healbots in one team chat: `add_bot` registers
+another token; every bot gets the group's messages, a button press goes only to the bot that sent the
+message, and a bot can edit only its own messages and answer only its own callback queries.
 """
 
 from __future__ import annotations
@@ -87,6 +91,22 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class FakeBot:
+    """One bot account the fake serves: its token, id and @username."""
+
+    token: str
+    bot_id: int
+    username: str
+    first_name: str = "healbot"
+
+    def user(self) -> dict[str, Any]:
+        return {"id": self.bot_id, "is_bot": True, "first_name": self.first_name, "username": self.username}
+
+
+DEFAULT_BOT = FakeBot(TOKEN, BOT_ID, BOT_USERNAME)
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """One request the bot made, and how the fake answered it."""
 
@@ -97,6 +117,7 @@ class Call:
     at: float
     result: Any = None
     files: Mapping[str, bytes] = field(default_factory=dict)
+    token: str = TOKEN  # which bot made the call
 
     @property
     def ok(self) -> bool:
@@ -134,6 +155,7 @@ class StoredMessage:
     document: dict[str, Any] | None = None
     from_user: dict[str, Any] | None = None
     edits: int = 0
+    bot: FakeBot = DEFAULT_BOT  # the bot that sent it (when from_bot)
 
     def buttons(self) -> list[dict[str, Any]]:
         rows = (self.reply_markup or {}).get("inline_keyboard", [])
@@ -203,20 +225,34 @@ class FakeBotApi:
         self.per_chat_interval_s = per_chat_interval_s  # enforce Telegram's ~1 msg/s per chat with 429s
         self._lock = threading.Condition()
         self._journal: list[Call] = []
-        self._updates: list[dict[str, Any]] = []
+        self._bots: dict[str, FakeBot] = {TOKEN: DEFAULT_BOT}
+        self._caller = DEFAULT_BOT  # the bot whose call is being handled (set with the lock held)
+        self._updates: dict[str, list[dict[str, Any]]] = {TOKEN: []}  # per bot token
+        self._query_bots: dict[str, str] = {}  # callback query id -> token of the bot it went to
+        self.commands_by_bot: dict[str, list[dict[str, str]]] = {}
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._messages: dict[tuple[int, int], StoredMessage] = {}
         self._queries: dict[str, bool] = {}  # callback query id -> answered
         self._query_ids = itertools.count(1)
         self._failures: list[_Failure] = []
-        self._last_send: dict[int, float] = {}
+        self._last_send: dict[tuple[str, int], float] = {}
         self.commands: list[dict[str, str]] = []
         self._actions: list[UserAction] = []
         self.down: str | None = None  # None, "refuse" or "502"
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+
+    def add_bot(self, token: str, bot_id: int, username: str, first_name: str = "healbot") -> FakeBot:
+        """Another bot account in the same fake (a second healbot in the group)."""
+        bot = FakeBot(token, bot_id, username, first_name)
+        with self._lock:
+            if token in self._bots:
+                raise ValueError(f"token {token!r} is registered already")
+            self._bots[token] = bot
+            self._updates[token] = []
+        return bot
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -301,7 +337,12 @@ class FakeBotApi:
             return list(self._journal)
 
     def calls(
-        self, method: str | None = None, *, chat_id: int | str | None = None, ok: bool | None = None
+        self,
+        method: str | None = None,
+        *,
+        chat_id: int | str | None = None,
+        ok: bool | None = None,
+        token: str | None = None,
     ) -> list[Call]:
         return [
             c
@@ -309,6 +350,7 @@ class FakeBotApi:
             if (method is None or c.method == method)
             and (chat_id is None or c.chat_id == str(chat_id))
             and (ok is None or c.ok == ok)
+            and (token is None or c.token == token)
         ]
 
     def sent_to(self, chat_id: int) -> list[Call]:
@@ -319,10 +361,15 @@ class FakeBotApi:
         with self._lock:
             return self._messages[(chat_id, message_id)]
 
-    def bot_messages(self, chat_id: int) -> list[StoredMessage]:
+    def bot_messages(self, chat_id: int, *, token: str | None = None) -> list[StoredMessage]:
+        """The bots' messages in `chat_id` (only those of the bot with `token`, when given)."""
         with self._lock:
             return sorted(
-                (m for m in self._messages.values() if m.chat_id == chat_id and m.from_bot),
+                (
+                    m
+                    for m in self._messages.values()
+                    if m.chat_id == chat_id and m.from_bot and (token is None or m.bot.token == token)
+                ),
                 key=lambda m: m.message_id,
             )
 
@@ -406,6 +453,7 @@ class FakeBotApi:
                 raise AssertionError(f"message {message_id} has no button {text or data!r}; it has {labels}")
             query_id = f"q{next(self._query_ids)}"
             self._queries[query_id] = False
+            self._query_bots[query_id] = message.bot.token
             self._actions.append(
                 UserAction(
                     user_id,
@@ -426,7 +474,8 @@ class FakeBotApi:
                         "message": self._message_json(message),
                         "data": chosen["callback_data"],
                     }
-                }
+                },
+                to=message.bot.token,
             )
             return query_id
 
@@ -436,9 +485,12 @@ class FakeBotApi:
         counter = self._message_ids.setdefault(chat_id, itertools.count(1))
         return next(counter)
 
-    def _push(self, update: dict[str, Any]) -> None:
+    def _push(self, update: dict[str, Any], *, to: str | None = None) -> None:
+        """Queue an update for one bot (`to`, a token) or for every bot in the group."""
         update["update_id"] = next(self._update_ids)
-        self._updates.append(update)
+        for token, queue in self._updates.items():
+            if to is None or token == to:
+                queue.append(update)
         self._lock.notify_all()
 
     def _message_json(self, m: StoredMessage) -> dict[str, Any]:
@@ -452,7 +504,7 @@ class FakeBotApi:
             "message_id": m.message_id,
             "date": m.date,
             "chat": chat,
-            "from": _bot_user() if m.from_bot else m.from_user,
+            "from": m.bot.user() if m.from_bot else m.from_user,
         }
         if m.document is not None:
             data["document"] = m.document
@@ -481,15 +533,20 @@ class FakeBotApi:
         if self.per_chat_interval_s <= 0:
             return
         now = time.monotonic()
-        last = self._last_send.get(chat_id)
+        key = (self._caller.token, chat_id)
+        last = self._last_send.get(key)
         if last is not None and now - last < self.per_chat_interval_s:
             raise ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
-        self._last_send[chat_id] = now
+        self._last_send[key] = now
 
-    def handle(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+    def knows_token(self, token: str) -> bool:
+        with self._lock:
+            return token in self._bots
+
+    def handle(self, method: str, params: dict[str, Any], files: dict[str, bytes], token: str = TOKEN) -> Any:
         """Run one Bot API method; return its result or raise ApiError. Called with the lock NOT held."""
         if method == "getUpdates":
-            return self._get_updates(params)
+            return self._get_updates(params, token)
         with self._lock:
             failure = self._scripted_failure(method)
             if failure is not None:
@@ -497,9 +554,10 @@ class FakeBotApi:
             handler = getattr(self, f"_m_{method}", None)
             if handler is None:
                 raise ApiError(404, "Not Found")
+            self._caller = self._bots[token]
             return handler(params, files)
 
-    def _get_updates(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _get_updates(self, params: Mapping[str, Any], token: str = TOKEN) -> list[dict[str, Any]]:
         offset = int(params.get("offset", 0) or 0)
         timeout = float(params.get("timeout", 0) or 0)
         limit = int(params.get("limit", 100) or 100)
@@ -509,9 +567,9 @@ class FakeBotApi:
             if failure is not None:
                 raise failure
             if offset:
-                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                self._updates[token] = [u for u in self._updates[token] if u["update_id"] >= offset]
             while True:
-                ready = [u for u in self._updates if u["update_id"] >= offset][:limit]
+                ready = [u for u in self._updates[token] if u["update_id"] >= offset][:limit]
                 remaining = deadline - time.monotonic()
                 if self._closing or self.down:
                     return []
@@ -527,7 +585,7 @@ class FakeBotApi:
     # --- methods (lock held) ----------------------------------------------------------------------
 
     def _m_getMe(self, params: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
-        return _bot_user() | {
+        return self._caller.user() | {
             "can_join_groups": True,
             "can_read_all_group_messages": False,
             "supports_inline_queries": False,
@@ -545,11 +603,14 @@ class FakeBotApi:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description", ""))) <= 256:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
-        self.commands = [{"command": c["command"], "description": c["description"]} for c in commands]
+        chosen = [{"command": c["command"], "description": c["description"]} for c in commands]
+        self.commands_by_bot[self._caller.token] = chosen
+        if self._caller is DEFAULT_BOT:
+            self.commands = chosen
         return True
 
     def _m_getMyCommands(self, params: Mapping[str, Any], files: Mapping[str, bytes]) -> list[dict[str, str]]:
-        return list(self.commands)
+        return list(self.commands_by_bot.get(self._caller.token, []))
 
     def _check_markup(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         markup = _json_param(params, "reply_markup")
@@ -581,7 +642,15 @@ class FakeBotApi:
         self._rate_limit(chat_id)
         reply_to = _reply_to(params)
         message = StoredMessage(
-            chat_id, self._next_message_id(chat_id), True, text, raw, markup, int(time.time()), reply_to
+            chat_id,
+            self._next_message_id(chat_id),
+            True,
+            text,
+            raw,
+            markup,
+            int(time.time()),
+            reply_to,
+            bot=self._caller,
         )
         self._messages[(chat_id, message.message_id)] = message
         return self._message_json(message)
@@ -615,6 +684,7 @@ class FakeBotApi:
             int(time.time()),
             _reply_to(params),
             document,
+            bot=self._caller,
         )
         self._messages[(chat_id, message_id)] = message
         return self._message_json(message)
@@ -624,7 +694,7 @@ class FakeBotApi:
         message = self._messages.get((chat_id, int(params.get("message_id", 0) or 0)))
         if message is None:
             raise ApiError(400, "Bad Request: message to edit not found")
-        if not message.from_bot:
+        if not message.from_bot or message.bot.token != self._caller.token:
             raise ApiError(400, "Bad Request: message can't be edited")
         return message
 
@@ -662,7 +732,7 @@ class FakeBotApi:
 
     def _m_answerCallbackQuery(self, params: Mapping[str, Any], files: Mapping[str, bytes]) -> bool:
         query_id = str(params.get("callback_query_id", ""))
-        if self._queries.get(query_id, True):
+        if self._queries.get(query_id, True) or self._query_bots.get(query_id) != self._caller.token:
             raise ApiError(
                 400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
             )
@@ -689,10 +759,6 @@ def _reply_to(params: Mapping[str, Any]) -> int | None:
     if isinstance(parameters, dict) and "message_id" in parameters:
         return int(parameters["message_id"])
     return None
-
-
-def _bot_user() -> dict[str, Any]:
-    return {"id": BOT_ID, "is_bot": True, "first_name": "healbot", "username": BOT_USERNAME}
 
 
 def _user(user_id: int, first_name: str) -> dict[str, Any]:
@@ -734,12 +800,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake._record(Call(method, params, 502, "Bad Gateway", time.time()))
             self._send_raw(502, b"<html><body>502 Bad Gateway</body></html>", "text/html")
             return
-        if token != TOKEN:
-            fake._record(Call(method, params, 401, "Unauthorized", time.time()))
+        if not fake.knows_token(token):
+            fake._record(Call(method, params, 401, "Unauthorized", time.time(), token=token))
             self._send(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
             return
         try:
-            result = fake.handle(method, params, files)
+            result = fake.handle(method, params, files, token)
         except ApiError as exc:
             if fake.down == "502":  # went down during a long poll
                 self._send_raw(502, b"502 Bad Gateway", "text/html")
@@ -747,13 +813,13 @@ class _Handler(BaseHTTPRequestHandler):
             payload: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
             if exc.retry_after is not None:
                 payload["parameters"] = {"retry_after": exc.retry_after}
-            fake._record(Call(method, params, exc.code, exc.description, time.time(), None, files))
+            fake._record(Call(method, params, exc.code, exc.description, time.time(), None, files, token))
             self._send(exc.code, payload)
             return
         if fake.down == "502":
             self._send_raw(502, b"502 Bad Gateway", "text/html")
             return
-        fake._record(Call(method, params, 200, None, time.time(), result, files))
+        fake._record(Call(method, params, 200, None, time.time(), result, files, token))
         self._send(200, {"ok": True, "result": result})
 
     def _send(self, status: int, payload: object) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -39,6 +40,10 @@ SCENARIOS = (
     "malformed",  # a StructuredOutput input that does not match the schema
     "garbage",  # a 200 event stream that is not SSE
     "budget",  # `structured` with huge usage numbers
+    "rate_limited",  # HTTP 429 with `retry-after: 0`
+    "flaky_overloaded",  # HTTP 529 for the first `flaky_failures` requests so marked, then `structured`
+    "flaky_rate_limited",  # HTTP 429 for the first `flaky_failures` requests so marked, then `structured`
+    "cut",  # a stream that stops halfway: the connection closes in the middle of the answer
 )
 
 STRUCTURED_TOOL = "StructuredOutput"
@@ -100,6 +105,7 @@ class FakeMessagesApi:
         read_path: str = "README.md",
         slow_delay_s: float = 0.5,
         port: int = 0,
+        flaky_failures: int = 2,
     ) -> None:
         if default_scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {default_scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -108,6 +114,8 @@ class FakeMessagesApi:
         self.answer_text = text
         self.read_path = read_path
         self.slow_delay_s = slow_delay_s
+        self.flaky_failures = flaky_failures
+        self._flaky_seen: dict[str, int] = {}
         self._port = port
         self._lock = threading.Lock()
         self._journal: list[JournalEntry] = []
@@ -180,6 +188,12 @@ class FakeMessagesApi:
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
+
+    def _flaky_should_fail(self, scenario: str) -> bool:
+        with self._lock:
+            seen = self._flaky_seen.get(scenario, 0)
+            self._flaky_seen[scenario] = seen + 1
+            return seen < self.flaky_failures
 
     def _wait_until_stopped(self) -> None:
         self._stopping.wait()
@@ -278,6 +292,14 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "auth":
             self._send_error(401, "authentication_error", "invalid x-api-key (fake)")
             return
+        if scenario == "rate_limited" or (
+            scenario == "flaky_rate_limited" and self.fake._flaky_should_fail(scenario)
+        ):
+            self._send_error(429, "rate_limit_error", "Rate limited (fake)", retry_after="0")
+            return
+        if scenario == "flaky_overloaded" and self.fake._flaky_should_fail(scenario):
+            self._send_error(529, "overloaded_error", "Overloaded (fake)")
+            return
         if scenario not in SCENARIOS:
             known = ", ".join(SCENARIOS)
             self._send_error(400, "invalid_request_error", f"unknown scenario {scenario!r}; known: {known}")
@@ -293,6 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "slow":
             time.sleep(self.fake.slow_delay_s)
         blocks, stop_reason, usage = self._content_for(body, scenario)
+        if scenario == "cut":
+            self._send_cut_stream(model, blocks, usage)
+            return
         if stream:
             self._send_stream(model, blocks, stop_reason, usage)
         else:
@@ -322,14 +347,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- wire formats --------------------------------------------------------------------------------
 
-    def _send_error(self, status: int, kind: str, message: str) -> None:
-        self._send_json(status, {"type": "error", "error": {"type": kind, "message": message}})
+    def _send_error(self, status: int, kind: str, message: str, *, retry_after: str | None = None) -> None:
+        payload = {"type": "error", "error": {"type": kind, "message": message}}
+        self._send_json(status, payload, retry_after=retry_after)
 
-    def _send_json(self, status: int, payload: object) -> None:
+    def _send_json(self, status: int, payload: object, *, retry_after: str | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if retry_after is not None:
+            self.send_header("retry-after", retry_after)
         self.send_header("request-id", _new_id("req_fake_"))
         self.end_headers()
         self.wfile.write(data)
@@ -359,6 +387,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_stream()
         self._chunk(b"this is not a server-sent event stream\n{{{ garbage ]]]\n\n")
         self._end_stream()
+
+    def _send_cut_stream(self, model: str, blocks: list[dict[str, Any]], usage: _Usage) -> None:
+        """Half of the first block, then the connection closes without ending the chunked body."""
+        self._start_stream()
+        self._event("message_start", _message_start(model, usage))
+        block = blocks[0]
+        if block["type"] == "text":
+            start: dict[str, Any] = {"type": "text", "text": ""}
+            whole = str(block["text"])
+            delta: dict[str, Any] = {"type": "text_delta", "text": whole[: len(whole) // 2]}
+        else:
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            whole = json.dumps(block["input"])
+            delta = {"type": "input_json_delta", "partial_json": whole[: len(whole) // 2]}
+        self._event(
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
+        )
+        self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_stream(self, model: str, blocks: list[dict[str, Any]], stop_reason: str, usage: _Usage) -> None:
         self._start_stream()

@@ -1,8 +1,8 @@
 """Log sources: each reads new lines since a cursor the store keeps.
 
 `build_sources` gives a service every source it has: its configured files, the files its manager writes
-(PM2 out/err logs, supervisord stdout/stderr logfiles), the journal of a systemd unit, a container's
-`docker logs`. `source_health` turns the pipeline's per-source errors into rows for `doctor` / `/status`.
+(PM2 out/err logs through `Pm2LogSource`, supervisord stdout/stderr logfiles), the journal of a systemd
+unit, a container's `docker logs`. `source_health` turns the pipeline's per-source errors into rows for `doctor` / `/status`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bot.interfaces import LogSource, ServiceManager
 from bot.sources.docker import DockerLogsSource
 from bot.sources.file import FileSource
 from bot.sources.journald import JournaldSource
+from bot.sources.pm2 import Pm2LogSource
 
 log = logging.getLogger("healbot.sources")
 
@@ -40,7 +41,12 @@ def build_sources(cfg: ServiceConfig, manager: ServiceManager) -> list[LogSource
             log.warning("%s: cannot ask the manager for its log files: %s", cfg.name, exc)
             extra = []
         paths.extend(p for p in extra if p not in paths)
-    sources.extend(FileSource(cfg.name, path) for path in paths)
+    configured = set(cfg.logs)
+    for path in paths:
+        if cfg.manager_type == "pm2" and path not in configured:
+            sources.append(Pm2LogSource(cfg.name, path))  # unwraps `--log-type json` entries
+        else:
+            sources.append(FileSource(cfg.name, path))
     return sources
 
 

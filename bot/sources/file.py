@@ -4,7 +4,10 @@ The cursor survives rotation by rename-and-create (the rest of the renamed file 
 still next to the new one, then the new file is read from 0), copytruncate and truncation (the file is
 shorter than the offset, or its first line changed: read again from 0). Lines are read in binary blocks;
 a line longer than `max_line_bytes` is emitted capped and the rest of it is skipped, even across reads,
-so memory stays bounded by the cap whatever the file holds.
+so memory stays bounded by the cap whatever the file holds. A poll reads at most `POLL_MAX_BYTES` (a flood
+is read over several polls, at bounded memory). When the inode is the same and the size equals the
+offset there is nothing to read, and the idle poll stops at one fstat (a truncation refilled to exactly
+the old size is noticed at the next append, when the first-line hash is checked again).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import BinaryIO
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
 
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # per block when a whole file is read (`healbot scan`)
+POLL_MAX_BYTES = 1024 * 1024  # per poll: bounds the memory a flood costs; the next poll reads on
 BLOCK_SIZE = 64 * 1024
 HEAD_BYTES = 1024  # the "first line" hashed for the cursor is at most this long
 
@@ -30,7 +34,11 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 
 def clean_line(raw: bytes) -> str:
     """Decode one physical line (without its newline): invalid UTF-8 replaced, NULs and ANSI removed."""
-    text = raw.decode("utf-8", errors="replace")
+    return clean_text(raw.decode("utf-8", errors="replace"))
+
+
+def clean_text(text: str) -> str:
+    """One decoded line without its newline: trailing CR, NULs and ANSI escapes removed."""
     if text.endswith("\r"):
         text = text[:-1]
     if "\x00" in text:
@@ -213,7 +221,19 @@ class FileSource:
         with _open(self.path) as fh:
             return self._fresh(fh).dump()
 
-    def read(self, cursor: str | None, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceBatch:
+    def nothing_new(self, cursor: str | None) -> bool:
+        """True when a read after `cursor` would return nothing: one stat, cheap enough to call on the event
+        loop before handing the read to a thread. Any doubt (no cursor, error, rotation) says False."""
+        if cursor is None:
+            return False
+        try:
+            state = FileCursor.load(cursor)
+            stat = os.stat(self.path)
+        except (SourceError, OSError):
+            return False
+        return stat.st_ino == state.inode and stat.st_size == state.offset and not state.skipping
+
+    def read(self, cursor: str | None, max_bytes: int = POLL_MAX_BYTES) -> SourceBatch:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
         try:
@@ -247,7 +267,10 @@ class FileSource:
             if cursor_text is None:
                 return SourceBatch(lines=(), cursor=self._at_end(fh).dump())
             cursor = FileCursor.load(cursor_text)
-            inode = os.fstat(fh.fileno()).st_ino
+            stat = os.fstat(fh.fileno())
+            inode = stat.st_ino
+            if inode == cursor.inode and stat.st_size == cursor.offset and not cursor.skipping:
+                return SourceBatch(lines=(), cursor=cursor_text)  # nothing new: the idle poll's fast path
             lines: list[LogLine] = []
             if inode != cursor.inode:
                 rotated_lines, cursor_after = self._finish_rotated(cursor, max_bytes)

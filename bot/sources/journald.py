@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
-from bot.sources.command import Output, run_log_command
+from bot.sources.command import MAX_OUTPUT_BYTES, Output, run_log_command
 from bot.sources.file import clean_line
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -28,16 +28,23 @@ def _default_runner(argv: Sequence[str], timeout_s: float) -> Output:
     return run_log_command(argv, timeout_s=timeout_s)
 
 
-def parse_entries(stdout: bytes, source: str) -> tuple[list[LogLine], str | None]:
-    """Lines of `journalctl -o json` output and the cursor of its last entry (None when empty)."""
+def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple[list[LogLine], str | None]:
+    """Lines of `journalctl -o json` output and the cursor of its last entry (None when empty).
+
+    `complete=False`: the output was cut at the read cap, so its last entry may be partial; it is left
+    for the next read (after the cursor of the last whole entry).
+    """
     lines: list[LogLine] = []
     cursor: str | None = None
-    for raw in stdout.splitlines():
+    raws = stdout.splitlines()
+    for index, raw in enumerate(raws):
         if not raw.strip():
             continue
         try:
             entry = json.loads(raw)
         except ValueError:
+            if not complete and index == len(raws) - 1:
+                break
             raise SourceError(
                 f"{source}: journalctl printed a line that is not JSON: {raw[:120]!r}"
             ) from None
@@ -100,7 +107,7 @@ class JournaldSource:
             raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
         if b"No journal files were found" in out.stderr + out.stdout[:200]:
             raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
-        lines, last = parse_entries(out.stdout, self.source_id)
+        lines, last = parse_entries(out.stdout, self.source_id, complete=len(out.stdout) < MAX_OUTPUT_BYTES)
         if cursor is None:
             return SourceBatch(lines=(), cursor=json.dumps({"journal": last}))
         return SourceBatch(lines=tuple(lines), cursor=json.dumps({"journal": last or journal_cursor}))

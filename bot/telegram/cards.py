@@ -18,6 +18,7 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.models import Candidate, Change, Incident, Proposal, ProposalStatus
 from bot.operations import HistoryEntry, StatusSummary
+from bot.redact import MARK, redact
 
 MAX_TEXT = 4096
 MAX_ANSWER = 200
@@ -159,7 +160,7 @@ def _candidate_block(candidate: Candidate, *, with_diff: bool, rationale_limit: 
         f"<i>why:</i> {esc(clip(fix.rationale, rationale_limit))}",
     ]
     if with_diff and candidate.diff:
-        lines.append(pre(candidate.diff.rstrip("\n")))
+        lines.append(pre(redact(candidate.diff).text.rstrip("\n")))
     return "\n".join(lines)
 
 
@@ -177,6 +178,13 @@ def _status_block(status: Sequence[str]) -> str:
     return "<b>status</b>\n" + "\n".join(f"→ {esc(line)}" for line in shown)
 
 
+def redacted_count(incident: Incident, proposal: Proposal) -> int:
+    """Secret values kept out of this card: already replaced in stored text, or replaced in diffs here."""
+    stored = [*incident.samples, incident.title, proposal.summary]
+    stored += [c.fix.title + c.fix.rationale for c in proposal.candidates]
+    return sum(text.count(MARK) for text in stored) + sum(redact(c.diff).count for c in proposal.candidates)
+
+
 def _card_text(
     incident: Incident,
     proposal: Proposal,
@@ -186,10 +194,11 @@ def _card_text(
     sample_lines: int,
     sample_chars: int,
     text_limit: int,
+    host: str = "",
 ) -> str:
     header = (
-        f"<b>#{incident.id} {esc(incident.service)}</b>: {esc(clip(incident.title, 300))}\n"
-        f"fingerprint <code>{esc(incident.fingerprint)}</code> · seen {incident.count}×\n"
+        f"<b>#{incident.id} {esc(incident.service)}</b>{_on_host(host)}: {esc(clip(incident.title, 300))}\n"
+        f"fingerprint <code>{esc(incident.fingerprint)}</code> · seen {incident.count}×{_redacted_note(incident, proposal)}\n"
         f"first {when(incident.first_seen)} · last {when(incident.last_seen)}"
     )
     parts = [header, _sample(incident, sample_lines, sample_chars)]
@@ -204,15 +213,34 @@ def _card_text(
     return "\n\n".join(p for p in parts if p)
 
 
-def diffs_fit(incident: Incident, proposal: Proposal) -> bool:
+def _on_host(host: str) -> str:
+    """Several servers in one chat: every card says which host it is about."""
+    return f" on <b>{esc(clip(host, 64))}</b>" if host else ""
+
+
+def _redacted_note(incident: Incident, proposal: Proposal) -> str:
+    count = redacted_count(incident, proposal)
+    return f" · {count} secret value(s) redacted" if count else ""
+
+
+def diffs_fit(incident: Incident, proposal: Proposal, *, host: str = "") -> bool:
     """Whether the diffs go inline: decided once per card, with room kept for later progress lines."""
     text = _card_text(
-        incident, proposal, (), with_diffs=True, sample_lines=SAMPLE_LINES, sample_chars=1500, text_limit=600
+        incident,
+        proposal,
+        (),
+        with_diffs=True,
+        sample_lines=SAMPLE_LINES,
+        sample_chars=1500,
+        text_limit=600,
+        host=host,
     )
     return len(text) + STATUS_RESERVE <= MAX_TEXT
 
 
-def card_text(incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool) -> str:
+def card_text(
+    incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool, host: str = ""
+) -> str:
     """The card, shrunk step by step (sample, then rationale) until it fits in one message."""
     attempts = [(SAMPLE_LINES, 1500, 600), (8, 800, 300), (4, 400, 200), (0, 0, 120), (0, 0, 40)]
     text = ""
@@ -225,6 +253,7 @@ def card_text(incident: Incident, proposal: Proposal, status: Sequence[str], *, 
             sample_lines=lines,
             sample_chars=chars,
             text_limit=limit,
+            host=host,
         )
         if len(text) <= MAX_TEXT:
             return text
@@ -246,8 +275,12 @@ def card_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([approve_row, rest] if approve_row else [rest])
 
 
-def build_card(incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool) -> Card:
-    return Card(card_text(incident, proposal, status, diffs_inline=diffs_inline), card_keyboard(proposal))
+def build_card(
+    incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool, host: str = ""
+) -> Card:
+    return Card(
+        card_text(incident, proposal, status, diffs_inline=diffs_inline, host=host), card_keyboard(proposal)
+    )
 
 
 def diff_filename(incident: Incident, proposal: Proposal) -> str:
@@ -259,7 +292,8 @@ def diff_document(proposal: Proposal) -> bytes:
     chunks = []
     for candidate in proposal.candidates:
         if candidate.diff:
-            chunks.append(f"# candidate #{candidate.fix.rank}: {candidate.fix.title}\n{candidate.diff}")
+            shown = redact(candidate.diff).text  # code context may hold secrets: shown redacted
+            chunks.append(f"# candidate #{candidate.fix.rank}: {candidate.fix.title}\n{shown}")
     return "\n".join(chunks).encode("utf-8")
 
 
@@ -276,7 +310,7 @@ def details_text(incident: Incident, proposal: Proposal) -> str | None:
         parts.append(_candidate_block(candidate, with_diff=True, rationale_limit=2000))
         parts.append(f"digest <code>{esc(candidate.digest[:16])}</code>")
         if candidate.check_output:
-            parts.append("check output:\n" + pre(clip(candidate.check_output, 600)))
+            parts.append("check output:\n" + pre(clip(redact(candidate.check_output).text, 600)))
     text = "\n\n".join(parts)
     return text if len(text) <= MAX_TEXT else None
 
@@ -294,8 +328,17 @@ def plain(text: str) -> str:
     return fit(esc(text) or "(empty)")
 
 
-def notification(text: str) -> str:
-    return fit(f"healbot: {esc(text)}")
+def notification(text: str, host: str = "") -> str:
+    return fit(f"healbot{'@' + esc(host) if host else ''}: {esc(text)}")
+
+
+def address_hint(command: str, username: str, host: str) -> str:
+    """An unaddressed command that changes things, in a chat with several healbots."""
+    return esc(
+        f"several healbots share this chat: to {command} on {host}, send /{command}@{username}"
+        if host
+        else f"several healbots share this chat: send /{command}@{username}"
+    )
 
 
 def usage(line: str) -> str:
@@ -313,10 +356,11 @@ def bot_commands() -> list[BotCommand]:
     return [BotCommand(name, clip(description, 256)) for name, description in COMMANDS]
 
 
-def status_text(summary: StatusSummary) -> str:
+def status_text(summary: StatusSummary, *, host: str = "", scans: Sequence[str] = ()) -> str:
+    """`scans`: the heartbeat, one line per source (bot.heartbeat.scan_lines)."""
     state = f"PAUSED {until_text(summary.paused_until)}" if summary.paused_until is not None else "active"
     lines = [
-        f"<b>healbot</b>: {esc(state)} · runner {esc(summary.runner)}",
+        f"<b>healbot</b>{_on_host(host)}: {esc(state)} · runner {esc(summary.runner)}",
         f"open incidents {summary.open_incidents} · pending approvals {summary.pending_approvals}",
     ]
     for service in summary.services:
@@ -326,6 +370,9 @@ def status_text(summary: StatusSummary) -> str:
         lines.append(f"• {esc(service.name)}: {service.open_incidents} open{problem}")
     for fingerprint, until in summary.muted:
         lines.append(f"muted <code>{esc(fingerprint)}</code> {esc(until_text(until))}")
+    if scans:
+        lines.append("<b>heartbeat</b>")
+        lines += [f"· {esc(clip(line, 300))}" for line in scans]
     return fit("\n".join(lines))
 
 

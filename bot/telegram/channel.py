@@ -102,6 +102,10 @@ class TelegramChannel:
         return self._pipeline
 
     @property
+    def host(self) -> str:
+        return self.config.host_name
+
+    @property
     def chats(self) -> tuple[int, ...]:
         return tuple(int(c) for c in self.config.approval.chats)
 
@@ -149,7 +153,8 @@ class TelegramChannel:
     async def present(self, incident: Incident, proposal: Proposal) -> None:
         self._state.status[incident.id] = []
         payload = json.dumps(
-            {"proposal": proposal.token, "inline": cards.diffs_fit(incident, proposal)}, sort_keys=True
+            {"proposal": proposal.token, "inline": cards.diffs_fit(incident, proposal, host=self.host)},
+            sort_keys=True,
         )
         for chat in self.config.approval.chats:
             self.store.outbox_put(
@@ -241,7 +246,7 @@ class TelegramChannel:
                 reply_to=int(payload["reply_to"]),
             )
             return message.message_id
-        message = await self.send_html(chat, cards.notification(str(payload["text"])))
+        message = await self.send_html(chat, cards.notification(str(payload["text"]), self.host))
         return message.message_id
 
     def _after_card(self, item: OutboxItem, message_id: int) -> None:
@@ -264,7 +269,7 @@ class TelegramChannel:
         incident = self.store.incident(proposal.incident_id)
         latest = self.store.latest_proposal(incident.id)
         status = self._state.status.get(incident.id, []) if latest and latest.id == proposal.id else []
-        return cards.build_card(incident, proposal, status, diffs_inline=inline)
+        return cards.build_card(incident, proposal, status, diffs_inline=inline, host=self.host)
 
     async def _flush_edits(self) -> None:
         while self._state.dirty:

@@ -2,6 +2,12 @@
 
 The gate in group -1 has already refused strangers. Bad arguments get a one-line usage reply. Slow work
 (a diagnosis, a revert with its restart) runs in a background task so other updates keep flowing.
+
+Several healbots in one group (one per server, each with its own token): PTB already ignores a command
+addressed to another bot (`/status@other_bot`). An unaddressed command reaches every bot; read-only ones
+(/status, /incidents, /history, /help) are answered by each. With `[approval] require_addressing = true`
+the commands that change or start something (ADDRESSED_ONLY) run only when addressed to this bot; an
+unaddressed one gets a one-line hint naming the addressed form, and nothing is done.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot import operations
+from bot import heartbeat, operations
 from bot.errors import HealbotError
 from bot.operations import UsageError
 from bot.telegram import cards
@@ -25,6 +31,15 @@ DIAGNOSE_USAGE = "/diagnose <service>"
 REVERT_USAGE = "/revert <change id> (see /history)"
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+
+ADDRESSED_ONLY = frozenset({"diagnose", "revert", "pause", "resume", "mute"})
+
+
+def is_addressed(update: Update) -> bool:
+    """Whether the command names a bot (`/pause@web1_bot`); PTB has already dropped other bots' ones."""
+    message = update.effective_message
+    text = message.text if message is not None and message.text else ""
+    return "@" in (text.split(maxsplit=1) or [""])[0]
 
 
 def _who(update: Update) -> str:
@@ -54,10 +69,18 @@ class Commands:
             "start": self.help,
         }
         for name, handler in table.items():
-            application.add_handler(CommandHandler(name, self._guarded(handler)))
+            application.add_handler(CommandHandler(name, self._guarded(name, handler)))
 
-    def _guarded(self, handler: Handler) -> Handler:
+    def _guarded(self, name: str, handler: Handler) -> Handler:
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            if (
+                name in ADDRESSED_ONLY
+                and self.channel.pipeline.config.approval.require_addressing
+                and not is_addressed(update)
+            ):
+                hint = cards.address_hint(name, context.bot.username, self.channel.host)
+                await self.channel.reply(update, hint)
+                return
             try:
                 await handler(update, context)
             except UsageError as exc:
@@ -71,7 +94,16 @@ class Commands:
         await self.channel.reply(update, cards.help_text())
 
     async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self.channel.reply(update, cards.status_text(operations.status(self.channel.pipeline)))
+        pipeline = self.channel.pipeline
+        scans = heartbeat.load_scans(pipeline.config.state_dir) or ()
+        await self.channel.reply(
+            update,
+            cards.status_text(
+                operations.status(pipeline),
+                host=self.channel.host,
+                scans=heartbeat.scan_lines(scans, pipeline.clock.now()),
+            ),
+        )
 
     async def incidents(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.channel.reply(

@@ -1,0 +1,223 @@
+"""The configuration reference in README.md, rendered from one table of every `healbot.toml` key.
+
+`python -m bot.config_reference` prints the block; tests/test_config_reference.py keeps README.md equal to
+it and this table equal to the keys bot/config.py accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+START_MARK = "<!-- config-reference:start -->"
+END_MARK = "<!-- config-reference:end -->"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    name: str
+    type: str
+    default: str  # as written in TOML; "required" or "-" (unset)
+    meaning: str
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    about: str
+    keys: tuple[Key, ...]
+
+
+REFERENCE: tuple[Table, ...] = (
+    Table(
+        "healbot",
+        "the daemon itself",
+        (
+            Key("state_dir", "path", '"state"', "SQLite state and audit log; relative to the config file"),
+            Key("poll_interval_s", "number > 0", "1.0", "seconds between log polls"),
+            Key(
+                "diagnose_every_s",
+                "number > 0",
+                "3600",
+                "an open fingerprint is diagnosed at most this often",
+            ),
+            Key("max_samples", "number > 0", "5", "log samples kept per incident"),
+            Key(
+                "log_format",
+                "string",
+                '"text"',
+                '"text" or "json" (one object per line, with service and incident ids)',
+            ),
+            Key(
+                "host_name", "string", "this host's name", "shown on cards: several hosts can share one chat"
+            ),
+            Key("heartbeat_url", "string", "-", "a dead-man's switch URL pinged while scanning works"),
+            Key("heartbeat_interval_s", "number > 0", "60", "how often heartbeat_url is pinged"),
+        ),
+    ),
+    Table(
+        "claude",
+        "how Claude is asked",
+        (
+            Key(
+                "runner", "string", '"cli"', '"cli" (`claude -p`, your subscription) or "api"/"messages_api"'
+            ),
+            Key("binary", "string", '"claude"', "the claude CLI: a name on PATH or a path"),
+            Key("model", "string", "-", "model name; unset: the CLI's or API's default"),
+            Key("max_turns", "integer ≥ 1", "8", "agent turns per diagnosis"),
+            Key("max_budget_usd", "number > 0", "1.0", "spending cap per diagnosis"),
+            Key("timeout_s", "number > 0", "600", "wall clock per diagnosis"),
+            Key(
+                "idle_timeout_s",
+                "number > 0",
+                "120",
+                "no output for this long = hung; the process group is killed",
+            ),
+            Key("max_concurrent", "integer ≥ 1", "1", "diagnoses running at once"),
+            Key("base_url", "string", "-", "a Messages API endpoint (api runner) or gateway (cli)"),
+            Key(
+                "pass_env",
+                "list of strings",
+                "[]",
+                "names of variables copied into Claude's otherwise empty environment",
+            ),
+        ),
+    ),
+    Table(
+        "approval",
+        "who approves, where",
+        (
+            Key("channel", "string", '"console"', '"console" or "telegram"'),
+            Key(
+                "expiry_minutes",
+                "number > 0",
+                "60",
+                "an unanswered proposal expires (never applied) after this",
+            ),
+            Key(
+                "reminder_minutes_before",
+                "number > 0",
+                "10",
+                "remind this long before expiry; < expiry_minutes",
+            ),
+            Key("approvers", "list of ids", "[]", "Telegram user ids allowed to act; required for telegram"),
+            Key("chats", "list of ids", "[]", "Telegram chat ids healbot talks in; required for telegram"),
+            Key(
+                "second_approver_for_high_risk",
+                "boolean",
+                "false",
+                "high-risk fixes need two different approvers",
+            ),
+            Key("telegram_base_url", "string", "-", "a Bot API server other than Telegram's"),
+            Key(
+                "require_addressing",
+                "boolean",
+                "false",
+                "several healbots in one group: acting commands must be addressed (/pause@this_bot)",
+            ),
+        ),
+    ),
+    Table(
+        "policy",
+        "limits of automatic remediation; when tripped, healbot only escalates",
+        (
+            Key(
+                "max_fixes_per_fingerprint_per_day",
+                "integer ≥ 1",
+                "3",
+                "applied fixes per error fingerprint per day",
+            ),
+            Key(
+                "max_restarts_per_service",
+                "integer ≥ 1",
+                "3",
+                "restarts per service within restart_window_minutes",
+            ),
+            Key("restart_window_minutes", "number > 0", "30", "the window of max_restarts_per_service"),
+            Key("max_applies_per_day", "integer ≥ 1", "10", "applied changes per day, all services"),
+            Key(
+                "maintenance_windows",
+                "list of strings",
+                "[]",
+                '"02:00-04:00" or "sun 02:00-04:00" (UTC): no applies',
+            ),
+            Key(
+                "grace_after_restart_s",
+                "number ≥ 0",
+                "60",
+                "no new diagnosis this long after healbot restarted a service",
+            ),
+        ),
+    ),
+    Table(
+        "services.NAME",
+        "one per watched service",
+        (
+            Key(
+                "repo", "path", "required", "the git checkout of the service's code; fixes are committed here"
+            ),
+            Key("logs", "list of paths", "[]", "log files to watch besides those the manager names"),
+            Key("allowed_paths", "list of globs", "[]", "files a fix may touch, relative to the repo"),
+            Key("check_command", "argv list", "-", "run in a scratch worktree before a fix is proposed"),
+            Key("check_timeout_s", "number > 0", "300", "limit for check_command"),
+            Key("manager", "table", "required", "how the service is restarted and its status read (below)"),
+            Key("health", "table", "{}", "how health is judged before and after a change (below)"),
+            Key("runbooks", "table", "{}", "NAME = argv list: the only commands a fix may run, by name"),
+        ),
+    ),
+    Table(
+        "services.NAME.manager",
+        "type plus the manager's own options",
+        (
+            Key("type", "string", "required", "command, supervisord, pm2, systemd or docker"),
+            Key(
+                "(options)",
+                "per type",
+                "-",
+                "command: restart, status, pidfile; supervisord: socket, program; pm2: app, pm2_home, binary; "
+                "systemd: unit, user; docker: container; all: timeout_s",
+            ),
+        ),
+    ),
+    Table(
+        "services.NAME.health",
+        "the health verdict",
+        (
+            Key("http_url", "string", "-", "an http(s) URL that answers 2xx when healthy"),
+            Key("http_timeout_s", "number > 0", "5", "limit for one health request"),
+            Key("tcp_port", "integer", "-", "a port that accepts connections when healthy"),
+            Key("tcp_host", "string", '"127.0.0.1"', "host of tcp_port"),
+            Key("process", "boolean", "true", "the manager must report the process running"),
+            Key("window_s", "number > 0", "30", "errors are counted this long before and after a change"),
+            Key("settle_s", "number > 0", "3", "a restarted service must stay up this long"),
+        ),
+    ),
+)
+
+
+def render() -> str:
+    """The README block between the markers (markers included)."""
+    lines = [START_MARK, "", "Generated by `python -m bot.config_reference`; do not edit by hand.", ""]
+    for table in REFERENCE:
+        lines += [
+            f"**`[{table.name}]`**: {table.about}",
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for key in table.keys:
+            meaning = key.meaning.replace("|", "\\|")
+            lines.append(f"| `{key.name}` | {key.type} | `{key.default}` | {meaning} |")
+        lines.append("")
+    lines.append(END_MARK)
+    return "\n".join(lines)
+
+
+def readme_block(readme_text: str) -> str | None:
+    start, end = readme_text.find(START_MARK), readme_text.find(END_MARK)
+    if start < 0 or end < start:
+        return None
+    return readme_text[start : end + len(END_MARK)]
+
+
+if __name__ == "__main__":
+    print(render())

@@ -1,0 +1,240 @@
+"""The daemon as a real `healbot run` process, shipped defaults (poll_interval_s 1.0, inotify wake-up),
+the real claude binary against the fake Messages API, console channel. Three phases on one process:
+
+1. idle footprint: 20 quiet watched files; RSS and CPU share against a `sleep` process as the floor;
+2. latency: a line appended to a watched file -> the incident row's count committed (read from SQLite
+   by this process), p50/p95 over N appends;
+3. flood: 1 M error lines in 10 s across two fingerprints: incidents opened, proposals presented (the
+   messages that would go to the chat), extra RSS (peak during the flood and its catch-up - before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from bot.demo.fake_messages_api import FakeMessagesApi
+from tests.conftest import claude_binary
+from tests.helpers import make_repo
+
+HEALBOT = str(Path(sys.executable).parent / "healbot")
+QUIET_FILES = 20
+APP = 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'
+ANSWER = {
+    "summary": "the payment gateway refuses cards",
+    "candidates": [
+        {
+            "title": "Default unknown prices to 0",
+            "rationale": "PRICES[name] raises for unknown names",
+            "risk": "low",
+            "kind": "patch",
+            "edits": [{"path": "app.py", "old": "return PRICES[name]", "new": "return PRICES.get(name, 0)"}],
+        }
+    ],
+}
+LATENCY_LINE = "2026-11-26 06:00:00,{ms:03d} ERROR shop[4242]: payment gateway refused card {n}\n"
+FLOOD_LINES = (
+    "2026-11-26 06:00:01,{ms:03d} ERROR shop[4242]: upstream inventory timed out after {n} ms\n",
+    "2026-11-26 06:00:01,{ms:03d} CRITICAL shop[4242]: order queue full, dropped order {n}\n",
+)
+
+
+def _config(workdir: Path, claude: str, api_url: str, files: list[Path], repo: Path) -> Path:
+    logs = ", ".join(f'"{f}"' for f in files)
+    path = workdir / "healbot.toml"
+    path.write_text(
+        f"""
+[healbot]
+state_dir = "{workdir}/state"
+
+[claude]
+binary = "{claude}"
+base_url = "{api_url}"
+pass_env = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_RETRIES"]
+
+[services.shop]
+repo = "{repo}"
+logs = [{logs}]
+
+[services.shop.manager]
+type = "command"
+restart = ["true"]
+"""
+    )
+    return path
+
+
+def _wait(condition: Callable[[], object], timeout: float, what: str, step: float = 0.001) -> float:
+    started = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+    return time.perf_counter() - started
+
+
+class _Db:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+    def scalar(self, sql: str, *args: object) -> int:
+        row = self.conn.execute(sql, args).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def ready(self) -> bool:
+        """True once the daemon has migrated the store and set a cursor on every quiet file."""
+        try:
+            return self.scalar("SELECT COUNT(*) FROM cursors") >= QUIET_FILES
+        except sqlite3.OperationalError:  # the tables are being created
+            return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def run(workdir: Path, *, idle_s: float = 30.0, appends: int = 200, flood_lines: int = 1_000_000) -> None:
+    claude = claude_binary()
+    if claude is None:
+        print("NOT MEASURED: idle, latency, flood (the claude binary is missing: run `make tools`)\n")
+        return
+    repo = make_repo(workdir / "shop", {"app.py": APP})
+    files = [workdir / "logs" / f"quiet-{i:02d}.log" for i in range(QUIET_FILES)]
+    files[0].parent.mkdir(parents=True)
+    for f in files:
+        f.write_text("2026-11-26 05:59:59,000 INFO shop[4242]: started\n")
+    with FakeMessagesApi(structured=ANSWER) as api:
+        config = _config(workdir, claude, api.url, files, repo)
+        out = (workdir / "daemon.out").open("w")
+        env = {**os.environ, "ANTHROPIC_API_KEY": "test", "CLAUDE_CODE_MAX_RETRIES": "0"}
+        daemon = subprocess.Popen(
+            [HEALBOT, "run", "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        floor = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+        try:
+            db_path = workdir / "state" / "healbot.db"
+            _wait(db_path.exists, 30, "the store", 0.05)
+            db = _Db(db_path)
+            _wait(db.ready, 30, "the first cursors", 0.05)
+            _idle(psutil.Process(daemon.pid), psutil.Process(floor.pid), idle_s)
+            _latency(db, files[0], appends)
+            _flood(db, psutil.Process(daemon.pid), files[1], flood_lines, workdir / "daemon.out")
+            db.close()
+        finally:
+            for process in (daemon, floor):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            out.close()
+
+
+def _idle(daemon: psutil.Process, floor: psutil.Process, seconds: float) -> None:
+    cpu_daemon, cpu_floor, started = _cpu(daemon), _cpu(floor), time.perf_counter()
+    time.sleep(seconds)  # the measurement window itself
+    wall = time.perf_counter() - started
+    share = 100 * (_cpu(daemon) - cpu_daemon) / wall
+    floor_share = 100 * (_cpu(floor) - cpu_floor) / wall
+    rss, floor_rss = daemon.memory_info().rss / 1e6, floor.memory_info().rss / 1e6
+    print(f"idle footprint: `healbot run`, {QUIET_FILES} quiet watched files, {wall:.0f} s (issue: 10 min)")
+    print(f"  sleep (floor)         RSS {floor_rss:6.1f} MB   CPU {floor_share:.3f} %   reference")
+    print(
+        f"  healbot run           RSS {rss:6.1f} MB   CPU {share:.3f} %   "
+        f"ratio RSS {rss / floor_rss:.0f}x; target RSS <= 60 MB ({'met' if rss <= 60 else 'NOT met'}), "
+        f"CPU <= 0.2 % ({'met' if share <= 0.2 else 'NOT met'})\n"
+    )
+
+
+def _latency(db: _Db, log: Path, appends: int) -> None:
+    total = "SELECT COALESCE(SUM(count), 0) FROM incidents"
+    before = db.scalar(total)
+    latencies: list[float] = []
+    with log.open("a") as out:
+        for n in range(appends):
+            out.write(LATENCY_LINE.format(ms=n % 1000, n=100000 + n))
+            out.flush()
+            target = before + n + 1
+            latencies.append(_wait(lambda: db.scalar(total) >= target, 30, f"append {n}"))  # noqa: B023
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000
+    print(f"latency: append -> incident row committed, {appends} appends, shipped poll_interval_s 1.0")
+    print("  poll interval alone   p50 ~ 500 ms, p95 ~ 950 ms + read   reference (no inotify)")
+    print(
+        f"  healbot (inotify)     p50 {p50:5.0f} ms   p95 {p95:5.0f} ms   max {latencies[-1] * 1000:5.0f} ms   "
+        f"ratio p95/250 ms {p95 / 250:.2f}; target p95 <= 250 ms ({'met' if p95 <= 250 else 'NOT met'})\n"
+    )
+
+
+def _flood(db: _Db, daemon: psutil.Process, log: Path, lines: int, output: Path) -> None:
+    first_new = db.scalar("SELECT COALESCE(MAX(id), 0) FROM incidents") + 1
+    proposals_before = output.read_text(errors="replace").count("base commit ")
+    counted = "SELECT COALESCE(SUM(count), 0) FROM incidents WHERE id >= ?"
+    rss_before = daemon.memory_info().rss
+    peak = rss_before
+    chunks = 100
+    per_chunk = lines // chunks
+    started = time.perf_counter()
+    with log.open("a") as out:
+        for chunk in range(chunks):
+            base = chunk * per_chunk
+            out.write(
+                "".join(FLOOD_LINES[i % 2].format(ms=(base + i) % 1000, n=base + i) for i in range(per_chunk))
+            )
+            out.flush()
+            peak = max(peak, daemon.memory_info().rss)
+            time.sleep(max(0.0, started + (chunk + 1) * 10.0 / chunks - time.perf_counter()))
+    written_s = time.perf_counter() - started
+    deadline = time.perf_counter() + 150
+    seen = 0
+    while time.perf_counter() < deadline:
+        seen = db.scalar(counted, first_new)
+        peak = max(peak, daemon.memory_info().rss)
+        if seen >= per_chunk * chunks:
+            break
+        time.sleep(0.1)
+    caught_up_s = time.perf_counter() - started
+    with contextlib.suppress(TimeoutError):
+        _wait(
+            lambda: output.read_text(errors="replace").count("base commit ") - proposals_before >= 2,
+            60,
+            "the flood's proposals",
+            0.2,
+        )
+    incidents = db.scalar("SELECT COUNT(*) FROM incidents WHERE id >= ?", first_new)
+    messages = output.read_text(errors="replace").count("base commit ") - proposals_before
+    extra = (peak - rss_before) / 1e6
+    total = per_chunk * chunks
+    print(f"flood: {total:,} error lines in {written_s:.1f} s, two fingerprints, through `healbot run`")
+    print(
+        f"  incidents opened      {incidents}   (target 2, {'met' if incidents == 2 else 'NOT met'})\n"
+        f"  messages to the chat  {messages}   (proposals presented; target <= 2, "
+        f"{'met' if messages <= 2 else 'NOT met'})\n"
+        f"  extra RSS             {extra:.1f} MB over {rss_before / 1e6:.1f} MB "
+        f"(target <= 20 MB, {'met' if extra <= 20 else 'NOT met'})\n"
+        f"  lines counted         {seen:,} of {total:,} {caught_up_s:.0f} s after the flood began "
+        f"({'caught up' if seen >= total else 'NOT caught up: the backlog drains later'}; "
+        f"{seen / caught_up_s:,.0f} lines/s through the pipeline)\n"
+    )
