@@ -123,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "scan":
+        from bot.scan_command import scan
+
+        return scan(args.file, service=args.service, all_records=args.all, groups_out=args.groups_out)
+
     from bot import commands
 
     if args.command == "run":
@@ -130,10 +135,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "diagnose":
         return asyncio.run(
             commands.diagnose_service(Path(args.config), args.service, tail_bytes=args.tail_bytes)
-        )
-    if args.command == "scan":
-        return commands.scan(
-            args.file, service=args.service, all_records=args.all, groups_out=args.groups_out
         )
     if args.command == "doctor":
         return commands.doctor(Path(args.config))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +21,6 @@ from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
 from bot.diagnose import diagnose
 from bot.errors import HealbotError
 from bot.evidence import collect_evidence
-from bot.grouping import format_scan, scan_errors, scan_file
 from bot.heartbeat import load_scans, scan_lines
 from bot.logging_setup import LogFormat, configure_logging
 from bot.models import Incident, IncidentState, Proposal, ProposalStatus
@@ -36,6 +35,10 @@ log = logging.getLogger("healbot")
 
 
 async def run(config_path: Path, *, auto_approve: bool, log_json: bool = False) -> int:
+    stop = asyncio.Event()  # handlers first: a SIGTERM during start-up still stops cleanly
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     config = load_config(config_path)
     json_logs = log_json or config.log_format == LogFormat.JSON
     configure_logging(LogFormat.JSON if json_logs else LogFormat.TEXT)
@@ -52,7 +55,7 @@ async def run(config_path: Path, *, auto_approve: bool, log_json: bool = False) 
     else:
         console = ConsoleChannel(auto_approve=auto_approve, interactive=sys.stdin.isatty())
         daemon = Daemon(config, console, runner=runner)
-    await daemon.run_forever()
+    await daemon.run_forever(stop)
     return 0
 
 
@@ -125,21 +128,6 @@ def _scrubber() -> Callable[[str], str]:
         return redact_env_values(redact(text).text, env).text
 
     return scrub
-
-
-def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None) -> int:
-    if not path.is_file():
-        raise HealbotError(f"{path} is not a readable file")
-    if groups_out is None and not all_records:
-        result = scan_errors(path, service=service)  # the fast path: search the buffer for errors only
-    else:
-        result = scan_file(path, service=service, errors_only=not all_records)
-    print(format_scan(result))
-    if groups_out is not None:
-        with groups_out.open("w", encoding="utf-8") as out:
-            for line_no, key in result.line_groups:
-                out.write(json.dumps({"line": line_no, "group": key}) + "\n")
-    return 0
 
 
 def doctor(config_path: Path) -> int:

@@ -247,8 +247,11 @@ class Daemon:
         await self.channel.stop()
         self._stopped.set()
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or `stop` is set: a caller that installed its handlers earlier)."""
         loop = asyncio.get_running_loop()
+        if stop is not None:
+            self._stopped = stop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)

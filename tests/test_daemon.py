@@ -126,3 +126,27 @@ restart = ["true"]
         assert len(store.diagnoses(incident.id)) == 1  # presented again, not diagnosed again
         assert len(fake.message_requests()) == 1
         store.close()
+
+
+def test_sigterm_during_start_up_still_stops_cleanly(tmp_path: Path) -> None:
+    """Regression: the handlers were installed only after the daemon was built, so a SIGTERM that came
+    while the store was opening killed the process with the default action (exit -15)."""
+    repo = make_repo(tmp_path / "svc", {"app.py": APP})
+    config = tmp_path / "healbot.toml"
+    config.write_text(
+        f"""
+[healbot]
+state_dir = "{tmp_path}/state"
+
+[services.svc]
+repo = "{repo}"
+logs = ["{tmp_path}/svc.log"]
+
+[services.svc.manager]
+type = "command"
+restart = ["true"]
+"""
+    )
+    daemon = Daemon(config)
+    wait_until((tmp_path / "state" / "healbot.db").exists, 20, what="the store being opened")
+    assert daemon.stop() == 0, daemon.output()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from setuptools import find_packages
 
 from tests.conftest import REPO_ROOT
+from tests.helpers import wait_until
 
 SOURCES = ("bot", "healers", "prompts", "pyproject.toml", "README.md")
 
@@ -150,3 +152,26 @@ def test_wheel_installs_a_working_healbot(installed: Path, tmp_path: Path) -> No
     scanned = run([str(installed / "healbot"), "scan", str(sample)], cwd=tmp_path, env=env)
     assert scanned.returncode == 0, scanned.stderr
     assert "Error" in scanned.stdout
+
+    # The daemon from the install runs with the written config (as the systemd unit would start it),
+    # opens its state and stops cleanly on SIGTERM.
+    daemon = subprocess.Popen(
+        [str(installed / "healbot"), "run", "-c", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until((state / "healbot.db").exists, 30, what="the installed daemon's state")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                os.killpg(daemon.pid, signal.SIGKILL)
+    assert code == 0, daemon.stdout.read() if daemon.stdout else ""

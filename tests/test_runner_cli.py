@@ -319,7 +319,10 @@ def test_cancel_all_raises_runner_cancelled_and_the_environment_is_clean(
 def test_semaphore_bounds_concurrent_runs(
     make_runner: RunnerFactory, fake_api: FakeMessagesApi, workdir: Path, slots: int, expected: int
 ) -> None:
-    fake_api.slow_delay_s = 1.0
+    # Each answer is held until two requests are in flight (at most 15 s): with two slots they meet at
+    # once however far apart a loaded machine starts the two claude processes; with one slot they cannot.
+    fake_api.slow_until_in_flight = 2
+    fake_api.slow_delay_s = 1.0 if slots == 1 else 15.0
     runner = make_runner(max_concurrent=slots)
 
     async def both() -> list[RunResult]:

@@ -114,10 +114,14 @@ class FakeMessagesApi:
         self.answer_text = text
         self.read_path = read_path
         self.slow_delay_s = slow_delay_s
+        # When set, a `slow` answer waits only until this many requests are in flight at once (or
+        # `slow_delay_s` passed): a deterministic barrier for concurrency tests.
+        self.slow_until_in_flight: int | None = None
         self.flaky_failures = flaky_failures
         self._flaky_seen: dict[str, int] = {}
         self._port = port
         self._lock = threading.Lock()
+        self._in_flight_changed = threading.Condition(self._lock)
         self._journal: list[JournalEntry] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -184,6 +188,15 @@ class FakeMessagesApi:
         with self._lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._in_flight_changed.notify_all()
+
+    def _wait_slow(self) -> None:
+        target = self.slow_until_in_flight
+        if target is None:
+            time.sleep(self.slow_delay_s)
+            return
+        with self._lock:
+            self._in_flight_changed.wait_for(lambda: self._max_in_flight >= target, timeout=self.slow_delay_s)
 
     def _leave(self) -> None:
         with self._lock:
@@ -313,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._wait_until_stopped()
             return
         if scenario == "slow":
-            time.sleep(self.fake.slow_delay_s)
+            self.fake._wait_slow()
         blocks, stop_reason, usage = self._content_for(body, scenario)
         if scenario == "cut":
             self._send_cut_stream(model, blocks, usage)
