@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import faults, gitinfo, playbooks, policy
+from bot import faults, gitinfo, playbooks, policy, recovery, repolock
 from bot.config import HealbotConfig, ServiceConfig
 from bot.diagnose import diagnose
 from bot.errors import (
@@ -28,6 +28,7 @@ from bot.errors import (
     RunnerError,
     SourceError,
     StaleProposalError,
+    StoreError,
 )
 from bot.evidence import collect_evidence
 from bot.faults import Step
@@ -120,8 +121,7 @@ class Pipeline:
         self.grouper = Grouper()
         self.auto_diagnose = True
         self._last_restart: dict[str, float] = {}
-        self._retries: dict[int, int] = {}
-        self._retry_at: dict[int, float] = {}
+        self._store_problem: str | None = None
         self.retry_backoff_s = 60.0  # first retry of a failed diagnosis; doubles each time
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -231,26 +231,61 @@ class Pipeline:
                         if runtime.source_errors.get(source.source_id) != str(exc):
                             log.warning("source %s: %s", source.source_id, exc)
                         runtime.source_errors[source.source_id] = str(exc)
+                    except StoreError as exc:
+                        await self._store_unwritable(str(exc))
+                        return touched  # the cursors did not move: the same lines are read again later
+            await self._store_writable()
         if self.auto_diagnose:
             for incident in touched:
                 self.maybe_diagnose(incident)
         return touched
 
+    async def _store_unwritable(self, problem: str) -> None:
+        """The state database refused a write (a full disk): said once; detection retries every poll."""
+        if self._store_problem is not None:
+            return
+        self._store_problem = problem
+        log.error("%s", problem)
+        await self._notify_best_effort(f"healbot cannot record new errors: {self.scrub(problem)}")
+
+    async def _store_writable(self) -> None:
+        if self._store_problem is None:
+            return
+        self._store_problem = None
+        log.warning("the state database is writable again")
+        await self._notify_best_effort(
+            "the state database is writable again: the errors logged meanwhile were read and counted"
+        )
+
+    async def _notify_best_effort(self, text: str) -> None:
+        """A channel may need the store too (the Telegram outbox): a failure is logged, never raised."""
+        try:
+            await self.channel.notify(text)
+        except HealbotError as exc:
+            log.error("could not send %r: %s", text[:80], exc)
+
     async def _poll_source(self, runtime: ServiceRuntime, source: LogSource) -> list[Incident]:
         cursor = self.store.get_cursor(source.source_id)
-        batch = await asyncio.to_thread(source.read, cursor)
-        now = self.clock.now()
         assembler = runtime.assemblers.setdefault(
             source.source_id, RecordAssembler(runtime.cfg.name, source.source_id)
         )
+        nothing_new = getattr(source, "nothing_new", None)
+        if callable(nothing_new) and not assembler.has_pending and nothing_new(cursor):
+            return []  # an idle source costs one stat on the loop, not a thread hop
+        batch = await asyncio.to_thread(source.read, cursor)
+        now = self.clock.now()
         records = assembler.feed(batch.lines, now) if batch.lines else assembler.flush()
         observations = []
+        sampled: dict[str, int] = {}
         for record in records:
             fp = self.grouper.fingerprint(record)
             if not fp.is_error:
                 continue
             self.ledger.record(runtime.cfg.name, fp.key, now)
-            observations.append(Observation(fp, self.scrub(record.text), now))
+            # Redaction is the costly step of a flood: only records that may become stored samples need it.
+            sampled[fp.key] = sampled.get(fp.key, 0) + 1
+            sample = self.scrub(record.text) if sampled[fp.key] <= self.config.max_samples else ""
+            observations.append(Observation(fp, sample, now))
         if not observations and cursor == batch.cursor:
             return []
         ingested = self.store.ingest(
@@ -326,9 +361,9 @@ class Pipeline:
             await self.channel.notify(f"#{incident_id} {incident.service}: {message}")
             offered = await self._offer_playbooks(runtime, incident, message)
             if offered is None:
-                self._schedule_retry(incident_id)
+                await self._schedule_retry(incident)
             return offered
-        self._retries.pop(incident_id, None)
+        self.store.clear_retries(incident_id)
         self.store.record_diagnosis(incident_id, result.stats, summary=result.summary, at=self.clock.now())
 
         reverted = [c.fix for c in self.store.reverted_candidates(incident.service, incident.fingerprint)]
@@ -403,21 +438,25 @@ class Pipeline:
         await self.channel.present(self.store.incident(incident.id), proposal)
         return proposal
 
-    def _schedule_retry(self, incident_id: int) -> None:
+    async def _schedule_retry(self, incident: Incident) -> None:
         """A failed diagnosis runs again after a backoff (1×, 2×, 4× retry_backoff_s), then stays failed.
-        `expire_due`, the time-driven job, starts retries that are due."""
-        attempt = self._retries.get(incident_id, 0)
+        `expire_due`, the time-driven job, starts retries that are due; the store keeps them over a restart."""
+        attempt = self.store.retry_attempts(incident.id)
         if attempt >= DIAGNOSIS_RETRIES:
+            await self.channel.notify(
+                f"#{incident.id} {incident.service}: {attempt + 1} diagnoses failed; no more retries: "
+                "use /diagnose when the cause is gone"
+            )
             return
-        self._retries[incident_id] = attempt + 1
-        self._retry_at[incident_id] = self.clock.now() + self.retry_backoff_s * 2**attempt
+        delay = self.retry_backoff_s * 2**attempt
+        now = self.clock.now()
+        self.store.schedule_retry(incident.id, attempt + 1, now + delay, at=now)
+        await self.channel.notify(
+            f"#{incident.id} {incident.service}: retry {attempt + 1} of {DIAGNOSIS_RETRIES} in {delay:.0f} s"
+        )
 
     def _start_due_retries(self) -> None:
-        now = self.clock.now()
-        for incident_id, due in list(self._retry_at.items()):
-            if due > now:
-                continue
-            del self._retry_at[incident_id]
+        for incident_id in self.store.take_due_retries(self.clock.now()):
             incident = self.store.incident(incident_id)
             if incident.state is not IncidentState.DIAGNOSIS_FAILED or self.hold_reason() is not None:
                 continue
@@ -515,6 +554,13 @@ class Pipeline:
                 proposal, decision, "the fix you saw is not the one stored: nothing was applied"
             )
         runtime = self._runtime(incident.service)
+        locked = await self._repo_locked(runtime, candidate.fix.kind)
+        if locked is not None:
+            return self._refuse(
+                proposal,
+                decision,
+                f"{locked}: nothing was applied; the proposal stays open: approve again when the lock is gone",
+            )
         head = await asyncio.to_thread(gitinfo.head, runtime.cfg.repo)
         if head != proposal.base_commit:
             msg = f"the repo moved (HEAD {head[:10]}, proposal made at {proposal.base_commit[:10]}): re-diagnosing"
@@ -544,6 +590,18 @@ class Pipeline:
         faults.hit(Step.APPROVAL_RECORDED)
         self._spawn(self.apply_and_verify(proposal, candidate, change), f"apply-{change.id}")
         return DecisionResult(True, f"{msg}: applying")
+
+    async def _repo_locked(self, runtime: ServiceRuntime, kind: FixKind) -> str | None:
+        """Another process holds a lock this change would need: refused before anything is touched."""
+        if kind is FixKind.RESTART:
+            return None
+        return await asyncio.to_thread(
+            repolock.lock_holder,
+            runtime.cfg.repo,
+            check_index_lock=kind is not FixKind.RUNBOOK,
+            # a change of our own holds healbot's apply lock; this one then waits for it, as designed
+            check_apply_lock=not runtime.repo_lock.locked(),
+        )
 
     async def _second_approval_needed(
         self, proposal: Proposal, incident: Incident, candidate: Candidate, decision: Decision
@@ -598,7 +656,10 @@ class Pipeline:
         cfg = runtime.cfg
         now = self.clock.now()
         await self.poll_once()
-        before = await self._snapshot(runtime, now - cfg.health.window_s, now)
+        last_seen = self.store.incident(incident.id).last_seen
+        before = await self._snapshot(
+            runtime, policy.baseline_start(now, cfg.health.window_s, last_seen), now
+        )
         self.store.save_baseline(change.id, before)
         healer = self.healers[candidate.fix.kind]
         trailers = {
@@ -823,137 +884,7 @@ class Pipeline:
 
     async def recover(self) -> list[str]:
         """After a restart: resume what is safe, report the rest. Never repeats an apply."""
-        notes: list[str] = []
-        now = self.clock.now()
-        interrupted: set[int] = set()
-        for incident in self.store.incidents_in([IncidentState.DIAGNOSING]):
-            interrupted.add(incident.id)
-            self.store.set_state(
-                incident.id, IncidentState.OPEN, at=now, detail="diagnosis interrupted by a restart"
-            )
-            notes.append(f"#{incident.id}: diagnosis was interrupted; it will run again")
-        for change in self.store.changes(statuses=[ChangeStatus.APPLYING], limit=1000):
-            notes.append(await self._recover_applying(change))
-        for change in self.store.changes(
-            statuses=[ChangeStatus.COMMITTED, ChangeStatus.RESTARTED], limit=1000
-        ):
-            notes.append(await self._recover_verifying(change))
-        for note in notes:
-            await self.channel.notify(note)
-        for proposal in self.store.pending_proposals():
-            await self.channel.present(self.store.incident(proposal.incident_id), proposal)
-        for incident in self.store.incidents_in([IncidentState.OPEN]):
-            if incident.id in interrupted:
-                self._rediagnose_interrupted(incident)
-            else:
-                self.maybe_diagnose(incident)  # an incident stored just before the stop is not forgotten
-        return notes
-
-    def _rediagnose_interrupted(self, incident: Incident) -> None:
-        """An interrupted diagnosis runs again at once: its throttle was taken by the run that never ended."""
-        if self.hold_reason() is not None or self.is_muted(incident.fingerprint):
-            return
-        self._diagnosing.add(incident.id)
-        self._spawn(self.diagnose_incident(incident.id), f"diagnose-{incident.id}")
-
-    async def _recover_verifying(self, change: Change) -> str:
-        """A change committed before the stop: if its revert landed, record it; else verify it again."""
-        now = self.clock.now()
-        runtime = self.services.get(change.service)
-        sha = (change.commit or "the change")[:10]
-        before = self.store.baseline(change.id)
-        revert_commit = None
-        if runtime is not None and change.commit:
-            revert_commit = await asyncio.to_thread(
-                gitinfo.commit_with_trailer, runtime.cfg.repo, "Healbot-Revert-Of", change.commit
-            )
-        if runtime is not None and revert_commit:
-            self.store.update_change(
-                change.id,
-                ChangeStatus.REVERTED,
-                at=now,
-                revert_commit=revert_commit,
-                incident_state=IncidentState.REVERTED,
-                detail="revert found after a restart",
-            )
-            self._spawn(self._restart_after_recovered_revert(runtime), f"restart-{change.id}")
-            return (
-                f"#{change.incident_id}: interrupted while reverting change {sha}: the revert "
-                f"{revert_commit[:10]} was already made; nothing was repeated; restarting {change.service}"
-            )
-        if runtime is None or before is None:
-            text = (
-                f"#{change.incident_id}: verification of {sha} was interrupted by a restart; "
-                f"the change is in place; check the service, revert with `healbot revert {change.id}`"
-            )
-            self.store.update_change(
-                change.id,
-                ChangeStatus.NEEDS_HUMAN,
-                at=now,
-                incident_state=IncidentState.NEEDS_HUMAN,
-                detail=text,
-            )
-            return text
-        incident = self.store.incident(change.incident_id)
-        needs_restart = change.status is ChangeStatus.COMMITTED
-        self._spawn(
-            self._resume_verify(runtime, incident, change, before, needs_restart), f"verify-{change.id}"
-        )
-        return f"#{change.incident_id}: interrupted while verifying change {sha}: verifying again"
-
-    async def _resume_verify(
-        self,
-        runtime: ServiceRuntime,
-        incident: Incident,
-        change: Change,
-        before: HealthSnapshot,
-        restart: bool,
-    ) -> FlowResult:
-        async with runtime.repo_lock:
-            result = await self._restart_and_verify(runtime, incident, change, before, restart=restart)
-        self.results.append(result)
-        return result
-
-    async def _restart_after_recovered_revert(self, runtime: ServiceRuntime) -> None:
-        async with runtime.repo_lock:
-            error = await self._restart(runtime)
-        if error is not None:
-            await self.channel.notify(
-                f"{runtime.cfg.name}: restart after the recovered revert failed: {error}"
-            )
-
-    async def _recover_applying(self, change: Change) -> str:
-        now = self.clock.now()
-        runtime = self.services.get(change.service)
-        digest = self.store.change_digest(change.id)
-        commit = None
-        if runtime is not None and change.kind in (FixKind.PATCH, FixKind.REVERT_COMMIT):
-            commit = await asyncio.to_thread(
-                gitinfo.commit_with_trailer, runtime.cfg.repo, "Healbot-Digest", digest
-            )
-        if commit:
-            text = (
-                f"#{change.incident_id}: the fix was committed as {commit[:10]} but the daemon stopped before the restart; "
-                f"nothing was repeated; restart the service and check it, or revert with `healbot revert {change.id}`"
-            )
-            self.store.update_change(
-                change.id,
-                ChangeStatus.NEEDS_HUMAN,
-                at=now,
-                commit=commit,
-                incident_state=IncidentState.NEEDS_HUMAN,
-                detail=text,
-            )
-        else:
-            text = (
-                f"#{change.incident_id}: the daemon stopped before the fix was applied; nothing was changed"
-            )
-            if change.kind in (FixKind.RESTART, FixKind.RUNBOOK):
-                text = f"#{change.incident_id}: the daemon stopped during a {change.kind.value}; it may or may not have run; nothing was repeated"
-            self.store.update_change(
-                change.id, ChangeStatus.FAILED, at=now, incident_state=IncidentState.NEEDS_HUMAN, detail=text
-            )
-        return text
+        return await recovery.recover(self)
 
     async def backup_due(self) -> None:
         """The daily online backup of the store; a failure is reported, never fatal."""

@@ -203,3 +203,17 @@ def destructive_reason(candidate: Candidate) -> str | None:
     if candidate.stats.removed > MAX_REMOVED_LINES:
         return f"the diff removes {candidate.stats.removed} lines (at most {MAX_REMOVED_LINES} by a fix)"
     return None
+
+
+BASELINE_MAX_LOOKBACK_S = 3600.0
+
+
+def baseline_start(
+    now: float, window_s: float, last_seen: float, max_lookback_s: float = BASELINE_MAX_LOOKBACK_S
+) -> float:
+    """Where the "before" window of a change starts. It covers at least `window_s` and reaches back to the
+    incident's last occurrence, because an operator may approve minutes after the error was last logged
+    (a window that missed it would make a working fix look inconclusive), but never more than
+    `max_lookback_s`. Counts are compared as rates, so a longer window does not inflate "before"."""
+    start = min(now - window_s, last_seen - 0.001)
+    return max(start, now - max(window_s, max_lookback_s))

@@ -127,6 +127,11 @@ class RecordAssembler:
             self._feed_one(line, at, done)
         return done
 
+    @property
+    def has_pending(self) -> bool:
+        """A record is waiting for the line that shows it has ended (a quiet poll flushes it)."""
+        return self._pending is not None
+
     def flush(self) -> list[LogRecord]:
         done: list[LogRecord] = []
         self._finish(done)

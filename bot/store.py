@@ -169,6 +169,14 @@ MIGRATIONS: tuple[str, ...] = (
         snapshot TEXT NOT NULL
     );
     """,
+    # 4: retries of a failed diagnosis, so a restart of the daemon does not forget or repeat them
+    """
+    CREATE TABLE diagnosis_retries (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        attempts INTEGER NOT NULL,
+        due_at REAL
+    );
+    """,
 )
 
 BACKUP_DIR = "backups"
@@ -331,15 +339,23 @@ class Store:
                 raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
             try:
                 yield self._conn
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise StoreError(_write_problem(self.path, exc)) from exc
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._conn.execute("ROLLBACK")
+                    self._rollback()
                     raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back on its own (a full disk, an I/O error)
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -402,7 +418,7 @@ class Store:
                 else:
                     incident_id = int(row["id"])
                     samples: list[str] = json.loads(row["samples"])
-                    if len(samples) < max_samples and sample not in samples:
+                    if sample and len(samples) < max_samples and sample not in samples:
                         samples.append(sample)
                     conn.execute(
                         "UPDATE incidents SET count = count + 1, last_seen = ?, samples = ? WHERE id = ?",
@@ -909,6 +925,46 @@ class Store:
         rows = self._query("SELECT * FROM outbox WHERE chat_id = ? AND message_id = ?", (chat_id, message_id))
         return _outbox(rows[0]) if rows else None
 
+    # --- retries of a failed diagnosis -------------------------------------------------------------
+
+    def retry_attempts(self, incident_id: int) -> int:
+        rows = self._query("SELECT attempts FROM diagnosis_retries WHERE incident_id = ?", (incident_id,))
+        return int(rows[0]["attempts"]) if rows else 0
+
+    def schedule_retry(self, incident_id: int, attempts: int, due_at: float, *, at: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO diagnosis_retries (incident_id, attempts, due_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(incident_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at",
+                (incident_id, attempts, due_at),
+            )
+            self._audit(
+                conn,
+                at,
+                "healbot",
+                "diagnosis_retry_scheduled",
+                incident_id,
+                f"attempt {attempts} due at {due_at:.0f}",
+            )
+
+    def take_due_retries(self, now: float) -> list[int]:
+        """Incidents whose retry is due, oldest first; each is taken once (its attempt count is kept)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT incident_id FROM diagnosis_retries WHERE due_at IS NOT NULL AND due_at <= ?"
+                " ORDER BY due_at, incident_id",
+                (now,),
+            ).fetchall()
+            due = [int(r["incident_id"]) for r in rows]
+            conn.executemany(
+                "UPDATE diagnosis_retries SET due_at = NULL WHERE incident_id = ?", [(i,) for i in due]
+            )
+        return due
+
+    def clear_retries(self, incident_id: int) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM diagnosis_retries WHERE incident_id = ?", (incident_id,))
+
     # --- settings and audit ------------------------------------------------------------------------
 
     def get_setting(self, key: str) -> str | None:
@@ -993,6 +1049,16 @@ def _open_problem(target: str, problem: str) -> str:
 
 
 # --- row <-> model ---------------------------------------------------------------------------------
+
+
+def _write_problem(path: str, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text:
+        return (
+            f"cannot write the state database {path}: {text}; nothing was written; "
+            "free disk space and healbot carries on where it stopped"
+        )
+    return f"cannot write the state database {path}: {text}; nothing was written"
 
 
 def _split_sql(script: str) -> list[str]:

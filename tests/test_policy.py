@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from bot.models import Proposal, ProposalStatus
-from bot.policy import ExpiryStatus, expiry_status, is_active_until, parse_duration, should_diagnose
+from bot.policy import (
+    ExpiryStatus,
+    baseline_start,
+    expiry_status,
+    is_active_until,
+    parse_duration,
+    should_diagnose,
+)
 
 
 def proposal(expires_at: float) -> Proposal:
@@ -43,3 +50,11 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_the_before_window_reaches_back_to_the_last_occurrence() -> None:
+    """Regression: an approval given more than one health window after the error was last logged measured
+    an empty "before", so a working fix came out SAME/INCONCLUSIVE instead of BETTER."""
+    assert baseline_start(now=1000.0, window_s=30.0, last_seen=990.0) == 970.0
+    assert baseline_start(now=1000.0, window_s=30.0, last_seen=700.0) == pytest.approx(699.999)
+    assert baseline_start(now=10_000.0, window_s=30.0, last_seen=100.0) == 10_000.0 - 3600.0

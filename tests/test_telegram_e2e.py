@@ -31,7 +31,7 @@ async def test_error_to_card_to_approve_to_kept(telegram_world) -> None:  # type
     assert "+    return PRICES.get(name, 0)" in card.text  # the diff fits inline
 
     world.bot_api.press(APPROVER, CHAT, card.message_id, text="Approve #1")
-    done = await world.card_shows(card.message_id, "kept")
+    done = await world.card_shows(card.message_id, "kept committed")
     assert done.reply_markup is None
     assert "committed" in done.text and "verifying" in done.text
     [change] = world.store.changes()
@@ -204,7 +204,7 @@ async def test_revert_command_asks_to_confirm_then_reverts(telegram_world) -> No
     await world.start_daemon()
     card = await world.error_to_card()
     world.bot_api.press(APPROVER, CHAT, card.message_id, text="Approve #1")
-    await world.card_shows(card.message_id, "kept")
+    await world.card_shows(card.message_id, "kept committed")
     [change] = world.store.changes()
     world.bot_api.command(APPROVER, CHAT, "/revert x")
     await world.text_in(CHAT, "usage: /revert <change id>")
