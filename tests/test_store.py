@@ -191,7 +191,7 @@ def test_outbox_is_idempotent_per_chat_and_key(store: Store) -> None:
 
 def test_an_unredacted_placeholder_sample_is_counted_but_never_stored(store: Store) -> None:
     """A flood's extra records reach the store with an empty sample (they were not redacted): they count."""
-    [first] = store.ingest("file:a", "c1", [Observation(fp(), "kept", 1.0)], max_samples=3, at=1.0)
+    store.ingest("file:a", "c1", [Observation(fp(), "kept", 1.0)], max_samples=3, at=1.0)
     [again] = store.ingest("file:a", "c2", [Observation(fp(), "", 2.0)] * 4, max_samples=3, at=2.0)
     assert again.incident.count == 5
     assert again.incident.samples == ("kept",)
