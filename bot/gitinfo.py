@@ -24,7 +24,8 @@ _FIELD_END = "\x1f"
 _GIT_ENV_DROPPED = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
 
 
-def _git(repo: Path | str, *args: str, ok_codes: Sequence[int] = (0,)) -> tuple[int, bytes]:
+def run_git(repo: Path | str, *args: str, ok_codes: Sequence[int] = (0,)) -> tuple[int, bytes]:
+    """Run git read-only (no optional locks, no hooks, no pager); GitError on failure or timeout."""
     env = {key: value for key, value in os.environ.items() if key not in _GIT_ENV_DROPPED}
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_PAGER": "cat"})
     argv = ["git", "-c", "core.hooksPath=/dev/null", "-C", str(repo), *args]
@@ -75,13 +76,13 @@ def short(sha: str) -> str:
 
 def head(repo: Path | str) -> str:
     """The full sha of HEAD; GitError when `repo` is not a git repo or has no commit."""
-    return _text(_git(repo, "rev-parse", "--verify", "HEAD^{commit}")[1]).strip()
+    return _text(run_git(repo, "rev-parse", "--verify", "HEAD^{commit}")[1]).strip()
 
 
 def is_dirty(repo: Path | str, *, include_untracked: bool = False) -> list[str]:
     """Paths with uncommitted changes to tracked files (staged, unstaged, unmerged), sorted."""
     untracked = "all" if include_untracked else "no"
-    raw = _git(repo, "status", "--porcelain=v1", "-z", f"--untracked-files={untracked}")[1]
+    raw = run_git(repo, "status", "--porcelain=v1", "-z", f"--untracked-files={untracked}")[1]
     fields = raw.decode("utf-8", errors="surrogateescape").split("\0")
     paths: set[str] = set()
     i = 0
@@ -100,7 +101,7 @@ def is_dirty(repo: Path | str, *, include_untracked: bool = False) -> list[str]:
 def recent_commits(repo: Path | str, paths: Sequence[str], n: int = 5) -> list[str]:
     """The last `n` commits touching `paths` (all commits when `paths` is empty): "sha7 date subject"."""
     pathspecs = [f":(literal){p}" for p in paths]
-    raw = _git(
+    raw = run_git(
         repo, "log", f"--max-count={max(n, 0)}", "--date=short", "--format=%H %ad %s", "--", *pathspecs
     )
     lines = []
@@ -115,20 +116,20 @@ def show_file(repo: Path | str, path: str, rev: str = "HEAD") -> str | None:
     pure = PurePosixPath(path)
     if not path or pure.is_absolute() or ".." in pure.parts:
         return None
-    code, raw = _git(repo, "cat-file", "blob", f"{_check_rev(rev)}:{pure.as_posix()}", ok_codes=(0, 128))
+    code, raw = run_git(repo, "cat-file", "blob", f"{_check_rev(rev)}:{pure.as_posix()}", ok_codes=(0, 128))
     return _text(raw) if code == 0 else None
 
 
 def commit_exists(repo: Path | str, sha: str) -> bool:
     if not _SAFE_REV.fullmatch(sha):
         return False
-    code, _ = _git(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}", ok_codes=(0, 1, 128))
+    code, _ = run_git(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}", ok_codes=(0, 1, 128))
     return code == 0
 
 
 def trailers(repo: Path | str, sha: str) -> list[tuple[str, str]]:
     """(key, value) trailers of one commit, as git parses them."""
-    raw = _git(repo, "log", "-1", "--format=%(trailers:only,unfold)", _check_rev(sha), "--")[1]
+    raw = run_git(repo, "log", "-1", "--format=%(trailers:only,unfold)", _check_rev(sha), "--")[1]
     return _parse_trailers(_text(raw))
 
 
@@ -146,7 +147,7 @@ def commit_with_trailer(repo: Path | str, key: str, value: str, since_rev: str |
     `value`; keys compare case-insensitively, values exactly. Used to see whether an apply landed."""
     span = f"{_check_rev(since_rev)}..HEAD" if since_rev else "HEAD"
     fmt = f"--format=%H{_FIELD_END}%(trailers:only,unfold){_RECORD_END}"
-    raw = _text(_git(repo, "log", fmt, span, "--")[1])
+    raw = _text(run_git(repo, "log", fmt, span, "--")[1])
     wanted = key.casefold()
     for record in raw.split(_RECORD_END):
         sha, sep, trailer_text = record.strip().partition(_FIELD_END)

@@ -6,18 +6,15 @@ Blocking; the pipeline calls `lock_holder` through asyncio.to_thread. Nothing he
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import signal
-import subprocess
 from pathlib import Path
 
 from bot.errors import GitError
+from bot.gitinfo import run_git
 
 # the name healers.git_repo gives its cross-process apply lock (bot never imports a healer)
 APPLY_LOCK_NAME = "healbot-apply.lock"
-GIT_TIMEOUT_S = 30.0
 
 
 def lock_holder(repo: Path, *, check_index_lock: bool = True, check_apply_lock: bool = True) -> str | None:
@@ -58,37 +55,13 @@ def _flock_held(path: Path) -> bool:
 
 
 def _git_dirs(repo: Path) -> tuple[Path, Path]:
-    argv = ["git", "-C", str(repo), "rev-parse", "--absolute-git-dir", "--git-common-dir"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | {"LC_ALL": "C"}
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise GitError("git is not installed") from exc
-    try:
-        out, err = proc.communicate(timeout=GIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise GitError(f"git rev-parse in {repo} did not finish in {GIT_TIMEOUT_S:g}s") from None
-    except BaseException:
-        _kill(proc)
-        raise
+        _, out = run_git(repo, "rev-parse", "--absolute-git-dir", "--git-common-dir")
+    except GitError as exc:
+        raise GitError(f"{repo} is not a git repo: {exc}") from None
     lines = out.decode("utf-8", errors="surrogateescape").splitlines()
-    if proc.returncode != 0 or len(lines) != 2:
-        message = err.decode("utf-8", errors="replace").strip()[-300:]
-        raise GitError(f"{repo} is not a git repo: {message}")
+    if len(lines) != 2:
+        raise GitError(f"{repo} is not a git repo: git rev-parse printed {len(lines)} line(s)")
     git_dir = Path(lines[0])
     common = Path(lines[1])
     return git_dir, common if common.is_absolute() else (repo / common).resolve()
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
