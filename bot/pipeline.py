@@ -58,6 +58,7 @@ from bot.recent import most_frequent_error
 from bot.records import RecordAssembler
 from bot.redact import redact, redact_env_values
 from bot.store import Observation, Store
+from bot.tasks import BackgroundTasks
 
 log = logging.getLogger("healbot.pipeline")
 
@@ -114,7 +115,7 @@ class Pipeline:
         self.clock = clock
         self.ledger = ledger or ErrorLedger()
         self._environ = dict(os.environ if environ is None else environ)
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks = BackgroundTasks(log, "background step")
         self._diagnosing: set[int] = set()
         self._poll_lock = asyncio.Lock()
         self.results: list[FlowResult] = []
@@ -131,28 +132,14 @@ class Pipeline:
         return redact_env_values(redact(text).text, self._environ).text
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
-        async def guarded() -> object:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background step %s failed", name)
-                return None
-
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(guarded(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     async def wait_idle(self) -> None:
         """Wait until no diagnosis or apply runs in the background (tests, demo, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait_idle()
 
     async def cancel_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.cancel_all()
 
     def is_paused(self) -> bool:
         return policy.is_active_until(self.store.get_setting(policy.PAUSED_UNTIL), self.clock.now())

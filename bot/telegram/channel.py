@@ -26,6 +26,7 @@ from bot.interfaces import Clock, DecisionHandler
 from bot.models import Decision, DecisionAction, Incident, Proposal
 from bot.pipeline import Pipeline
 from bot.store import OutboxItem, Store
+from bot.tasks import BackgroundTasks
 from bot.telegram import cards
 from bot.telegram.app import TelegramApp, TelegramRejected, TelegramUnavailable
 from bot.telegram.auth import AllowList, Gate, actor
@@ -84,7 +85,7 @@ class TelegramChannel:
         self._state = _State()
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks = BackgroundTasks(log, "telegram task")
         self.reverting: set[int] = set()
         self.backoff_s = app.settings.backoff_start_s
 
@@ -110,18 +111,7 @@ class TelegramChannel:
         return tuple(int(c) for c in self.config.approval.chats)
 
     def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
-        async def guarded() -> object:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("telegram task %s failed", name)
-                return None
-
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(guarded(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     async def start(self, decide: DecisionHandler) -> None:
         self._decide = decide
@@ -141,9 +131,10 @@ class TelegramChannel:
         self._wake.set()
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._sender] if self._sender else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *([self._sender] if self._sender else []), return_exceptions=True)
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._tasks.cancel_all()
         self._sender = None
         await self.app.stop()
         self._decide = None
