@@ -3,7 +3,6 @@ pinged while scanning works — against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import time
@@ -21,7 +20,7 @@ from bot.daemon import Daemon
 from bot.errors import ConfigError
 from bot.heartbeat import Heartbeat, SourceState, load_scans, ping, scan_lines
 from bot.runner.claude_cli import ClaudeCliRunner
-from tests.helpers import free_port, make_repo
+from tests.helpers import free_port, make_repo, until
 
 
 class Switch:
@@ -87,15 +86,6 @@ restart = ["true"]
     return path
 
 
-async def until(condition: Any, timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
-
-
 def make_daemon(config_path: Path) -> Daemon:
     config = load_config(config_path)
     out = io.StringIO()
@@ -112,9 +102,11 @@ async def test_the_switch_is_pinged_while_scanning_and_status_shows_each_source(
     daemon = make_daemon(config_path)
     await daemon.start()
     try:
-        await until(lambda: len(switch.hits) >= 3, what="three pings")
+        await until(lambda: len(switch.hits) >= 3, what="three pings", timeout=15.0)
         assert set(switch.hits) == {secret_path}
-        scans = await until(lambda: load_scans(daemon.config.state_dir), what="the heartbeat file")
+        scans = await until(
+            lambda: load_scans(daemon.config.state_dir), what="the heartbeat file", timeout=15.0
+        )
     finally:
         await daemon.stop()
         daemon.store.close()
@@ -140,9 +132,9 @@ async def test_a_failing_switch_is_logged_and_scanning_carries_on(
     daemon = make_daemon(config_path)
     await daemon.start()
     try:
-        await until(lambda: len(switch.hits) >= 2, what="two pings")
+        await until(lambda: len(switch.hits) >= 2, what="two pings", timeout=15.0)
         polls = daemon.heartbeat.polls
-        await until(lambda: daemon.heartbeat.polls > polls + 2, what="polls after failed pings")
+        await until(lambda: daemon.heartbeat.polls > polls + 2, what="polls after failed pings", timeout=15.0)
     finally:
         await daemon.stop()
         daemon.store.close()

@@ -35,6 +35,7 @@ from bot.models import RunRequest, RunResult
 from bot.runner.claude_cli import ClaudeCliRunner
 from bot.runner.stream import StreamState, finish
 from tests.conftest import claude_binary
+from tests.helpers import until
 
 T = TypeVar("T")
 
@@ -48,14 +49,6 @@ SECRET = "sentinel-telegram-token-5f3a"
 
 def arun(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
@@ -191,7 +184,7 @@ def test_idle_watchdog_kills_the_whole_group(
 
     async def scenario() -> None:
         task = asyncio.create_task(runner.run(request(workdir, "hang")))
-        await until(fake_api.message_requests, what="claude's request")
+        await until(fake_api.message_requests, what="claude's request", timeout=10.0)
         (pid,) = runner.running_pids()
         seen.extend(tree(pid))
         started = time.monotonic()
@@ -278,7 +271,7 @@ def test_task_cancellation_kills_the_group_and_propagates(
 
     async def scenario() -> None:
         task = asyncio.create_task(runner.run(request(workdir, "hang")))
-        await until(fake_api.message_requests, what="claude's request")
+        await until(fake_api.message_requests, what="claude's request", timeout=10.0)
         seen.extend(tree(runner.running_pids()[0]))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -299,7 +292,7 @@ def test_cancel_all_raises_runner_cancelled_and_the_environment_is_clean(
 
     async def scenario() -> None:
         task = asyncio.create_task(runner.run(request(workdir, "hang")))
-        await until(fake_api.message_requests, what="claude's request")
+        await until(fake_api.message_requests, what="claude's request", timeout=10.0)
         (pid,) = runner.running_pids()
         seen.append(pid)
         environ = psutil.Process(pid).environ()
@@ -513,7 +506,9 @@ def test_timeout_kills_grandchildren_and_escalates_to_sigkill(
     async def scenario() -> None:
         task = asyncio.create_task(runner.run(RunRequest(prompt="p", schema="", cwd=str(tmp_path))))
         await until(
-            lambda: runner.running_pids() and len(tree(runner.running_pids()[0])) > 1, what="the child"
+            lambda: runner.running_pids() and len(tree(runner.running_pids()[0])) > 1,
+            what="the child",
+            timeout=10.0,
         )
         seen.extend(tree(runner.running_pids()[0]))
         with pytest.raises(RunnerTimeout):

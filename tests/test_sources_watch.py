@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import load_config
@@ -13,16 +12,7 @@ from bot.console import ConsoleChannel
 from bot.daemon import Daemon
 from bot.sources.file import FileSource
 from bot.sources.watch import Inotify, LogWatcher, PollWaker, file_paths
-from tests.helpers import make_repo, wait_until
-
-
-async def eventually(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+from tests.helpers import make_repo, until, wait_until
 
 
 def test_inotify_reports_only_events_naming_a_watched_file_or_its_rotation(tmp_path: Path) -> None:
@@ -72,12 +62,17 @@ async def test_poll_waker_coalesces_wakes_during_a_run_into_one_more_run_then_se
 
     waker = PollWaker(poll, min_gap_s=0.0, settle_s=0.01)
     waker.wake()
-    await eventually(lambda: started, "the first run")
+    await until(lambda: started, what="the first run", interval=0.005, timeout=10.0)
     for _ in range(10):
         waker.wake()
     release.set()
     # the first run, one more for the ten wakes, one settle run that flushes the last record
-    await eventually(lambda: waker._task is not None and waker._task.done(), "the runs to end")
+    await until(
+        lambda: waker._task is not None and waker._task.done(),
+        what="the runs to end",
+        interval=0.005,
+        timeout=10.0,
+    )
     assert waker.runs == len(started) == 3
     await waker.cancel()
 
@@ -91,9 +86,14 @@ async def test_a_wake_during_the_settle_pause_gets_its_own_settle_poll() -> None
 
     waker = PollWaker(poll, min_gap_s=0.0, settle_s=0.05)
     waker.wake()
-    await eventually(lambda: len(polls) == 1, "the first poll")
+    await until(lambda: len(polls) == 1, what="the first poll", interval=0.005, timeout=10.0)
     waker.wake()  # during the settle pause
-    await eventually(lambda: waker._task is not None and waker._task.done(), "the runs to end")
+    await until(
+        lambda: waker._task is not None and waker._task.done(),
+        what="the runs to end",
+        interval=0.005,
+        timeout=10.0,
+    )
     assert len(polls) == 3  # the settle poll that reads the new line, then the one that flushes it
     assert polls[2] - polls[1] >= 0.05
 
@@ -107,10 +107,15 @@ async def test_a_failing_poll_is_logged_and_the_next_wake_runs_again() -> None:
 
     waker = PollWaker(poll)
     waker.wake()
-    await eventually(lambda: len(calls) == 1, "the failing run")
-    await eventually(lambda: waker._task is not None and waker._task.done(), "the run to end")
+    await until(lambda: len(calls) == 1, what="the failing run", interval=0.005, timeout=10.0)
+    await until(
+        lambda: waker._task is not None and waker._task.done(),
+        what="the run to end",
+        interval=0.005,
+        timeout=10.0,
+    )
     waker.wake()
-    await eventually(lambda: len(calls) == 2, "a second run")
+    await until(lambda: len(calls) == 2, what="a second run", interval=0.005, timeout=10.0)
     await waker.cancel()
 
 
@@ -148,7 +153,7 @@ restart = ["true"]
         assert daemon._watcher is not None
         with log.open("a") as out:
             out.write("2026-11-26 06:00:00,000 ERROR svc[1]: payment gateway refused the card\n")
-        await eventually(daemon.store.incidents, "the incident row", timeout=5)
+        await until(daemon.store.incidents, what="the incident row", timeout=5, interval=0.005)
         [incident] = daemon.store.incidents()
         assert "payment gateway" in incident.samples[0]
     finally:

@@ -4,7 +4,6 @@ HTTP to the fake Bot API. Tests act as users through the fake and wait on its jo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from bot.store import Store
 from bot.telegram import TelegramChannel, build_telegram_channel
 from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import TOKEN, FakeBotApi, StoredMessage
-from tests.helpers import make_repo
+from tests.helpers import make_repo, until
 
 T = TypeVar("T")
 
@@ -104,18 +103,6 @@ process = false
 window_s = {window_s}
 settle_s = 0.1
 """
-
-
-async def until(condition: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
-    """Wait on a condition without blocking the loop the bot runs in."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
