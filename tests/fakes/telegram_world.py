@@ -4,7 +4,6 @@ HTTP to the fake Bot API. Tests act as users through the fake and wait on its jo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from bot.store import Store
 from bot.telegram import TelegramChannel, build_telegram_channel
 from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import TOKEN, FakeBotApi, StoredMessage
+from tests.fakes.world import APP, FIX, RESTART, ShiftedClock, traceback_lines
 from tests.helpers import make_repo, until
 
 T = TypeVar("T")
@@ -30,46 +30,7 @@ SECOND_APPROVER = 222
 STRANGER = 999
 CHAT = -100500
 
-APP = """PRICES = {"apple": 120}
-
-
-def total(name):
-    return PRICES[name]
-"""
-
-FIX = {
-    "title": "Unknown items cost nothing",
-    "rationale": "PRICES[name] raises KeyError for unknown items.",
-    "risk": "low",
-    "kind": "patch",
-    "edits": [
-        {"path": "app.py", "old": "    return PRICES[name]\n", "new": "    return PRICES.get(name, 0)\n"}
-    ],
-}
-RESTART = {"title": "Restart", "rationale": "Clears state.", "risk": "low", "kind": "restart"}
 ANSWER = {"summary": "total() looks up unknown items with PRICES[name]", "candidates": [FIX, RESTART]}
-
-
-def traceback_lines(repo: Path, exc: str = "KeyError: 'pear'", func: str = "total") -> str:
-    return (
-        "2026-11-26 06:00:00,000 ERROR svc[42]: request /total failed\n"
-        "Traceback (most recent call last):\n"
-        f'  File "{repo}/app.py", line 5, in {func}\n'
-        "    return PRICES[name]\n"
-        f"{exc}\n"
-        '127.0.0.1 - - [26/Nov/2026 06:00:00] "GET /health HTTP/1.1" 200 -\n'
-    )
-
-
-class ShiftedClock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
 
 
 def config_text(tmp: Path, repo: Path, log: Path, bot_url: str, window_s: float) -> str:
