@@ -169,6 +169,17 @@ def test_jlist_parsing_reads_only_named_fields_and_never_quotes_output() -> None
     assert SECRET not in str(error.value)
 
 
+def test_errored_app_has_no_pid_even_when_jlist_still_shows_the_dead_one() -> None:
+    """Regression: right after PM2 gave up, `jlist` showed status "errored" with the dead process's pid,
+    and the manager reported that pid as if a process ran."""
+    entry = {"pid": 13914, "name": "flaky", "pm_id": 0, "pm2_env": {"status": "errored", "exit_code": 1}}
+
+    (process,) = _parse_jlist(json.dumps([entry]))
+
+    assert process.status == "errored"
+    assert process.pid is None
+
+
 def test_from_options_defaults_and_relative_home(tmp_path: Path) -> None:
     config = str(tmp_path / "healbot.toml")
 

@@ -228,14 +228,19 @@ def _parse_jlist(stdout: str) -> list[Pm2Process]:
     return [_process(entry) for entry in data if isinstance(entry, dict)]
 
 
+_LIVE_STATUSES = frozenset({"online", "launching", "stopping"})
+
+
 def _process(entry: Mapping[str, Any]) -> Pm2Process:
     env = entry.get("pm2_env")
     env = env if isinstance(env, dict) else {}
+    status = str(env.get("status", "unknown"))
     return Pm2Process(
         name=str(entry.get("name", "")),
         pm_id=_int(entry.get("pm_id")) or 0,
-        pid=_int(entry.get("pid")) or None,
-        status=str(env.get("status", "unknown")),
+        # jlist can still show the dead process's pid for a moment after PM2 gave up ("errored")
+        pid=(_int(entry.get("pid")) or None) if status in _LIVE_STATUSES else None,
+        status=status,
         restart_time=_int(env.get("restart_time")) or 0,
         unstable_restarts=_int(env.get("unstable_restarts")) or 0,
         exit_code=_int(env.get("exit_code")),
