@@ -10,12 +10,19 @@ Digits and mask placeholders inside a token become `<*>`; a token that is all va
 A cluster's key is the template that created it, so keys never change while the process runs; the
 template shown to people grows wildcards. Memory is bounded: an exact-template cache and at most
 `max_clusters` clusters per token count; past that, new templates get their own key without clustering.
+
+To keep keys across restarts, a set can report the clusters created or generalised since it was last asked
+(`track_changes`, `take_changed`) and be rebuilt from their saved form (`SavedCluster`, `restore`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
@@ -39,6 +46,16 @@ def tokens_of(template: str) -> tuple[str, ...]:
     text = _VARIABLE_PART.sub(WILDCARD, _RESTATED.sub(r"\1", template))
     text = _EMPTY_VALUE.sub(WILDCARD, text)
     return tuple(_WILDCARD_RUN.sub(WILDCARD, t) for t in text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCluster:
+    """What a cluster needs to come back after a restart with the same key and the same matching."""
+
+    key: str
+    template: str
+    size: int
+    learned: tuple[int, ...]
 
 
 @dataclass(slots=True)
@@ -71,12 +88,35 @@ class Cluster:
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
         return same / compared if compared else 1.0
 
-    def absorb(self, tokens: tuple[str, ...]) -> None:
+    def absorb(self, tokens: tuple[str, ...]) -> bool:
+        """Count `tokens` in; True when a position became variable (the template or its matching changed)."""
+        before = len(self.learned)
         for i, token in enumerate(tokens):
             if self.tokens[i] != token:
                 self.tokens[i] = WILDCARD
                 self.learned.add(i)
         self.size += 1
+        return len(self.learned) != before
+
+    def saved(self) -> SavedCluster:
+        return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)))
+
+    @classmethod
+    def from_saved(cls, saved: SavedCluster) -> Cluster:
+        """The cluster back from its saved form; ValueError when the parts do not fit together."""
+        tokens = saved.template.split()
+        if not tokens or len(tokens) > MAX_TOKENS:
+            raise ValueError(f"a template of {len(tokens)} tokens is never clustered")
+        first = tokens_of(saved.key)
+        if len(first) != len(tokens) or any(
+            t not in (k, WILDCARD) for t, k in zip(tokens, first, strict=False)
+        ):
+            raise ValueError("the template is not a generalisation of the key")
+        if any(not 0 <= i < len(tokens) or tokens[i] != WILDCARD for i in saved.learned):
+            raise ValueError(f"learned positions {saved.learned} are not wildcards of the template")
+        if saved.size < 1:
+            raise ValueError(f"size {saved.size} is not positive")
+        return cls(key=saved.key, tokens=tokens, size=saved.size, learned=set(saved.learned))
 
 
 @dataclass(slots=True)
@@ -86,8 +126,10 @@ class TemplateClusters:
     similarity: float = DEFAULT_SIMILARITY
     max_clusters: int = DEFAULT_MAX_CLUSTERS
     max_cache: int = DEFAULT_MAX_CACHE
+    track_changes: bool = False  # remember created and generalised clusters for `take_changed`
     _by_length: dict[int, list[Cluster]] = field(default_factory=dict)
     _cache: dict[str, Cluster] = field(default_factory=dict)
+    _changed: dict[str, Cluster] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.similarity <= 1.0:
@@ -106,11 +148,46 @@ class TemplateClusters:
             candidates = self._by_length.setdefault(len(tokens), [])
             if tokens and len(tokens) <= MAX_TOKENS and len(candidates) < self.max_clusters:
                 candidates.append(cluster)
-        else:
-            cluster.absorb(tokens)
+                if self.track_changes:
+                    self._changed[cluster.key] = cluster
+        elif cluster.absorb(tokens) and self.track_changes:
+            self._changed[cluster.key] = cluster
         if len(self._cache) < self.max_cache:
             self._cache[template] = cluster
         return cluster
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changed)
+
+    def take_changed(self) -> list[Cluster]:
+        """The clusters created or generalised since the last call (only with `track_changes`)."""
+        changed = list(self._changed.values())
+        self._changed.clear()
+        return changed
+
+    def restore(self, saved: Iterable[SavedCluster]) -> int:
+        """Bring saved clusters back, in order, within `max_clusters`; returns how many were skipped
+        (malformed, over the bound, or a key already present), each logged."""
+        known = {c.key for clusters in self._by_length.values() for c in clusters}
+        skipped = 0
+        for item in saved:
+            try:
+                cluster = Cluster.from_saved(item)
+            except ValueError as exc:
+                log.warning("skipped the saved template cluster %r: %s", item.key[:80], exc)
+                skipped += 1
+                continue
+            candidates = self._by_length.setdefault(len(cluster.tokens), [])
+            if cluster.key in known or len(candidates) >= self.max_clusters:
+                log.warning(
+                    "skipped the saved template cluster %r: duplicate or over the bound", item.key[:80]
+                )
+                skipped += 1
+                continue
+            candidates.append(cluster)
+            known.add(cluster.key)
+        return skipped
 
     def _match(self, tokens: tuple[str, ...]) -> Cluster | None:
         if not tokens or len(tokens) > MAX_TOKENS:

@@ -21,13 +21,17 @@ A level word below ERROR (INFO, WARN, …) makes a single line a non-error, what
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Protocol
 
 from bot import fastscan
-from bot.clusters import DEFAULT_SIMILARITY, TemplateClusters
+from bot.clusters import DEFAULT_SIMILARITY, Cluster, SavedCluster, TemplateClusters
+from bot.errors import StoreError
 from bot.masking import ERROR_SEVERITY, mask, strip_header
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
@@ -40,10 +44,13 @@ from bot.records import (
 )
 from bot.sources.file import FileSource, clean_line
 
+log = logging.getLogger(__name__)
+
 KEY_FRAMES = 3  # innermost frames that make the key
 KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context in the diagnosis)
 TEMPLATE_LIMIT = 300
 SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
+SAVE_RETRY_S = 30.0  # after a failed save of template clusters, the next try waits this long
 
 _PY_FRAME = re.compile(r'^\s+File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<function>.+?))?\s*$')
 _PY_EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
@@ -98,28 +105,97 @@ def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
     return _plain(record.service, template, is_error=is_error), True
 
 
+class ClusterStore(Protocol):
+    """Where a Grouper keeps its template clusters across restarts (bot.store.Store is one).
+
+    Both methods raise StoreError when the storage fails; `load_clusters` returns the clusters of one
+    service and error class in the order they were first saved.
+    """
+
+    def load_clusters(self, service: str, is_error: bool) -> list[SavedCluster]: ...
+
+    def save_clusters(
+        self, service: str, is_error: bool, clusters: Sequence[SavedCluster], *, at: float
+    ) -> None: ...
+
+
 class Grouper:
     """Fingerprints with Drain-style template clusters per service and error class (bot.clusters).
 
     Keep one per process (the daemon's pipeline, one scan): keys of plain messages are the key of the
     first template of their cluster, so two lines that differ only in a plain-word variable share a key.
+
+    With a `persistence`, the clusters of a service and error class are loaded the first time a record of
+    theirs arrives, and a cluster is saved when it is created or generalised (never per line), so a key
+    survives a restart of the daemon. A failing store never fails grouping: unsaved clusters are kept and
+    saved again on a later change, at most every SAVE_RETRY_S seconds.
     """
 
-    def __init__(self, similarity: float = DEFAULT_SIMILARITY) -> None:
+    def __init__(
+        self,
+        similarity: float = DEFAULT_SIMILARITY,
+        *,
+        persistence: ClusterStore | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.similarity = similarity
+        self._persistence = persistence
+        self._now = now
         self._clusters: dict[tuple[str, bool], TemplateClusters] = {}
+        self._unsaved: dict[tuple[str, bool], dict[str, Cluster]] = {}
+        self._retry_at = 0.0
 
     def fingerprint(self, record: LogRecord) -> Fingerprint:
         fp, clusterable = _fingerprint(record)
         if not clusterable:
             return fp
-        clusters = self._clusters.get((fp.service, fp.is_error))
+        group = (fp.service, fp.is_error)
+        clusters = self._clusters.get(group)
         if clusters is None:
-            clusters = self._clusters[(fp.service, fp.is_error)] = TemplateClusters(self.similarity)
+            clusters = self._clusters[group] = self._open(fp.service, fp.is_error)
         cluster = clusters.assign(fp.template)
+        if clusters.has_changes:
+            self._save(group, clusters.take_changed())
         if cluster.key == fp.template and cluster.size == 1:
             return fp
         return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
+
+    def _open(self, service: str, is_error: bool) -> TemplateClusters:
+        clusters = TemplateClusters(self.similarity, track_changes=self._persistence is not None)
+        if self._persistence is None:
+            return clusters
+        try:
+            saved = self._persistence.load_clusters(service, is_error)
+        except StoreError as exc:
+            log.error("cannot load the template clusters of %s: %s; they start empty", service, exc)
+            return clusters
+        skipped = clusters.restore(saved)
+        log.debug("loaded %d template clusters of %s (%d skipped)", len(saved) - skipped, service, skipped)
+        return clusters
+
+    def _save(self, group: tuple[str, bool], changed: list[Cluster]) -> None:
+        if self._persistence is None:
+            return
+        self._unsaved.setdefault(group, {}).update((c.key, c) for c in changed)
+        now = self._now()
+        if now < self._retry_at:
+            return
+        for (service, is_error), clusters in list(self._unsaved.items()):
+            try:
+                self._persistence.save_clusters(
+                    service, is_error, [c.saved() for c in clusters.values()], at=now
+                )
+            except StoreError as exc:
+                self._retry_at = now + SAVE_RETRY_S
+                log.warning(
+                    "cannot save the template clusters of %s: %s; trying again in %.0f s",
+                    service,
+                    exc,
+                    SAVE_RETRY_S,
+                )
+                return
+            del self._unsaved[(service, is_error)]
+        self._retry_at = 0.0
 
 
 def _plain(service: str, template: str, *, is_error: bool) -> Fingerprint:
@@ -340,6 +416,7 @@ def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) 
 
 
 __all__ = [
+    "ClusterStore",
     "Grouper",
     "ScanGroup",
     "ScanResult",

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from bot.sources import expand_sources
+
 if TYPE_CHECKING:
     from bot.pipeline import ServiceRuntime
 
@@ -174,5 +176,5 @@ def source_states(services: Mapping[str, ServiceRuntime]) -> list[SourceState]:
     return [
         SourceState(source.source_id, name, runtime.source_errors.get(source.source_id))
         for name, runtime in services.items()
-        for source in runtime.sources
+        for source in expand_sources(runtime.sources)  # with the files a manager named after start-up
     ]

@@ -57,6 +57,7 @@ from bot.models import (
 from bot.recent import most_frequent_error
 from bot.records import RecordAssembler
 from bot.redact import redact, redact_env_values
+from bot.sources import expand_sources
 from bot.store import Observation, Store
 from bot.tasks import BackgroundTasks
 
@@ -119,7 +120,7 @@ class Pipeline:
         self._diagnosing: set[int] = set()
         self._poll_lock = asyncio.Lock()
         self.results: list[FlowResult] = []
-        self.grouper = Grouper()
+        self.grouper = Grouper(persistence=store, now=clock.now)
         self.auto_diagnose = True
         self._last_restart: dict[str, float] = {}
         self._store_problem: str | None = None
@@ -210,7 +211,7 @@ class Pipeline:
         touched: list[Incident] = []
         async with self._poll_lock:
             for runtime in self.services.values():
-                for source in runtime.sources:
+                for source in expand_sources(runtime.sources):
                     try:
                         touched.extend(await self._poll_source(runtime, source))
                         runtime.source_errors.pop(source.source_id, None)

@@ -1,14 +1,15 @@
 """SQLite state: the only module that speaks SQL. WAL mode, versioned migrations, one transaction per change.
 
 Everything the bot must not forget lives here: cursors, incidents, diagnoses, proposals, decisions,
-changes, outcomes, settings and an append-only audit log (UPDATE and DELETE on it are refused by
-triggers).
+changes, outcomes, settings, template clusters and an append-only audit log (UPDATE and DELETE on it are
+refused by triggers).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import secrets
 import sqlite3
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bot.clusters import SavedCluster
 from bot.errors import StoreError
 from bot.models import (
     AuditEvent,
@@ -42,6 +44,8 @@ from bot.models import (
     RunStats,
     Verdict,
 )
+
+log = logging.getLogger(__name__)
 
 SAMPLE_CAP_CHARS = 8192
 
@@ -176,6 +180,20 @@ MIGRATIONS: tuple[str, ...] = (
         attempts INTEGER NOT NULL,
         due_at REAL
     );
+    """,
+    # 5: the template clusters of plain-text errors, so their incident keys survive a daemon restart
+    """
+    CREATE TABLE template_clusters (
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        is_error INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        template TEXT NOT NULL,
+        learned TEXT NOT NULL DEFAULT '[]',
+        size INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX template_clusters_key ON template_clusters(service, is_error, key);
     """,
 )
 
@@ -965,6 +983,47 @@ class Store:
         with self._tx() as conn:
             conn.execute("DELETE FROM diagnosis_retries WHERE incident_id = ?", (incident_id,))
 
+    # --- template clusters (bot.grouping.ClusterStore) -----------------------------------------------
+
+    def load_clusters(self, service: str, is_error: bool) -> list[SavedCluster]:
+        """The saved clusters of one service and error class, oldest first; a malformed row is logged and
+        skipped, never fatal."""
+        try:
+            rows = self._query(
+                "SELECT id, key, template, learned, size FROM template_clusters"
+                " WHERE service = ? AND is_error = ? ORDER BY id",
+                (service, int(is_error)),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the template clusters from {self.path}: {exc}") from exc
+        found: list[SavedCluster] = []
+        for r in rows:
+            try:
+                found.append(_saved_cluster(r))
+            except (TypeError, ValueError) as exc:
+                log.warning("skipped the malformed template cluster row %s of %s: %s", r["id"], service, exc)
+        return found
+
+    def save_clusters(
+        self, service: str, is_error: bool, clusters: Sequence[SavedCluster], *, at: float
+    ) -> None:
+        """Insert or update clusters by key, in one transaction; a cluster keeps its place in the order."""
+        rows = [
+            (service, int(is_error), c.key, c.template, json.dumps(list(c.learned)), c.size, at)
+            for c in clusters
+        ]
+        try:
+            with self._tx() as conn:
+                conn.executemany(
+                    "INSERT INTO template_clusters (service, is_error, key, template, learned, size, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(service, is_error, key) DO UPDATE SET"
+                    " template = excluded.template, learned = excluded.learned, size = excluded.size,"
+                    " updated_at = excluded.updated_at",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the template clusters to {self.path}: {exc}") from exc
+
     # --- settings and audit ------------------------------------------------------------------------
 
     def get_setting(self, key: str) -> str | None:
@@ -1077,6 +1136,18 @@ def _split_sql(script: str) -> list[str]:
         statements.append(candidate)
         buffer = ""
     return statements
+
+
+def _saved_cluster(row: sqlite3.Row) -> SavedCluster:
+    key, template, size = row["key"], row["template"], row["size"]
+    if not isinstance(key, str) or not isinstance(template, str) or not isinstance(size, int):
+        raise TypeError(
+            f"unexpected column types {type(key).__name__}, {type(template).__name__}, {type(size).__name__}"
+        )
+    learned = json.loads(row["learned"])
+    if not isinstance(learned, list) or not all(type(i) is int for i in learned):
+        raise ValueError(f"learned positions {str(row['learned'])[:40]!r} are not a list of integers")
+    return SavedCluster(key, template, size, tuple(learned))
 
 
 def _incident(row: sqlite3.Row) -> Incident:

@@ -43,7 +43,7 @@ def test_each_manager_type_gets_its_sources(tmp_path: Path) -> None:
     app = tmp_path / "app.log"
     ids = lambda cfg, m: [s.source_id for s in build_sources(cfg, m)]  # noqa: E731
     pm2 = ids(config(tmp_path, "pm2", {}, (app,)), Manager([str(tmp_path / "o.log"), str(app)]))
-    assert pm2 == [f"file:{app}", f"file:{tmp_path / 'o.log'}"]
+    assert pm2 == [f"file:{app}", f"file:{tmp_path / 'o.log'}", "pm2-log-files:web"]
     assert ids(config(tmp_path, "systemd", {"unit": "web.service", "user": True}), Manager()) == [
         "journald:user:web.service"
     ]
@@ -52,10 +52,14 @@ def test_each_manager_type_gets_its_sources(tmp_path: Path) -> None:
     ) == ["docker:shop"]
 
 
-def test_a_manager_that_cannot_answer_leaves_the_configured_files(tmp_path: Path) -> None:
+def test_a_manager_that_cannot_answer_leaves_the_configured_files_and_a_source_that_asks_again(
+    tmp_path: Path,
+) -> None:
     app = tmp_path / "app.log"
     sources = build_sources(config(tmp_path, "pm2", {}, (app,)), Manager(fail=True))
-    assert [s.source_id for s in sources] == [f"file:{app}"]
+    assert [s.source_id for s in sources] == [f"file:{app}", "pm2-log-files:web"]
+    [row] = [r for r in probe_sources("web", sources) if r.source_id == "pm2-log-files:web"]
+    assert not row.ok and "pm2 daemon is not running" in (row.problem or "")
 
 
 def test_health_rows_name_the_failing_source_and_its_reason(tmp_path: Path) -> None:
@@ -77,11 +81,12 @@ def test_pm2_manager_files_are_read_by_the_pm2_source_and_configured_files_as_pl
     tmp_path: Path,
 ) -> None:
     from bot.sources.file import FileSource
+    from bot.sources.managed import ManagerLogSources
     from bot.sources.pm2 import Pm2LogSource
 
     app, out = tmp_path / "app.log", tmp_path / "o.log"
     pm2 = build_sources(config(tmp_path, "pm2", {}, (app,)), Manager([str(out), str(app)]))
     supervised = build_sources(config(tmp_path, "supervisord", {}, ()), Manager([str(out)]))
 
-    assert [type(s) for s in pm2] == [FileSource, Pm2LogSource]
-    assert [type(s) for s in supervised] == [FileSource]
+    assert [type(s) for s in pm2] == [FileSource, Pm2LogSource, ManagerLogSources]
+    assert [type(s) for s in supervised] == [FileSource, ManagerLogSources]

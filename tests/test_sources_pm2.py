@@ -17,6 +17,7 @@ from bot.grouping import Grouper
 from bot.models import LogLine, LogRecord
 from bot.records import RecordAssembler
 from bot.sources import build_sources
+from bot.sources.managed import ManagerLogSources
 from bot.sources.pm2 import Pm2LogSource, unwrap_pm2_json
 from healers.services.pm2 import Pm2Manager
 from tests.fakes.pm2_env import Pm2Env
@@ -44,7 +45,7 @@ def sources_of(env: Pm2Env, app: str, tmp_path: Path) -> list[Pm2LogSource]:
     manager = Pm2Manager(app, pm2_home=str(env.home), binary=env.binary, timeout_s=30)
     cfg = ServiceConfig(app, tmp_path, (), "pm2", {"pm2_home": str(env.home)}, HealthConfig())
     sources = build_sources(cfg, manager)
-    assert all(isinstance(s, Pm2LogSource) for s in sources)
+    assert [type(s) for s in sources] == [Pm2LogSource, Pm2LogSource, ManagerLogSources]
     return [s for s in sources if isinstance(s, Pm2LogSource)]
 
 

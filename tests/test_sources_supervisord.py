@@ -1,6 +1,6 @@
 """supervisord's stdout_logfile / stderr_logfile, found over XML-RPC from a real supervisord, read as file
-sources: an error the program logs becomes one traceback record; a supervisord that is down costs only
-its files, and doctor's probe names the problem."""
+sources: an error the program logs becomes one traceback record; a supervisord that is down is a failing
+source that asks again (tests/test_sources_managed.py), and doctor's probe names the problem."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_the_stderr_logfile_yields_the_traceback_record(supervisor: SupervisorEn
     assert [s.source_id for s in sources] == [
         f"file:{supervisor.log_file('web', 'out')}",
         f"file:{supervisor.log_file('web', 'err')}",
+        "supervisord-log-files:web",
     ]
     err = sources[1]
     assert isinstance(err, FileSource)
@@ -72,7 +73,7 @@ def test_the_stderr_logfile_yields_the_traceback_record(supervisor: SupervisorEn
     assert all(row.ok for row in probe_sources("web", sources))
 
 
-def test_a_supervisord_that_is_down_costs_only_its_files(tmp_path: Path) -> None:
+def test_a_supervisord_that_is_down_is_a_failing_source_beside_the_configured_files(tmp_path: Path) -> None:
     app = tmp_path / "app.log"
     app.write_text("")
     missing = tmp_path / "gone.sock"
@@ -81,6 +82,11 @@ def test_a_supervisord_that_is_down_costs_only_its_files(tmp_path: Path) -> None
     sources = build_sources(config(tmp_path, str(missing), (app, tmp_path / "missing.log")), manager)
     rows = probe_sources("web", sources)
 
-    assert [s.source_id for s in sources] == [f"file:{app}", f"file:{tmp_path / 'missing.log'}"]
-    assert [row.ok for row in rows] == [True, False]
+    assert [s.source_id for s in sources] == [
+        f"file:{app}",
+        f"file:{tmp_path / 'missing.log'}",
+        "supervisord-log-files:web",
+    ]
+    assert [row.ok for row in rows] == [True, False, False]
     assert "file not found" in (rows[1].problem or "")
+    assert f"supervisord socket {missing} not found: is supervisord running?" in (rows[2].problem or "")
