@@ -7,9 +7,12 @@ CLAUDE_SDK_VERSION := 0.2.187
 CLAUDE_BIN := $(CACHE)/claude-cli-$(CLAUDE_SDK_VERSION)/claude_agent_sdk/_bundled/claude
 PM2_BIN := tests/tools/node_modules/.bin/pm2
 VENV_STAMP := $(VENV)/.stamp-deps
+WHEELHOUSE := $(CACHE)/wheelhouse
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
 
 export HEALBOT_CLAUDE_BIN := $(abspath $(CLAUDE_BIN))
 export HEALBOT_PM2_BIN := $(abspath $(PM2_BIN))
+export HEALBOT_WHEELHOUSE := $(abspath $(WHEELHOUSE))
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test bench lint typecheck install tools clean
@@ -30,7 +33,12 @@ $(PM2_BIN): tests/tools/package.json tests/tools/package-lock.json
 	cd tests/tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-tools: $(CLAUDE_BIN) $(PM2_BIN)
+# Wheels for the offline install tests (pipx and a venv install without a package index).
+$(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
+	$(BIN)/python tests/tools/fill_wheelhouse.py $(WHEELHOUSE)
+	touch $@
+
+tools: $(CLAUDE_BIN) $(PM2_BIN) $(WHEELHOUSE_STAMP)
 
 demo: $(VENV_STAMP) $(CLAUDE_BIN)
 	$(BIN)/healbot demo --yes $(DEMO_ARGS)

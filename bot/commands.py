@@ -27,6 +27,7 @@ from bot.models import Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
 from bot.redact import redact, redact_env_values
 from bot.render import candidate_line, proposal_text, when
+from bot.runner.claude_cli import INSTALL_HINT
 from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources, probe_sources
 from bot.store import Store
@@ -180,9 +181,7 @@ def _claude_problems(config: HealbotConfig) -> list[str]:
         config.claude.binary if os.access(config.claude.binary, os.X_OK) else None
     )
     if binary is None:
-        return [
-            f"claude binary {config.claude.binary!r} not found (fix: install Claude Code or set [claude] binary)"
-        ]
+        return [f"claude binary {config.claude.binary!r} not found (fix: {INSTALL_HINT})"]
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -20,7 +20,7 @@ import subprocess
 import tomllib
 import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -139,13 +139,35 @@ def detect_all(options: DetectOptions, run: CommandRunner | None = None) -> list
     if ManagerKind.PM2 not in options.skip:
         found += detect_pm2(run, pm2_home=options.pm2_home, binary=options.pm2_binary)
     if ManagerKind.SUPERVISORD not in options.skip:
+        asked: set[str] = set()
         for path in options.supervisord_sockets:
-            found += detect_supervisord(path, timeout_s=options.timeout_s)
+            real = os.path.realpath(path.removeprefix("unix://"))
+            if real not in asked:  # /var/run is usually a link to /run: one supervisord, two paths
+                asked.add(real)
+                found += detect_supervisord(path, timeout_s=options.timeout_s)
     if ManagerKind.SYSTEMD not in options.skip:
         found += detect_systemd(run, systemctl=options.systemctl)
     if ManagerKind.DOCKER not in options.skip:
         found += detect_docker(run, docker=options.docker)
-    return found
+    return with_unique_names(found)
+
+
+def with_unique_names(found: Sequence[DetectedService]) -> list[DetectedService]:
+    """Service names are config table keys: a name seen twice (a PM2 app and a systemd unit both called
+    `web`) gets its manager appended, then a number."""
+    taken: set[str] = set()
+    unique: list[DetectedService] = []
+    for service in found:
+        name = service.name
+        if name in taken:
+            name = f"{service.name}-{service.manager.value}"
+            number = 2
+            while name in taken:
+                name = f"{service.name}-{service.manager.value}-{number}"
+                number += 1
+        taken.add(name)
+        unique.append(service if name == service.name else replace(service, name=name))
+    return unique
 
 
 def pm2_daemon_running(pm2_home: str) -> bool:
@@ -398,7 +420,13 @@ def _service_lines(choice: ServiceChoice) -> list[str]:
 
 def validate(text: str, output: Path) -> None:
     """The rendered text must load like any config (repos are not checked: they may not exist yet)."""
-    parse_config(tomllib.loads(text), output, check_repos=False)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HealbotError(
+            f"the config healbot init wrote does not parse ({exc}); nothing was written"
+        ) from exc
+    parse_config(data, output, check_repos=False)
 
 
 def write_config(text: str, output: Path, *, force: bool) -> None:

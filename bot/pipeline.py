@@ -346,7 +346,10 @@ class Pipeline:
                 at=self.clock.now(),
                 error=message,
             )
-            await self.channel.notify(f"#{incident_id} {incident.service}: {message}")
+            # No card exists yet: the note names the error itself, so the chat knows what failed to diagnose.
+            await self.channel.notify(
+                f"#{incident_id} {incident.service}: {self.scrub(incident.title)[:200]}\n{message}"
+            )
             offered = await self._offer_playbooks(runtime, incident, message)
             if offered is None:
                 await self._schedule_retry(incident)

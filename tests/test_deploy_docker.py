@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO_ROOT
@@ -73,3 +75,32 @@ def test_compose_mounts_repos_state_config_and_manager_socket() -> None:
         assert f"- {mount}" in text
     assert "no-new-privileges:true" in text
     assert "TOKEN=" not in text  # secrets come from env_file, never the compose file
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint (pinned in the dev extras) finds nothing, not even an info-level note."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.is_file(), f"hadolint missing at {hadolint}: run `make install`"
+    linted = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "info", str(DEPLOY / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_hadolint_would_catch_an_unpinned_base(tmp_path: Path) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install curl\n")
+    linted = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "info", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert linted.returncode != 0
+    assert "DL3007" in linted.stdout  # "Using latest is prone to errors"

@@ -265,3 +265,45 @@ def test_detect_all_skips_what_it_is_told(tmp_path: Path) -> None:
     found = init.detect_all(options, run)
     assert {s.name for s in found} == {"db", "shop-web"}
     assert run.calls == [["docker", "ps", "--format", "json"]]
+
+
+def test_supervisord_seen_through_two_socket_paths_is_one_service(tmp_path: Path) -> None:
+    """Regression (found by the README walkthrough): /var/run links to /run, so the default socket list
+    reached one supervisord twice and init wrote `[services.shop]` twice, then crashed parsing it."""
+    env = SupervisorEnv.start(
+        tmp_path / "sv", [Program("shop", tiny_service_argv(), {"PORT": str(free_port())})]
+    )
+    link = tmp_path / "var-run"
+    link.symlink_to(Path(env.socket_path).parent)
+    try:
+        env.wait_state("shop", "RUNNING")
+        options = init.DetectOptions(
+            supervisord_sockets=(env.socket_path, str(link / Path(env.socket_path).name)),
+            skip=frozenset({init.ManagerKind.PM2, init.ManagerKind.SYSTEMD, init.ManagerKind.DOCKER}),
+        )
+        found = init.detect_all(options)
+    finally:
+        env.stop()
+    assert [s.name for s in found] == ["shop"]
+    text = init.render_config(init.non_interactive(found, init.InitAnswers()))
+    init.validate(text, tmp_path / "healbot.toml")
+
+
+def test_one_name_under_two_managers_gets_two_table_keys(tmp_path: Path) -> None:
+    web_pm2 = init.DetectedService("web", init.ManagerKind.PM2, (("app", "web"),), ())
+    web_unit = init.DetectedService("web", init.ManagerKind.SYSTEMD, (("unit", "web.service"),), ())
+    web_docker = init.DetectedService("web", init.ManagerKind.DOCKER, (("container", "web"),), ())
+    again = init.DetectedService("web", init.ManagerKind.DOCKER, (("container", "web2"),), ())
+    found = init.with_unique_names([web_pm2, web_unit, web_docker, again])
+    assert [s.name for s in found] == ["web", "web-systemd", "web-docker", "web-docker-2"]
+    assert found[1].options == (("unit", "web.service"),)  # the manager still finds the original unit
+    text = init.render_config(init.non_interactive(found, init.InitAnswers()))
+    init.validate(text, tmp_path / "healbot.toml")
+    assert set(tomllib.loads(text)["services"]) == {"web", "web-systemd", "web-docker", "web-docker-2"}
+
+
+def test_a_config_that_does_not_parse_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    output = tmp_path / "healbot.toml"
+    with pytest.raises(HealbotError, match=r"does not parse .*nothing was written"):
+        init.write_config("[services.a]\n[services.a]\n", output, force=False)
+    assert not output.exists()

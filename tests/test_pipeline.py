@@ -415,3 +415,17 @@ async def test_a_high_risk_fix_needs_two_different_approvers(make_world) -> None
     assert "approved #1 by bob" in second
     await world.pipeline.wait_idle()
     assert [r.action for r in world.pipeline.results] == ["kept"]
+
+
+async def test_a_failed_diagnosis_note_names_the_error_itself(make_world) -> None:  # type: ignore[no-untyped-def]
+    """Regression (found by the README walkthrough): with claude missing, the chat got only
+    "#1 shop: diagnosis failed: …", and no card ever said which error it was about."""
+    world: World = await make_world(answer={"summary": "x", "candidates": "not a list"})
+    world.append(traceback_lines(world.repo))
+    await world.pipeline.poll_once()
+    await world.pipeline.poll_once()
+    await world.pipeline.wait_idle()
+    [incident] = world.store.incidents()
+    said = world.out.getvalue()
+    note = said[said.index(f"#{incident.id} {incident.service}: ") :]
+    assert incident.title and incident.title[:40] in note.split("diagnosis failed")[0], said

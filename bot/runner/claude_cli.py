@@ -36,6 +36,12 @@ STDERR_CAP = 16 * 1024
 TERMINATE_GRACE_S = 3.0
 
 
+INSTALL_HINT = (
+    "install Claude Code (`npm install -g @anthropic-ai/claude-code` puts `claude` on every user's PATH; see "
+    "https://docs.anthropic.com/en/docs/claude-code/setup) or set [claude] binary to its full path"
+)
+
+
 @dataclass(eq=False, slots=True)
 class _ActiveRun:
     process: asyncio.subprocess.Process
@@ -100,7 +106,7 @@ class ClaudeCliRunner:
         if self.resolve_binary() is None:
             warnings.append(
                 f"The claude binary {self.cfg.binary!r} was not found or is not executable: every diagnosis "
-                "will fail until it is installed (`make tools`) or `claude.binary` points at it."
+                f"will fail until you {INSTALL_HINT}."
             )
         env = self.build_env()
         for name in PER_TOKEN_BILLING:
@@ -118,8 +124,7 @@ class ClaudeCliRunner:
         binary = self.resolve_binary()
         if binary is None:
             raise RunnerNotFound(
-                f"the claude binary {self.cfg.binary!r} was not found or is not executable; "
-                "install it (`make tools`) or set claude.binary"
+                f"the claude binary {self.cfg.binary!r} was not found or is not executable; {INSTALL_HINT}"
             )
         if not os.path.isdir(request.cwd):
             raise RunnerError(f"the working directory {request.cwd!r} for claude does not exist")
