@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -127,6 +126,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.scan_command import scan
 
         return scan(args.file, service=args.service, all_records=args.all, groups_out=args.groups_out)
+
+    import asyncio  # ~50 ms: only the commands below need it, not `scan`
 
     from bot import commands
 

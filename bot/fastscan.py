@@ -30,7 +30,7 @@ from bot.records import (
     RecordAssembler,
     strip_line_prefix,
 )
-from bot.sources.file import clean_line
+from bot.textclean import clean_line
 
 if TYPE_CHECKING:
     from bot.grouping import Grouper, ScanResult

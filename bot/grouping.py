@@ -42,7 +42,7 @@ from bot.records import (
     RecordAssembler,
     strip_line_prefix,
 )
-from bot.sources.file import FileSource, clean_line
+from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,8 @@ def scan_file(
     path: Path, service: str = "scan", *, errors_only: bool = True, max_line_bytes: int = 8192
 ) -> ScanResult:
     """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read."""
+    from bot.sources.file import FileSource  # not on `healbot scan`'s fast path
+
     source = FileSource(service, Path(path), max_line_bytes=max_line_bytes)
     return _scan(source.iter_lines(), service, errors_only=errors_only)
 

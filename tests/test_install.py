@@ -189,8 +189,11 @@ def test_wheel_installs_a_working_healbot(installed: Path, tmp_path: Path) -> No
         text=True,
         start_new_session=True,
     )
+    started = True
     try:
-        wait_until((state / "healbot.db").exists, 30, what="the installed daemon's state")
+        wait_until((state / "healbot.db").exists, 60, what="the installed daemon's state")
+    except AssertionError:
+        started = False
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -198,4 +201,6 @@ def test_wheel_installs_a_working_healbot(installed: Path, tmp_path: Path) -> No
         finally:
             if daemon.poll() is None:
                 os.killpg(daemon.pid, signal.SIGKILL)
-    assert code == 0, daemon.stdout.read() if daemon.stdout else ""
+    output = daemon.stdout.read() if daemon.stdout else ""
+    assert started, f"no state after 60 s; the daemon said:\n{output}"
+    assert code == 0, output

@@ -99,6 +99,17 @@ def test_every_readme_line_runs_and_the_bot_comes_up_under_its_unit(walkthrough:
     interpreter, *argv = checks["daemon_cmdline"].split()
     assert interpreter.startswith("/opt/healbot/bin/python")  # the unit's venv, not the pipx one
     assert argv == ["/opt/healbot/bin/healbot", "run", "--config", "/etc/healbot/healbot.toml"]
+    mounts = checks["daemon_mounts"]  # the unit's hardening, as the daemon's own mount namespace shows it
+    access = {point: mounts[point].split()[1] for point in mounts}
+    assert access == {  # ProtectSystem=strict with ReadWritePaths=/var/lib/healbot /srv
+        "/": "ro",
+        "/etc": "ro",
+        "/opt": "ro",
+        "/srv": "rw",
+        "/var/lib/healbot": "rw",
+        "/tmp": "rw",
+    }, mounts
+    assert mounts["/tmp"].startswith("tmpfs")  # PrivateTmp=true
     assert checks["state_owner"] == "healbot"
     assert checks["state_dir_mode"] == "0o750"
     assert checks["exit_status"] == 0  # SIGTERM from `systemctl stop`: a clean shutdown

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,29 +22,14 @@ from typing import BinaryIO
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
+from bot.textclean import clean_line, clean_text
+
+__all__ = ["FileSource", "clean_line", "clean_text"]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # per block when a whole file is read (`healbot scan`)
 POLL_MAX_BYTES = 1024 * 1024  # per poll: bounds the memory a flood costs; the next poll reads on
 BLOCK_SIZE = 64 * 1024
 HEAD_BYTES = 1024  # the "first line" hashed for the cursor is at most this long
-
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
-
-
-def clean_line(raw: bytes) -> str:
-    """Decode one physical line (without its newline): invalid UTF-8 replaced, NULs and ANSI removed."""
-    return clean_text(raw.decode("utf-8", errors="replace"))
-
-
-def clean_text(text: str) -> str:
-    """One decoded line without its newline: trailing CR, NULs and ANSI escapes removed."""
-    if text.endswith("\r"):
-        text = text[:-1]
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    if "\x1b" in text:
-        text = _ANSI.sub("", text)
-    return text
 
 
 @dataclass(frozen=True, slots=True)

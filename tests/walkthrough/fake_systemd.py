@@ -2,9 +2,11 @@
 
 It starts a unit the way systemd would for the keys deploy/healbot.service uses: as `User=`/`Group=`, in
 `WorkingDirectory=`, with `StateDirectory=` created for that user, an environment built from scratch
-(systemd's default PATH, `Environment=`, `EnvironmentFile=`), the service's output to a journal file,
-`ExecReload=` with `$MAINPID`, and `KillSignal=` with `TimeoutStopSec=` on stop. Every other key is one
-of `NOT_EMULATED`: those are checked by `systemd-analyze verify` in tests/test_deploy.py, not here.
+(systemd's default PATH, `Environment=`, `EnvironmentFile=`), in its own mount namespace with the
+hardening applied (`ProtectSystem=strict`: every mount read-only but `ReadWritePaths=` and /proc, /sys,
+/dev; `PrivateTmp=`: fresh /tmp and /var/tmp; `NoNewPrivileges=`), the service's output to a journal
+file, `ExecReload=` with `$MAINPID`, and `KillSignal=` with `TimeoutStopSec=` on stop. Every other key is
+one of `NOT_EMULATED`: those are checked by `systemd-analyze verify` in tests/test_deploy.py, not here.
 A key outside both sets makes the fake refuse the unit, so a new key cannot slip by untested.
 
 State lives in $FAKE_SYSTEMD_DIR: `<unit>.pid`, `<unit>.journal`, `<unit>.stopped` (the exit status,
@@ -13,6 +15,7 @@ written by the `run-unit` process that stays the service's parent, as systemd do
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pwd
@@ -44,6 +47,11 @@ EMULATED = {
         "StandardOutput",
         "StandardError",
         "SyslogIdentifier",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",  # read-only: implied here by ProtectSystem=strict, which makes every mount read-only
+        "PrivateTmp",
+        "ReadWritePaths",
     },
     "Install": {"WantedBy"},
 }
@@ -52,17 +60,12 @@ NOT_EMULATED = {
     "Service": {
         "Restart",
         "RestartSec",
-        "NoNewPrivileges",
-        "ProtectSystem",
-        "ProtectHome",
-        "PrivateTmp",
         "PrivateDevices",
         "ProtectKernelTunables",
         "ProtectKernelModules",
         "ProtectControlGroups",
         "RestrictSUIDSGID",
         "LockPersonality",
-        "ReadWritePaths",
     },
     "Install": set(),
 }
@@ -192,23 +195,77 @@ def run_unit(unit: Unit) -> int:
     if not exec_start:
         raise UnitError(f"{unit.name}: no ExecStart")
 
+    # `unshare` and then `sandbox` exec in place: the pid started here is the service's MainPID.
     with (state_dir() / f"{unit.name}.journal").open("ab") as journal:
         process = subprocess.Popen(
-            shlex.split(exec_start),
-            cwd=unit.value("WorkingDirectory") or "/",
-            env=service_environment(unit, user),
+            [*UNSHARE_MOUNT, sys.executable, "-m", "tests.walkthrough.fake_systemd", "sandbox", unit.name],
             stdin=subprocess.DEVNULL,
             stdout=journal,
             stderr=subprocess.STDOUT,
-            user=user.pw_uid,
-            group=gid,
-            extra_groups=[],
             start_new_session=True,
         )
     (state_dir() / f"{unit.name}.pid").write_text(str(process.pid))
     code = process.wait()
     (state_dir() / f"{unit.name}.stopped").write_text(str(code))
     return 0
+
+
+def sandbox(unit: Unit) -> int:
+    """In the service's own mount namespace, as root: the file system as the hardening keys make it, then
+    the unit's user, then exec ExecStart (never returns on success)."""
+    user = pwd.getpwnam(unit.value("User") or "root")
+    gid = grp.getgrnam(unit.value("Group") or user.pw_name).gr_gid
+    env = service_environment(unit, user)
+    argv = shlex.split(unit.value("ExecStart") or "")
+    writable = [p for value in unit.values("ReadWritePaths") for p in value.split()]
+    if unit.value("ProtectSystem") == "strict":
+        protect_system_strict(writable)
+    if unit.value("PrivateTmp") == "true":
+        for tmp in ("/tmp", "/var/tmp"):
+            _mount(["-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", tmp])
+    if unit.value("NoNewPrivileges") == "true":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise UnitError(f"prctl(PR_SET_NO_NEW_PRIVS) failed: errno {ctypes.get_errno()}")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(user.pw_uid)
+    os.chdir(unit.value("WorkingDirectory") or "/")
+    os.execve(argv[0], argv, env)
+
+
+UNSHARE_MOUNT = ("unshare", "--mount", "--propagation", "private")
+PR_SET_NO_NEW_PRIVS = 38
+API_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def protect_system_strict(writable: list[str]) -> None:
+    """ProtectSystem=strict: every mount read-only but the API file systems and ReadWritePaths=."""
+    for path in writable:
+        if os.path.exists(path):
+            _mount(["--bind", path, path])  # its own mount, so remounting its parent leaves it writable
+    keep = set(writable)
+    for mount_point in _mount_points():
+        if mount_point in keep or any(
+            mount_point == api or mount_point.startswith(api + "/") for api in API_FILE_SYSTEMS
+        ):
+            continue
+        _mount(["-o", "remount,bind,ro", mount_point])
+
+
+def _mount_points() -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")  # \040 for a space, as mountinfo writes it
+        if point not in points:
+            points.append(point)
+    return points
+
+
+def _mount(args: list[str]) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise UnitError(f"mount {' '.join(args)}: {done.stderr.strip()}")
 
 
 def main_pid(unit: Unit) -> int | None:
@@ -298,6 +355,8 @@ def main(argv: list[str]) -> int:
     try:
         if tool == "run-unit":
             return run_unit(load(args[0]))
+        if tool == "sandbox":
+            return sandbox(load(args[0]))
         return systemctl(args) if tool == "systemctl" else journalctl(args)
     except UnitError as exc:
         print(f"Failed: {exc}", file=sys.stderr)

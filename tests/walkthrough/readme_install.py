@@ -258,6 +258,9 @@ class Walkthrough:
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
         checks["daemon_user"] = pwd.getpwuid(uid).pw_name
         checks["daemon_cmdline"] = _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
+        checks["daemon_mounts"] = mounts_seen_by(
+            pid, ("/", "/etc", "/opt", "/srv", "/var/lib/healbot", "/tmp")
+        )
         wait_for(lambda: self.bot_api.calls("getUpdates"), 60, "the daemon to poll the fake Telegram")
         Path("/srv/shop/trigger").touch()
         wait_for(self._card_arrived, 60, "an incident card about the shop's ZeroDivisionError")
@@ -319,6 +322,18 @@ class Walkthrough:
             except subprocess.TimeoutExpired:
                 os.killpg(self.supervisord.pid, signal.SIGKILL)
         self.bot_api.stop()
+
+
+def mounts_seen_by(pid: int, points: tuple[str, ...]) -> dict[str, str]:
+    """`<fstype> <rw|ro>` of the topmost mount at each point, as the process sees its file system."""
+    seen: dict[str, str] = {}
+    for line in _read(f"/proc/{pid}/mountinfo").splitlines():
+        fields = line.split()
+        point, options = fields[4], fields[5].split(",")
+        fstype = fields[fields.index("-") + 1]
+        if point in points:
+            seen[point] = f"{fstype} {'ro' if 'ro' in options else 'rw'}"
+    return seen
 
 
 def _read(path: str | Path) -> str:
