@@ -5,17 +5,16 @@ Blocking; the pipeline calls these through asyncio.to_thread.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from bot import proc
 from bot.errors import GitError
 
 GIT_TIMEOUT_S = 30.0
+GIT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 HEALBOT_TRAILER_PREFIX = "healbot-"
 _SAFE_REV = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/~^@{}-]*")
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -29,35 +28,18 @@ def run_git(repo: Path | str, *args: str, ok_codes: Sequence[int] = (0,)) -> tup
     env = {key: value for key, value in os.environ.items() if key not in _GIT_ENV_DROPPED}
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_PAGER": "cat"})
     argv = ["git", "-c", "core.hooksPath=/dev/null", "-C", str(repo), *args]
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise GitError("git is not installed") from exc
-    try:
-        stdout, stderr = proc.communicate(timeout=GIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise GitError(f"git {' '.join(args[:2])} in {repo} did not finish in {GIT_TIMEOUT_S:g}s") from None
-    except BaseException:
-        _kill(proc)
-        raise
-    if proc.returncode not in ok_codes:
-        message = stderr.decode("utf-8", errors="replace").strip()[-500:]
-        raise GitError(f"git {' '.join(args[:2])} failed in {repo} (exit {proc.returncode}): {message}")
-    return proc.returncode, stdout
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    result = proc.run(
+        argv, timeout_s=GIT_TIMEOUT_S, env=env, max_output_bytes=GIT_MAX_OUTPUT_BYTES, error=GitError
+    )
+    what = f"git {' '.join(args[:2])}"
+    if result.returncode is None:
+        raise GitError(f"{what} in {repo} did not finish in {GIT_TIMEOUT_S:g}s")
+    if result.returncode not in ok_codes:
+        message = result.stderr_text.strip()[-500:]
+        raise GitError(f"{what} failed in {repo} (exit {result.returncode}): {message}")
+    if result.truncated:  # a cut answer would be read as a whole one
+        raise GitError(f"{what} in {repo} printed more than {GIT_MAX_OUTPUT_BYTES} bytes")
+    return result.returncode, result.stdout
 
 
 def _text(data: bytes) -> str:

@@ -8,27 +8,20 @@ is absent or does not answer simply contributes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import tomllib
-import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from bot import proc, supervisor_rpc
 from bot.config import CHANNEL_TYPES, parse_config
-from bot.errors import ConfigError, HealbotError
+from bot.errors import ConfigError, HealbotError, ServiceError
 
 DETECT_TIMEOUT_S = 15.0
 SUPERVISORD_SOCKETS = (
@@ -104,28 +97,16 @@ class DetectOptions:
 
 
 def subprocess_runner(timeout_s: float = DETECT_TIMEOUT_S) -> CommandRunner:
-    """Run argv without a shell in its own session; kill the process group on timeout."""
+    """bot.proc.run with a fixed timeout; a missing tool answers 127 and a timeout 124, like a shell."""
 
     def run(argv: Sequence[str], env: Mapping[str, str] | None) -> CommandOutput:
-        if shutil.which(argv[0]) is None and not os.access(argv[0], os.X_OK):
-            return CommandOutput(127, "", f"{argv[0]}: command not found")
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None,
-            text=True,
-            start_new_session=True,
-        )
         try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            result = proc.run(argv, timeout_s=timeout_s, env=env)
+        except HealbotError as exc:
+            return CommandOutput(127, "", str(exc))
+        if result.returncode is None:
             return CommandOutput(124, "", f"{argv[0]} did not answer within {timeout_s:g}s")
-        return CommandOutput(proc.returncode, out, err)
+        return CommandOutput(result.returncode, result.stdout_text, result.stderr_text)
 
     return run
 
@@ -141,7 +122,7 @@ def detect_all(options: DetectOptions, run: CommandRunner | None = None) -> list
     if ManagerKind.SUPERVISORD not in options.skip:
         asked: set[str] = set()
         for path in options.supervisord_sockets:
-            real = os.path.realpath(path.removeprefix("unix://"))
+            real = os.path.realpath(supervisor_rpc.strip_scheme(path))
             if real not in asked:  # /var/run is usually a link to /run: one supervisord, two paths
                 asked.add(real)
                 found += detect_supervisord(path, timeout_s=options.timeout_s)
@@ -221,16 +202,12 @@ def detect_pm2(run: CommandRunner, *, pm2_home: str | None, binary: str = "pm2")
 
 
 def detect_supervisord(socket_path: str, *, timeout_s: float = DETECT_TIMEOUT_S) -> list[DetectedService]:
-    if socket_path.startswith("unix://"):
-        socket_path = socket_path[len("unix://") :]
+    socket_path = supervisor_rpc.strip_scheme(socket_path)
     if not os.path.exists(socket_path):
         return []
-    proxy = xmlrpc.client.ServerProxy(
-        "http://localhost", transport=_UnixSocketTransport(socket_path, timeout_s)
-    )
     try:
-        infos = proxy.supervisor.getAllProcessInfo()
-    except (OSError, http.client.HTTPException, xmlrpc.client.Error):
+        infos = supervisor_rpc.call(socket_path, "getAllProcessInfo", timeout_s=timeout_s)
+    except ServiceError:
         return []
     found = []
     for info in infos if isinstance(infos, list) else []:
@@ -306,32 +283,6 @@ def detect_docker(run: CommandRunner, *, docker: str = "docker") -> list[Detecte
             )
         )
     return found
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixSocketTransport(xmlrpc.client.Transport):
-    def __init__(self, socket_path: str, timeout_s: float) -> None:
-        super().__init__()
-        self.socket_path = socket_path
-        self.timeout_s = timeout_s
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        return _UnixHTTPConnection(self.socket_path, self.timeout_s)
 
 
 # --- rendering ------------------------------------------------------------------------------------------

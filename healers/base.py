@@ -5,24 +5,21 @@ Nothing here changes the host by itself; the healers compose these helpers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from bot import proc
 from bot.errors import HealerError, PatchError, PathEscapeError
 from bot.models import FixKind
+from bot.proc import ProcResult
 
 TAIL_LINES = 40
 TAIL_CHARS = 4000
-_KILL_GRACE_S = 5.0
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # per stream; a diff git prints for a fix is far below this
 
 # Never handed to a check command or a runbook: the bot's own secrets and anything named like one.
 _SECRET_ENV_NAMES = frozenset({"HEALBOT_TELEGRAM_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
@@ -31,23 +28,7 @@ _SECRET_ENV_PATTERN = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    returncode: int | None  # None when the command was killed on timeout
-    stdout: bytes
-    stderr: bytes
-    timed_out: bool
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
-
-    @property
-    def output(self) -> str:
-        """stdout then stderr, decoded for people."""
-        return (self.stdout + self.stderr).decode("utf-8", errors="replace")
+CommandResult = ProcResult  # the name healers (and their tests) know the result by
 
 
 def run_command(
@@ -59,53 +40,18 @@ def run_command(
     input_bytes: bytes | None = None,
     merge_stderr: bool = False,
 ) -> CommandResult:
-    """Run argv (never a shell) in its own session; on timeout kill the whole process group.
-
-    A missing executable raises HealerError; a non-zero exit is reported, not raised.
-    """
-    args = tuple(argv)
-    if not args:
-        raise HealerError("empty command")
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            args,
-            cwd=str(cwd),
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise HealerError(f"command not found: {args[0]} (cwd {cwd})") from exc
-    except PermissionError as exc:
-        raise HealerError(f"command not executable: {args[0]}") from exc
-    try:
-        stdout, stderr = proc.communicate(input_bytes, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = _drain(proc)
-        return CommandResult(args, None, stdout, stderr or b"", True, time.monotonic() - started)
-    except BaseException:
-        _kill_group(proc)
-        _drain(proc)
-        raise
-    return CommandResult(args, proc.returncode, stdout, stderr or b"", False, time.monotonic() - started)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-    try:
-        stdout, stderr = proc.communicate(timeout=_KILL_GRACE_S)
-    except subprocess.TimeoutExpired:  # a grandchild left the group and holds the pipe
-        proc.kill()
-        return b"", b""
-    return stdout or b"", stderr or b""
+    """bot.proc.run in `cwd`: a missing executable raises HealerError; a non-zero exit or a timeout is
+    reported, not raised."""
+    return proc.run(
+        argv,
+        cwd=cwd,
+        timeout_s=timeout_s,
+        env=env,
+        input_bytes=input_bytes,
+        merge_stderr=merge_stderr,
+        max_output_bytes=MAX_OUTPUT_BYTES,
+        error=HealerError,
+    )
 
 
 def output_tail(text: str, max_lines: int = TAIL_LINES, max_chars: int = TAIL_CHARS) -> str:

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
-from bot.sources.command import Output, run_log_command
+from bot.sources.command import Runner, default_runner
 from bot.sources.file import clean_line
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_LINE_BYTES = 8192
 _STAMPED = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ?(.*)$", re.DOTALL)
-
-Runner = Callable[[Sequence[str], float], Output]
-
-
-def _default_runner(argv: Sequence[str], timeout_s: float) -> Output:
-    return run_log_command(argv, timeout_s=timeout_s)
 
 
 def parse_timestamped(output: bytes) -> list[tuple[str, bytes]]:
@@ -56,7 +49,7 @@ class DockerLogsSource:
         self.binary = binary
         self.timeout_s = timeout_s
         self.source_id = f"docker:{container}"
-        self._run = runner or _default_runner
+        self._run = runner or default_runner
 
     def argv(self, since: str | None, *, first: bool = False) -> list[str]:
         if first:

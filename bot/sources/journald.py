@@ -10,22 +10,15 @@ found." when there is no journal at all: that is reported as a source error, not
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
-from bot.sources.command import MAX_OUTPUT_BYTES, Output, run_log_command
+from bot.sources.command import MAX_OUTPUT_BYTES, Runner, default_runner
 from bot.sources.file import clean_line
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_ENTRIES = 5000
 MAX_LINE_BYTES = 8192
-
-Runner = Callable[[Sequence[str], float], Output]
-
-
-def _default_runner(argv: Sequence[str], timeout_s: float) -> Output:
-    return run_log_command(argv, timeout_s=timeout_s)
 
 
 def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple[list[LogLine], str | None]:
@@ -89,7 +82,7 @@ class JournaldSource:
         self.binary = binary
         self.timeout_s = timeout_s
         self.source_id = f"journald:{'user:' if user else ''}{unit}"
-        self._run = runner or _default_runner
+        self._run = runner or default_runner
 
     def argv(self, cursor: str | None, *, first: bool = False) -> list[str]:
         argv = [self.binary, *(["--user"] if self.user else []), "-u", self.unit, "-o", "json", "--no-pager"]

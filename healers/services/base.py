@@ -7,18 +7,14 @@ managers; each manager only knows how to read its own status.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from bot import proc
 from bot.errors import ConfigError, RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
 
@@ -46,34 +42,14 @@ def run_command(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
 ) -> CommandResult:
-    """Run argv (never a shell) in its own session; on timeout kill its process group.
+    """bot.proc.run, raising ServiceError when the command cannot start or does not finish in time.
 
-    Output goes to temporary files, not pipes: a restart command that leaves a daemon behind would keep
-    a pipe open forever, while the files let us return as soon as the command itself exits.
+    It returns as soon as the command itself exits, even when it left a daemon behind holding its output.
     """
-    if not argv:
-        raise ServiceError("empty command")
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise ServiceError(f"command not found: {argv[0]}") from None
-        except PermissionError:
-            raise ServiceError(f"command not executable: {argv[0]}") from None
-        try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise ServiceError(f"`{argv[0]}` did not finish within {timeout_s:g}s and was killed") from None
-        return CommandResult(returncode, _read_output(out), _read_output(err))
+    result = proc.run(argv, timeout_s=timeout_s, env=env, cwd=cwd, error=ServiceError)
+    if result.returncode is None:
+        raise ServiceError(f"`{argv[0]}` did not finish within {timeout_s:g}s and was killed")
+    return CommandResult(result.returncode, result.stdout_text, result.stderr_text)
 
 
 def subprocess_runner(timeout_s: float, env: Mapping[str, str] | None = None) -> CommandRunner:
@@ -84,17 +60,6 @@ def subprocess_runner(timeout_s: float, env: Mapping[str, str] | None = None) ->
         return result.returncode, result.stdout, result.stderr
 
     return run
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _read_output(handle: IO[bytes]) -> str:
-    handle.seek(0)
-    return handle.read().decode("utf-8", errors="replace")
 
 
 def tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:

@@ -13,22 +13,17 @@ reported with supervisord's own reason (spawnerr), never hidden.
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
-import xmlrpc.client
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bot import supervisor_rpc
 from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
+from bot.supervisor_rpc import BAD_NAME, NOT_RUNNING, SupervisorFault
 from healers.services.base import Options, resolve_path, wait_until_settled
 
 DEFAULT_TIMEOUT_S = 30.0
-
-# supervisor.xmlrpc.Faults codes
-_BAD_NAME = 10
-_NOT_RUNNING = 70
 
 _STATES = {
     "RUNNING": ServiceState.RUNNING,
@@ -59,10 +54,8 @@ class SupervisordManager:
         cls, service: str, options: Mapping[str, object], config_path: str
     ) -> SupervisordManager:
         opts = Options(service, options, config_path)
-        raw_socket = opts.required_string("socket")
-        if raw_socket.startswith("unix://"):
-            raw_socket = raw_socket[len("unix://") :]
-        elif "://" in raw_socket:
+        raw_socket = supervisor_rpc.strip_scheme(opts.required_string("socket"))
+        if "://" in raw_socket:
             raise opts.error("socket", f"must be a unix socket path or unix:///path, not {raw_socket!r}")
         if not raw_socket:
             raise opts.error("socket", "must name the socket file, e.g. unix:///run/supervisor.sock")
@@ -89,14 +82,14 @@ class SupervisordManager:
             raise RestartFailed(f"{self.label}: cannot restart: {exc}") from exc
         try:
             self._call("stopProcess", self.program, True)
-        except _Fault as fault:
-            if fault.code != _NOT_RUNNING:
+        except SupervisorFault as fault:
+            if fault.code != NOT_RUNNING:
                 raise RestartFailed(f"{self.label}: stop failed: {fault}") from None
         except ServiceError as exc:
             raise RestartFailed(f"{self.label}: stop failed: {exc}") from exc
         try:
             self._call("startProcess", self.program, False)
-        except _Fault as fault:
+        except SupervisorFault as fault:
             seen = _status_from_info(self._info())
             raise RestartFailed(f"{self.label}: start failed: {fault}; now {seen.detail}") from None
         except ServiceError as exc:
@@ -129,8 +122,8 @@ class SupervisordManager:
     def _info(self) -> dict[str, Any]:
         try:
             info = self._call("getProcessInfo", self.program)
-        except _Fault as fault:
-            if fault.code == _BAD_NAME:
+        except SupervisorFault as fault:
+            if fault.code == BAD_NAME:
                 raise ServiceError(
                     f"supervisord at {self.socket_path} has no program {self.program!r}; "
                     f"known: {', '.join(self._known_programs()) or 'none'}"
@@ -152,41 +145,7 @@ class SupervisordManager:
         return names
 
     def _call(self, method: str, *args: object) -> Any:
-        proxy = xmlrpc.client.ServerProxy(
-            "http://localhost", transport=_UnixSocketTransport(self.socket_path, self.timeout_s)
-        )
-        try:
-            with proxy:
-                return getattr(proxy.supervisor, method)(*args)
-        except xmlrpc.client.Fault as fault:
-            raise _Fault(fault.faultCode, fault.faultString) from None
-        except FileNotFoundError:
-            raise ServiceError(
-                f"supervisord socket {self.socket_path} not found: is supervisord running? "
-                "start it with `supervisord -c /path/to/supervisord.conf`"
-            ) from None
-        except ConnectionRefusedError:
-            raise ServiceError(
-                f"supervisord socket {self.socket_path} refused the connection: supervisord is not running "
-                "(a stale socket file); start it with `supervisord -c /path/to/supervisord.conf`"
-            ) from None
-        except PermissionError:
-            raise ServiceError(
-                f"no permission to open supervisord socket {self.socket_path}: run healbot as a user allowed "
-                "by [unix_http_server] chmod/chown"
-            ) from None
-        except TimeoutError:
-            raise ServiceError(
-                f"supervisord at {self.socket_path} did not answer {method} within {self.timeout_s:g}s"
-            ) from None
-        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
-            raise ServiceError(f"supervisord at {self.socket_path}: {method} failed: {exc}") from None
-
-
-class _Fault(ServiceError):
-    def __init__(self, code: int, text: str) -> None:
-        self.code = code
-        super().__init__(text)
+        return supervisor_rpc.call(self.socket_path, method, *args, timeout_s=self.timeout_s)
 
 
 def _status_from_info(info: Mapping[str, Any]) -> ServiceStatus:
@@ -203,34 +162,3 @@ def _status_from_info(info: Mapping[str, Any]) -> ServiceStatus:
     if spawnerr and state is not ServiceState.RUNNING:
         detail += f": {spawnerr}"
     return ServiceStatus(state, pid=pid, detail=detail)
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket with a timeout (supervisor's own transport has none: a stalled supervisord
-    would hang the caller forever)."""
-
-    def __init__(self, socket_path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixSocketTransport(xmlrpc.client.Transport):
-    def __init__(self, socket_path: str, timeout_s: float) -> None:
-        super().__init__()
-        self.socket_path = socket_path
-        self.timeout_s = timeout_s
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        connection = _UnixHTTPConnection(self.socket_path, self.timeout_s)
-        self._connection = (host, connection)  # so that close() closes it
-        return connection
