@@ -1,8 +1,8 @@
 """SQLite state: the only module that speaks SQL. WAL mode, versioned migrations, one transaction per change.
 
 Everything the bot must not forget lives here: cursors, incidents, diagnoses, proposals, decisions,
-changes, outcomes, settings, template clusters and an append-only audit log (UPDATE and DELETE on it are
-refused by triggers).
+changes, outcomes, settings, template clusters, the progress lines of the cards and an append-only audit
+log (UPDATE and DELETE on it are refused by triggers).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from bot.models import (
 log = logging.getLogger(__name__)
 
 SAMPLE_CAP_CHARS = 8192
+PROGRESS_KEEP = 20  # progress lines kept per card, the newest
+PROGRESS_LINE_CAP = 500  # characters kept of one progress line
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -194,6 +196,16 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     CREATE UNIQUE INDEX template_clusters_key ON template_clusters(service, is_error, key);
+    """,
+    # 6: the progress lines of each incident card, so an edit after a daemon restart still shows them
+    """
+    CREATE TABLE card_progress (
+        id INTEGER PRIMARY KEY,
+        proposal_id INTEGER NOT NULL REFERENCES proposals(id),
+        line TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX card_progress_card ON card_progress(proposal_id, id);
     """,
 )
 
@@ -942,6 +954,36 @@ class Store:
     def outbox_by_message(self, chat_id: str, message_id: int) -> OutboxItem | None:
         rows = self._query("SELECT * FROM outbox WHERE chat_id = ? AND message_id = ?", (chat_id, message_id))
         return _outbox(rows[0]) if rows else None
+
+    # --- progress lines of the incident cards -----------------------------------------------------
+
+    def add_progress(self, incident_id: int, line: str, *, at: float) -> str | None:
+        """Append a line (scrubbed by the caller) to the card of the incident's latest proposal, keeping
+        the newest PROGRESS_KEEP lines of that card, each cut to PROGRESS_LINE_CAP characters. Returns the
+        proposal token of that card, or None when the incident has no card yet (the line is not kept)."""
+        kept = line if len(line) <= PROGRESS_LINE_CAP else line[: PROGRESS_LINE_CAP - 1] + "…"
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT id, token FROM proposals WHERE incident_id = ? ORDER BY id DESC LIMIT 1",
+                (incident_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            proposal_id = int(row["id"])
+            conn.execute(
+                "INSERT INTO card_progress (proposal_id, line, at) VALUES (?, ?, ?)", (proposal_id, kept, at)
+            )
+            conn.execute(
+                "DELETE FROM card_progress WHERE proposal_id = ? AND id <= (SELECT id FROM card_progress"
+                " WHERE proposal_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (proposal_id, proposal_id, PROGRESS_KEEP),
+            )
+            return str(row["token"])
+
+    def progress_lines(self, proposal_id: int) -> list[str]:
+        """The kept progress lines of one card, oldest first."""
+        rows = self._query("SELECT line FROM card_progress WHERE proposal_id = ? ORDER BY id", (proposal_id,))
+        return [str(r["line"]) for r in rows]
 
     # --- retries of a failed diagnosis -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from telegram.constants import ParseMode
 from telegram.ext import CallbackQueryHandler, ContextTypes
 
 from bot.config import HealbotConfig
-from bot.errors import HealbotError
+from bot.errors import HealbotError, StoreError
 from bot.interfaces import Clock, DecisionHandler
 from bot.models import Decision, DecisionAction, Incident, Proposal
 from bot.pipeline import Pipeline
@@ -40,6 +40,7 @@ NOTE = "note"
 DOC = "doc"
 MAX_ATTEMPTS = 8
 IDLE_WAKE_S = 30.0
+STOP_GRACE_S = 5.0  # how long a stop waits for a message in flight to be recorded as sent
 
 
 def card_key(proposal_token: str) -> str:
@@ -54,7 +55,6 @@ class _SentView:
 
 @dataclass
 class _State:
-    status: dict[int, list[str]] = field(default_factory=dict)  # incident id → progress lines
     dirty: set[tuple[str, str]] = field(default_factory=set)  # (chat, outbox key) of cards to refresh
     views: dict[tuple[int, int], _SentView] = field(default_factory=dict)  # what each message shows now
     notes: int = 0
@@ -84,6 +84,7 @@ class TelegramChannel:
         self._decide: DecisionHandler | None = None
         self._state = _State()
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._tasks = BackgroundTasks(log, "telegram task")
         self.reverting: set[int] = set()
@@ -120,6 +121,7 @@ class TelegramChannel:
         Commands(self).register(application)
         application.add_handler(CallbackQueryHandler(self._on_button))
         FollowUp(self).register(application)
+        self._closing.clear()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="telegram-sender")
         await self.app.start(on_ready=self._on_ready)
 
@@ -132,6 +134,11 @@ class TelegramChannel:
 
     async def stop(self) -> None:
         if self._sender is not None:
+            # A message in flight is let finish so that its message id is stored: cancelled between
+            # Telegram's answer and the store, it would be sent again after the restart.
+            self._closing.set()
+            self._wake.set()
+            await asyncio.wait({self._sender}, timeout=STOP_GRACE_S)
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
         await self._tasks.cancel_all()
@@ -142,21 +149,32 @@ class TelegramChannel:
     # --- ApprovalChannel ---------------------------------------------------------------------------
 
     async def present(self, incident: Incident, proposal: Proposal) -> None:
-        self._state.status[incident.id] = []
         payload = json.dumps(
             {"proposal": proposal.token, "inline": cards.diffs_fit(incident, proposal, host=self.host)},
             sort_keys=True,
         )
+        lines_kept = bool(self.store.progress_lines(proposal.id))
         for chat in self.config.approval.chats:
-            self.store.outbox_put(
+            item = self.store.outbox_put(
                 chat, card_key(proposal.token), CARD, payload, incident_id=incident.id, at=self.clock.now()
             )
+            if item.message_id is not None and lines_kept:
+                # presented again after a restart: a line stored but not yet shown before the stop shows now
+                self._state.dirty.add((chat, item.key))
         self._wake.set()
 
     async def progress(self, incident: Incident, text: str) -> None:
-        lines = self._state.status.setdefault(incident.id, [])
-        lines.append(self._scrub(text))
-        self._mark_dirty(incident.id)
+        """The line goes on the card of the incident's latest proposal, kept in the store so that the card
+        still shows it after a daemon restart; before the first proposal there is no card to show it."""
+        try:
+            token = self.store.add_progress(incident.id, self._scrub(text), at=self.clock.now())
+        except StoreError as exc:  # a status line is never worth stopping an apply for
+            log.warning(
+                "progress line of #%d not kept: %s", incident.id, exc, extra={"incident": incident.id}
+            )
+            return
+        if token is not None:
+            self._mark_card_dirty(token)
 
     async def notify(self, text: str) -> None:
         self._state.notes += 1
@@ -168,21 +186,25 @@ class TelegramChannel:
 
     def _mark_dirty(self, incident_id: int) -> None:
         proposal = self.store.latest_proposal(incident_id)
-        if proposal is None:
-            return
+        if proposal is not None:
+            self._mark_card_dirty(proposal.token)
+
+    def _mark_card_dirty(self, proposal_token: str) -> None:
         for chat in self.config.approval.chats:
-            self._state.dirty.add((chat, card_key(proposal.token)))
+            self._state.dirty.add((chat, card_key(proposal_token)))
         self._wake.set()
 
     # --- sending -----------------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), timeout=self.backoff_s if self._failing else IDLE_WAKE_S
                 )
             self._wake.clear()
+            if self._closing.is_set():
+                return
             if not self.app.ready.is_set():
                 continue
             try:
@@ -200,6 +222,8 @@ class TelegramChannel:
 
     async def _flush_outbox(self) -> None:
         for item in self.store.outbox_pending():
+            if self._closing.is_set():
+                return
             if item.attempts >= MAX_ATTEMPTS:
                 continue
             try:
@@ -258,12 +282,11 @@ class TelegramChannel:
         if proposal is None:
             return None
         incident = self.store.incident(proposal.incident_id)
-        latest = self.store.latest_proposal(incident.id)
-        status = self._state.status.get(incident.id, []) if latest and latest.id == proposal.id else []
+        status = self.store.progress_lines(proposal.id)
         return cards.build_card(incident, proposal, status, diffs_inline=inline, host=self.host)
 
     async def _flush_edits(self) -> None:
-        while self._state.dirty:
+        while self._state.dirty and not self._closing.is_set():
             chat, key = self._state.dirty.pop()
             item = self.store.outbox_item(chat, key)
             if item is None or item.message_id is None:
