@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.demo.fake_messages_api import FakeMessagesApi
 from tests.conftest import REPO_ROOT, claude_binary
+from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, HEALBOT
+from tests.fakes.world import claude_via_fake_api, scratch_service
 from tests.helpers import git, make_repo
-
-HEALBOT = str(Path(sys.executable).parent / "healbot")
 
 TRACEBACK = """2026-11-26 06:00:00,000 ERROR shop[42]: request /checkout failed
 Traceback (most recent call last):
@@ -97,13 +96,14 @@ def test_a_malformed_config_stops_the_daemon_before_it_starts(tmp_path: Path) ->
 
 @pytest.mark.real_cli
 def test_diagnose_is_read_only_and_prints_the_exact_diff(tmp_path: Path) -> None:
-    binary = claude_binary() or pytest.fail("claude binary missing: run `make tools`")
-    repo = make_repo(
-        tmp_path / "shop",
-        {"shop.py": 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'},
+    service = scratch_service(
+        tmp_path,
+        name="shop",
+        files={"shop.py": 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'},
+        log_text=None,
     )
-    log = tmp_path / "shop.log"
-    log.write_text(TRACEBACK.format(repo=repo) * 2 + "INFO all good\n")
+    repo = service.repo
+    service.append(TRACEBACK.format(repo=repo) * 2 + "INFO all good\n")
     answer = {
         "summary": "unknown items raise KeyError",
         "candidates": [
@@ -119,32 +119,8 @@ def test_diagnose_is_read_only_and_prints_the_exact_diff(tmp_path: Path) -> None
         ],
     }
     with FakeMessagesApi(structured=answer) as fake:
-        cfg = tmp_path / "healbot.toml"
-        cfg.write_text(
-            f"""
-[healbot]
-state_dir = "{tmp_path}/state"
-
-[claude]
-binary = "{binary}"
-base_url = "{fake.url}"
-pass_env = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_RETRIES"]
-
-[services.shop]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.shop.manager]
-type = "command"
-restart = ["true"]
-"""
-        )
-        env = {
-            **os.environ,
-            "ANTHROPIC_API_KEY": "test",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "HEALBOT_TELEGRAM_TOKEN": "123456789:SECRET",
-        }
+        cfg = service.write_config(claude=claude_via_fake_api(fake.url))
+        env = {**os.environ, **FAKE_CLAUDE_ENV, "HEALBOT_TELEGRAM_TOKEN": "123456789:SECRET"}
         result = healbot("diagnose", "shop", "-c", str(cfg), env=env)
         journal = "\n".join(e.text() for e in fake.message_requests())
     assert result.returncode == 0, result.stderr + result.stdout

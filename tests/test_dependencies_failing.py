@@ -5,29 +5,21 @@ clears. Telegram unreachable is covered by tests/test_telegram_e2e.py."""
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bot.config import HealbotConfig, load_config
-from bot.console import ConsoleChannel
-from bot.daemon import Daemon
-from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import GitError
 from bot.models import Fingerprint, IncidentState, ProposalStatus
 from bot.playbooks import LABEL
 from bot.repolock import APPLY_LOCK_NAME, lock_holder
-from bot.runner.claude_cli import ClaudeCliRunner
 from bot.store import Observation, Store
-from tests.conftest import claude_binary
+from tests.fakes.lock_holder import hold_flock, release
+from tests.fakes.world import APP, World, console_daemon, start_world, traceback_lines
 from tests.helpers import git, make_repo, wait_until
-from tests.test_pipeline import APP, FIX, RESTART, ShiftedClock, World, config_text, traceback_lines
 from tests.test_playbooks import commit
 
 pytestmark = pytest.mark.real_cli
@@ -35,66 +27,29 @@ pytestmark = pytest.mark.real_cli
 IDLE_TIMEOUT_S = 2
 
 
-@dataclass
-class Setup:
-    config: HealbotConfig
-    runner: ClaudeCliRunner
-
-
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[World, Setup]]:
-    if claude_binary() is None:
-        pytest.fail("claude binary missing: run `make tools`")
-    repo = make_repo(tmp_path / "svc", {"app.py": APP})
-    log = tmp_path / "svc.log"
-    log.write_text("starting\n")
-    cfg_path = tmp_path / "healbot.toml"
-    text = config_text(tmp_path, repo, log)
-    assert "idle_timeout_s = 20" in text
-    cfg_path.write_text(text.replace("idle_timeout_s = 20", f"idle_timeout_s = {IDLE_TIMEOUT_S}"))
-    config = load_config(cfg_path)
-    fake = FakeMessagesApi(structured={"summary": "KeyError", "candidates": [FIX, RESTART]}).start()
-    runner = ClaudeCliRunner(
-        config.claude,
-        extra_env={
-            "ANTHROPIC_BASE_URL": fake.url,
-            "ANTHROPIC_API_KEY": "test",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "API_TIMEOUT_MS": "30000",  # longer than the idle watchdog: a hang is cut by healbot, not the CLI
-        },
-        config_dir=tmp_path / "claude",
-    )
-    out = io.StringIO()
-    clock = ShiftedClock()
-    daemon = Daemon(config, ConsoleChannel(out=out, interactive=False), runner=runner, clock=clock)
-    await daemon.channel.start(daemon.pipeline.decide)
-    await daemon.pipeline.poll_once()  # first run: cursor at the end
-    made = World(repo, log, daemon, fake, out, clock)
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    # API_TIMEOUT_MS longer than the idle watchdog: a hang is cut by healbot, not the CLI
+    made = await start_world(tmp_path, idle_timeout_s=IDLE_TIMEOUT_S, api_timeout_ms="30000")
+    assert made.config.claude.idle_timeout_s == IDLE_TIMEOUT_S
     try:
-        yield made, Setup(config, runner)
+        yield made
     finally:
         await made.pipeline.cancel_all()
-        fake.stop()
+        made.fake.stop()
         made.store.close()
 
 
-async def restart_daemon(world: World, setup: Setup) -> None:
+async def restart_daemon(world: World) -> None:
     """What a restart of the daemon keeps: the state database, nothing in memory."""
     await world.pipeline.cancel_all()
     world.store.close()
-    daemon = Daemon(
-        setup.config, ConsoleChannel(out=world.out, interactive=False), runner=setup.runner, clock=world.clock
-    )
-    await daemon.channel.start(daemon.pipeline.decide)
-    world.daemon = daemon
-    await daemon.pipeline.recover()
+    world.daemon = await console_daemon(world.config, world.runner, world.out, world.clock)
+    await world.pipeline.recover()
 
 
 async def an_incident(world: World) -> int:
-    world.append(traceback_lines(world.repo))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()  # a quiet poll flushes the pending record
-    await world.pipeline.wait_idle()
+    await world.settle(traceback_lines(world.repo))
     [incident] = world.store.incidents()
     return incident.id
 
@@ -103,9 +58,9 @@ async def an_incident(world: World) -> int:
 
 
 async def test_a_hanging_claude_is_cut_by_the_watchdog_reported_and_retried_even_across_a_restart(
-    world: tuple[World, Setup],
+    world: World,
 ) -> None:
-    w, setup = world
+    w = world
     w.fake.default_scenario = "hang"
     incident_id = await an_incident(w)
     said = w.out.getvalue()
@@ -115,7 +70,7 @@ async def test_a_hanging_claude_is_cut_by_the_watchdog_reported_and_retried_even
     assert w.store.latest_proposal(incident_id) is None  # no playbook applies: a running service, no suspect
     assert w.store.retry_attempts(incident_id) == 1
 
-    await restart_daemon(w, setup)
+    await restart_daemon(w)
     await w.pipeline.expire_due()  # not due yet
     await w.pipeline.wait_idle()
     assert len(w.fake.message_requests()) == 1
@@ -133,9 +88,9 @@ async def test_a_hanging_claude_is_cut_by_the_watchdog_reported_and_retried_even
 
 @pytest.mark.parametrize(("scenario", "reason"), [("rate_limited", "429"), ("overloaded", "529")])
 async def test_a_rate_limited_or_overloaded_claude_is_reported_and_the_labelled_playbook_offered(
-    world: tuple[World, Setup], scenario: str, reason: str
+    world: World, scenario: str, reason: str
 ) -> None:
-    w, _ = world
+    w = world
     commit(w.repo, "lookup without default", APP + "\n# strict\n")
     w.fake.default_scenario = scenario
     incident_id = await an_incident(w)
@@ -149,8 +104,8 @@ async def test_a_rate_limited_or_overloaded_claude_is_reported_and_the_labelled_
     assert w.store.retry_attempts(incident_id) == 0  # a person has something to decide on
 
 
-async def test_retries_stop_after_three_and_say_so(world: tuple[World, Setup]) -> None:
-    w, _ = world
+async def test_retries_stop_after_three_and_say_so(world: World) -> None:
+    w = world
     w.fake.default_scenario = "overloaded"
     incident_id = await an_incident(w)
     for _ in range(4):
@@ -203,9 +158,9 @@ def fill_up(store: Store) -> sqlite3.Connection:
 
 
 async def test_a_full_disk_is_reported_once_nothing_is_half_written_and_work_resumes(
-    world: tuple[World, Setup],
+    world: World,
 ) -> None:
-    w, _ = world
+    w = world
     cursor = w.store.get_cursor(f"file:{w.log}")
     assert cursor is not None
     audit_before = len(w.store.audit_log(limit=10_000))
@@ -242,22 +197,8 @@ def hold_apply_lock(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Pope
     started: list[subprocess.Popen[str]] = []
 
     def hold(repo: Path) -> subprocess.Popen[str]:
-        code = (
-            "import fcntl, os, sys, time\n"
-            f"fd = os.open({str(repo / '.git' / APPLY_LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True)\n"
-            "sys.stdin.read()\n"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        proc = hold_flock(repo / ".git" / APPLY_LOCK_NAME)
         started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         return proc
 
     yield hold
@@ -265,20 +206,11 @@ def hold_apply_lock(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Pope
         release(proc)
 
 
-def release(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
-
-
 @pytest.mark.parametrize("lock", ["index.lock", APPLY_LOCK_NAME])
 async def test_a_locked_repo_refuses_the_approval_keeps_the_proposal_and_applies_once_released(
-    world: tuple[World, Setup], hold_apply_lock: Callable[[Path], subprocess.Popen[str]], lock: str
+    world: World, hold_apply_lock: Callable[[Path], subprocess.Popen[str]], lock: str
 ) -> None:
-    w, _ = world
+    w = world
     incident, proposal = await w.incident_with_proposal()
     holder = None
     if lock == "index.lock":

@@ -5,11 +5,7 @@ audit log that tells the whole story."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,25 +15,21 @@ from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.faults import ENV_VAR, Step, armed
 from bot.models import ChangeStatus, IncidentState
 from bot.store import Store, backups
-from tests.conftest import claude_binary
-from tests.helpers import git, make_repo, wait_until
+from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, StartDaemon, healbot_run_fixture
+from tests.fakes.world import (
+    APP,
+    FIX_ONLY,
+    ScratchService,
+    claude_via_fake_api,
+    scratch_service,
+    traceback_lines,
+)
+from tests.helpers import git, wait_until
 
 pytestmark = pytest.mark.real_cli
 
-HEALBOT = str(Path(sys.executable).parent / "healbot")
-APP = 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'
-ANSWER = {
-    "summary": "unknown items raise KeyError",
-    "candidates": [
-        {
-            "title": "Default unknown prices to 0",
-            "rationale": "PRICES[name] raises for unknown names",
-            "risk": "low",
-            "kind": "patch",
-            "edits": [{"path": "app.py", "old": "return PRICES[name]", "new": "return PRICES.get(name, 0)"}],
-        }
-    ],
-}
+__all__ = ["healbot_run_fixture"]  # the fixture
+
 BUSY_INCIDENT = {
     IncidentState.OPEN,
     IncidentState.DIAGNOSING,
@@ -62,88 +54,24 @@ EXPECTED: dict[Step, tuple[str, int]] = {
 }
 
 
-class Daemon:
-    def __init__(self, config: Path, fault: Step | None) -> None:
-        env = {**os.environ, "ANTHROPIC_API_KEY": "test", "CLAUDE_CODE_MAX_RETRIES": "0"}
-        env.pop(ENV_VAR, None)
-        if fault is not None:
-            env[ENV_VAR] = fault.value
-        self.proc = subprocess.Popen(
-            [HEALBOT, "run", "--yes", "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeMessagesApi]:
-    with FakeMessagesApi(structured=ANSWER) as api:
+    with FakeMessagesApi(structured=FIX_ONLY) as api:
         yield api
 
 
-def write_config(path: Path, tmp: Path, repo: Path, log: Path, fake: FakeMessagesApi, restart: str) -> None:
-    path.write_text(
-        f"""
-[healbot]
-state_dir = "{tmp}/state"
-poll_interval_s = 0.05
-
-[claude]
-binary = "{claude_binary()}"
-base_url = "{fake.url}"
-pass_env = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_RETRIES"]
-
-[policy]
-grace_after_restart_s = 0
-
-[services.svc]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.svc.manager]
-type = "command"
-restart = {restart}
-
-[services.svc.health]
-process = false
-window_s = 0.6
-settle_s = 0.05
-"""
+def write_config(service: ScratchService, fake: FakeMessagesApi, restart: str) -> Path:
+    return service.write_config(
+        healbot={"poll_interval_s": 0.05},
+        claude=claude_via_fake_api(fake.url),
+        tables={"policy": {"grace_after_restart_s": 0}},
+        restart=[restart],
+        health={"process": False, "window_s": 0.6, "settle_s": 0.05},
     )
 
 
-def traceback(repo: Path) -> str:
-    return (
-        "2026-11-26 06:00:00,000 ERROR svc[1]: request failed\nTraceback (most recent call last):\n"
-        f"  File \"{repo}/app.py\", line 5, in total\n    return PRICES[name]\nKeyError: 'pear'\n"
-        "INFO next request fine\n"
-    )
+def fault_env(fault: Step | None) -> dict[str, str | None]:
+    return {**FAKE_CLAUDE_ENV, ENV_VAR: fault.value if fault is not None else None}
 
 
 def settled(store: Store) -> bool:
@@ -176,37 +104,31 @@ def test_an_unknown_fault_name_is_refused_loudly() -> None:
 
 @pytest.mark.parametrize("step", list(Step), ids=[s.value for s in Step])
 def test_sigkill_at_each_step_then_a_restart_keeps_every_promise(
-    tmp_path: Path, fake: FakeMessagesApi, step: Step
+    tmp_path: Path, fake: FakeMessagesApi, healbot_run: StartDaemon, step: Step
 ) -> None:
-    if claude_binary() is None:
-        pytest.fail("claude binary missing: run `make tools`")
-    repo = make_repo(tmp_path / "svc", {"app.py": APP})
-    log = tmp_path / "svc.log"
-    log.write_text("starting\n")
-    config = tmp_path / "healbot.toml"
+    service = scratch_service(tmp_path)
+    repo, log, db = service.repo, service.log, service.db_path
     # A failing restart makes health worse, which is the only way to reach the revert step.
-    write_config(config, tmp_path, repo, log, fake, '["false"]' if step is Step.REVERT_MADE else '["true"]')
-    db = tmp_path / "state" / "healbot.db"
+    config = write_config(service, fake, "false" if step is Step.REVERT_MADE else "true")
 
-    first = Daemon(config, step)
+    first = healbot_run(config, "--yes", env=fault_env(step))
     try:
         wait_until(db.exists, 20, what="the store")
         store = Store.open(db)
         wait_until(lambda: store.get_cursor(f"file:{log}"), 20, what="the first cursor")
-        with log.open("a") as handle:
-            handle.write(traceback(repo))
-        first.proc.wait(timeout=60)
+        service.append(traceback_lines(repo))
+        first.wait(timeout=60)
     finally:
         code = first.stop()
     assert code == -signal.SIGKILL, first.output()
     assert f"fault injected: SIGKILL at {step.value}" in first.output()
 
     note, commit_count = EXPECTED[step]
-    write_config(config, tmp_path, repo, log, fake, '["true"]')
-    second = Daemon(config, None)
+    write_config(service, fake, "true")
+    second = healbot_run(config, "--yes", env=fault_env(None))
     try:
         wait_until(lambda: settled(store), 30, what=f"a settled state after {step.value}")
-        wait_until(lambda: note.split("{")[0] in second.output(), 10, what=f"the note {note!r}")
+        second.wait_for(note.split("{")[0], 10, what=f"the note {note!r}")
     finally:
         assert second.stop() == 0, second.output()
     said = second.output()

@@ -13,13 +13,19 @@ from bot.config import load_config
 from bot.daemon import Daemon
 from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.models import ProposalStatus
-from bot.runner.claude_cli import ClaudeCliRunner
-from bot.store import Store
-from bot.telegram import TelegramChannel, build_telegram_channel
+from bot.telegram import TelegramChannel
 from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import BOT_USERNAME, TOKEN, FakeBotApi, StoredMessage
-from tests.fakes.telegram_world import ANSWER, APP, APPROVER, CHAT, traceback_lines, until
-from tests.helpers import make_repo
+from tests.fakes.telegram_world import (
+    ANSWER,
+    APPROVER,
+    CHAT,
+    start_telegram_daemon,
+    telegram_approval,
+    traceback_lines,
+    until,
+)
+from tests.fakes.world import fake_api_runner, in_process_claude, scratch_service
 
 pytestmark = [pytest.mark.real_cli, pytest.mark.slow]
 
@@ -58,64 +64,19 @@ class Fleet:
 async def start_host(
     tmp: Path, name: str, token: str, username: str, bot_api: FakeBotApi, fake: FakeMessagesApi
 ) -> Host:
-    binary = claude_binary() or pytest.fail("claude binary missing: run `make tools`")
-    root = tmp / name
-    repo = make_repo(root / "repo", {"app.py": APP})
-    log = root / "svc.log"
-    log.write_text("starting\n")
-    cfg_path = root / "healbot.toml"
-    cfg_path.write_text(
-        f"""
-[healbot]
-state_dir = "{root}/state"
-poll_interval_s = 0.1
-host_name = "{name}"
-
-[claude]
-binary = "{binary}"
-max_turns = 3
-timeout_s = 60
-
-[approval]
-channel = "telegram"
-approvers = [{APPROVER}]
-chats = [{CHAT}]
-telegram_base_url = "{bot_api.base_url}"
-require_addressing = true
-
-[services.svc]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.svc.manager]
-type = "command"
-restart = ["true"]
-"""
+    if claude_binary() is None:
+        pytest.fail("claude binary missing: run `make tools`")
+    service = scratch_service(tmp / name, repo_dir="repo")
+    config = load_config(
+        service.write_config(
+            healbot={"poll_interval_s": 0.1, "host_name": name},
+            claude=in_process_claude(),
+            tables={"approval": telegram_approval(bot_api.base_url, [APPROVER], require_addressing=True)},
+        )
     )
-    config = load_config(cfg_path)
-    runner = ClaudeCliRunner(
-        config.claude,
-        extra_env={
-            "ANTHROPIC_BASE_URL": fake.url,
-            "ANTHROPIC_API_KEY": "test",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-        },
-        config_dir=root / "claude",
-    )
-    store = Store.open(config.db_path)
-    channel = build_telegram_channel(
-        config,
-        store,
-        token=token,
-        environ={},
-        min_chat_interval_s=0.0,
-        poll_timeout_s=2.0,
-        backoff_start_s=0.1,
-    )
-    daemon = Daemon(config, channel, runner=runner, store=store)
-    channel.bind(daemon.pipeline)
-    await daemon.start()
-    return Host(name, token, username, log, daemon, channel)
+    runner = fake_api_runner(config, fake.url, service.root / "claude", api_timeout_ms=None)
+    daemon, channel = await start_telegram_daemon(config, runner, token=token)
+    return Host(name, token, username, service.log, daemon, channel)
 
 
 @pytest.fixture(name="fleet")

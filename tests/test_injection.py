@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bot.diagnose import build_prompt
 from bot.models import CodeContext, Evidence, IncidentState
+from tests.fakes.world import APP, World, make_world
 from tests.helpers import git
-from tests.test_pipeline import APP, World, make_world
 
 __all__ = ["make_world"]  # the fixture, shared with the pipeline tests
 
@@ -112,10 +112,7 @@ async def test_a_model_that_obeys_the_injection_gets_nothing_run_or_written(
     }
     world: World = await make_world(answer=obeying)
     before = repo_state(world.repo)
-    world.append(injected_log(world.repo))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()
-    await world.pipeline.wait_idle()
+    await world.settle(injected_log(world.repo))
     [found] = world.store.incidents()
     assert found.state is IncidentState.DIAGNOSIS_FAILED
     assert found.error and "must name a configured runbook" in found.error
@@ -151,10 +148,7 @@ async def test_an_obeyed_injection_that_is_a_valid_edit_is_only_ever_the_diff_th
     }
     world: World = await make_world(answer=sneaky)
     before = repo_state(world.repo)
-    world.append(injected_log(world.repo))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()
-    await world.pipeline.wait_idle()
+    await world.settle(injected_log(world.repo))
     [found] = world.store.incidents()
     proposal = world.store.latest_proposal(found.id)
     assert proposal is not None

@@ -25,6 +25,7 @@ from bot.models import Candidate, Edit, Fix, FixKind, Risk
 from healers.base import check_relative_path, path_allowed, run_command
 from healers.git_repo import APPLY_LOCK_NAME, DIFF_OPTIONS
 from healers.patch import PatchHealer, RevertCommitHealer, compute_digest
+from tests.fakes.lock_holder import hold_flock, release
 from tests.helpers import git, make_repo, wait_until
 
 APP = (
@@ -438,19 +439,8 @@ def test_apply_waits_for_the_lock_held_by_another_process(repo: Path) -> None:
     ctx = context(repo)
     base = git(repo, "rev-parse", "HEAD")
     candidate = PatchHealer().prepare(ctx, patch_fix(GUARD), base)
-    holder_code = (
-        "import fcntl, sys\n"
-        f"f = open({str(repo / '.git' / APPLY_LOCK_NAME)!r}, 'a')\n"
-        "fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", holder_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    holder = hold_flock(repo / ".git" / APPLY_LOCK_NAME)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
         results: list[object] = []
         worker = threading.Thread(
             target=lambda: results.append(PatchHealer().apply(ctx, candidate, base, TRAILERS))
@@ -467,33 +457,20 @@ def test_apply_waits_for_the_lock_held_by_another_process(repo: Path) -> None:
         assert len(results) == 1
         assert git(repo, "rev-parse", "HEAD") != base
     finally:
-        holder.kill()
-        holder.wait()
+        release(holder)
 
 
 def test_lock_timeout_is_a_git_error(repo: Path) -> None:
     ctx = context(repo)
     base = git(repo, "rev-parse", "HEAD")
     candidate = PatchHealer().prepare(ctx, patch_fix(GUARD), base)
-    holder_code = (
-        "import fcntl, sys\n"
-        f"f = open({str(repo / '.git' / APPLY_LOCK_NAME)!r}, 'a')\n"
-        "fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", holder_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    holder = hold_flock(repo / ".git" / APPLY_LOCK_NAME)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(GitError, match="another process holds"):
             PatchHealer(lock_timeout_s=0.3).apply(ctx, candidate, base, TRAILERS)
         assert_untouched(repo, base)
     finally:
-        holder.kill()
-        holder.wait()
+        release(holder)
 
 
 # --- undo -------------------------------------------------------------------------------------------------

@@ -5,145 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bot.config import load_config
-from bot.console import ConsoleChannel
-from bot.daemon import Daemon
-from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.models import (
+    Change,
     ChangeStatus,
     Decision,
     DecisionAction,
-    Incident,
     IncidentState,
     Proposal,
     ProposalStatus,
 )
-from bot.runner.claude_cli import ClaudeCliRunner
-from bot.store import Store
-from tests.conftest import claude_binary
-from tests.fakes.world import APP, FIX, RESTART, ShiftedClock, traceback_lines
-from tests.helpers import git, make_repo
+from tests.fakes.world import APP, FIX, RESTART, World, make_world, traceback_lines
+from tests.helpers import git
 
 pytestmark = pytest.mark.real_cli
 
 
-@dataclass
-class World:
-    repo: Path
-    log: Path
-    daemon: Daemon
-    fake: FakeMessagesApi
-    out: io.StringIO
-    clock: ShiftedClock
-
-    @property
-    def pipeline(self):  # type: ignore[no-untyped-def]
-        return self.daemon.pipeline
-
-    @property
-    def store(self) -> Store:
-        return self.daemon.store
-
-    def append(self, text: str) -> None:
-        with self.log.open("a") as handle:
-            handle.write(text)
-
-    async def incident_with_proposal(self) -> tuple[Incident, Proposal]:
-        self.append(traceback_lines(self.repo))
-        await self.pipeline.poll_once()
-        await self.pipeline.poll_once()  # a quiet poll flushes the pending record
-        await self.pipeline.wait_idle()
-        [incident] = self.store.incidents()
-        proposal = self.store.latest_proposal(incident.id)
-        assert proposal is not None, self.out.getvalue()
-        return self.store.incident(incident.id), proposal
-
-    async def approve(self, proposal: Proposal, rank: int = 1, actor: str = "alice") -> str:
-        result = await self.pipeline.decide(
-            Decision(
-                proposal.token, actor, DecisionAction.APPROVE, rank, proposal.candidates[rank - 1].digest
-            )
-        )
-        return result.message
+__all__ = ["FIX", "World", "make_world", "traceback_lines"]  # shared with the playbook and breaker tests
 
 
-def config_text(tmp: Path, repo: Path, log: Path, restart: str = '["true"]') -> str:
-    return f"""
-[healbot]
-state_dir = "{tmp}/state"
-poll_interval_s = 0.1
-
-[claude]
-binary = "{claude_binary()}"
-max_turns = 3
-timeout_s = 60
-idle_timeout_s = 20
-
-[services.svc]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.svc.manager]
-type = "command"
-restart = {restart}
-
-[services.svc.health]
-process = false
-window_s = 2.5
-settle_s = 0.1
-"""
-
-
-@pytest.fixture
-def make_world(tmp_path: Path) -> Callable[..., Any]:
-    worlds: list[World] = []
-
-    async def make(
-        answer: object | Callable[[Mapping[str, Any]], object] = None, restart: str = '["true"]'
-    ) -> World:
-        if claude_binary() is None:
-            pytest.fail("claude binary missing: run `make tools`")
-        repo = make_repo(tmp_path / "svc", {"app.py": APP})
-        log = tmp_path / "svc.log"
-        log.write_text("starting\n")
-        cfg_path = tmp_path / "healbot.toml"
-        cfg_path.write_text(config_text(tmp_path, repo, log, restart))
-        config = load_config(cfg_path)
-        fake = FakeMessagesApi(
-            structured=answer if answer is not None else {"summary": "KeyError", "candidates": [FIX, RESTART]}
-        ).start()
-        runner = ClaudeCliRunner(
-            config.claude,
-            extra_env={
-                "ANTHROPIC_BASE_URL": fake.url,
-                "ANTHROPIC_API_KEY": "test",
-                "CLAUDE_CODE_MAX_RETRIES": "0",
-                "API_TIMEOUT_MS": "5000",
-            },
-            config_dir=tmp_path / "claude",
-        )
-        out = io.StringIO()
-        clock = ShiftedClock()
-        daemon = Daemon(config, ConsoleChannel(out=out, interactive=False), runner=runner, clock=clock)
-        await daemon.channel.start(daemon.pipeline.decide)
-        await daemon.pipeline.poll_once()  # first run: cursor at the end
-        world = World(repo, log, daemon, fake, out, clock)
-        worlds.append(world)
-        return world
-
-    yield make
-    for world in worlds:
-        world.fake.stop()
-        world.store.close()
+def approved_without_commit(world: World, proposal: Proposal) -> Change:
+    """What a crash right after "approved" leaves behind: the decision and the change row, no commit."""
+    world.store.close_proposal(
+        proposal,
+        ProposalStatus.APPROVED,
+        Decision(proposal.token, "alice", DecisionAction.APPROVE, 1),
+        incident_state=IncidentState.APPLYING,
+        message="approved",
+        at=time.time(),
+    )
+    return world.store.create_change(
+        proposal, proposal.candidates[0], service="svc", approved_by="alice", at=time.time()
+    )
 
 
 async def test_approved_fix_is_committed_restarted_verified_and_kept(make_world) -> None:  # type: ignore[no-untyped-def]
@@ -253,10 +149,7 @@ async def test_invalid_llm_answer_is_recorded_and_nothing_is_proposed(make_world
         "candidates": [{"title": "t", "rationale": "r", "risk": "extreme", "kind": "patch", "edits": []}],
     }
     world: World = await make_world(answer=bad)
-    world.append(traceback_lines(world.repo))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()
-    await world.pipeline.wait_idle()
+    await world.settle(traceback_lines(world.repo))
     [incident] = world.store.incidents()
     assert incident.state is IncidentState.DIAGNOSIS_FAILED
     assert incident.error and "diagnosis failed" in incident.error
@@ -331,19 +224,7 @@ async def test_paused_means_nothing_is_applied(make_world) -> None:  # type: ign
 async def test_a_crash_before_the_commit_is_reported_and_never_repeated(make_world) -> None:  # type: ignore[no-untyped-def]
     world: World = await make_world()
     incident, proposal = await world.incident_with_proposal()
-    candidate = proposal.candidates[0]
-    # What a crash right after "approved" leaves behind: the decision and the change row, no commit.
-    world.store.close_proposal(
-        proposal,
-        ProposalStatus.APPROVED,
-        Decision(proposal.token, "alice", DecisionAction.APPROVE, 1),
-        incident_state=IncidentState.APPLYING,
-        message="approved",
-        at=time.time(),
-    )
-    change = world.store.create_change(
-        proposal, candidate, service="svc", approved_by="alice", at=time.time()
-    )
+    change = approved_without_commit(world, proposal)
     notes = await world.pipeline.recover()
     assert any("nothing was changed" in n for n in notes)
     assert world.store.change(change.id).status is ChangeStatus.FAILED
@@ -354,18 +235,8 @@ async def test_a_crash_before_the_commit_is_reported_and_never_repeated(make_wor
 async def test_a_crash_after_the_commit_is_reported_and_not_applied_twice(make_world) -> None:  # type: ignore[no-untyped-def]
     world: World = await make_world()
     _, proposal = await world.incident_with_proposal()
+    change = approved_without_commit(world, proposal)
     candidate = proposal.candidates[0]
-    world.store.close_proposal(
-        proposal,
-        ProposalStatus.APPROVED,
-        Decision(proposal.token, "alice", DecisionAction.APPROVE, 1),
-        incident_state=IncidentState.APPLYING,
-        message="approved",
-        at=time.time(),
-    )
-    change = world.store.create_change(
-        proposal, candidate, service="svc", approved_by="alice", at=time.time()
-    )
     healer = world.pipeline.healers[candidate.fix.kind]
     runtime = world.pipeline.services["svc"]
     applied = healer.apply(
@@ -380,11 +251,7 @@ async def test_a_crash_after_the_commit_is_reported_and_not_applied_twice(make_w
 
 async def test_many_errors_make_one_incident_and_one_diagnosis(make_world) -> None:  # type: ignore[no-untyped-def]
     world: World = await make_world()
-    for i in range(20):
-        world.append(traceback_lines(world.repo, exc=f"KeyError: 'item-{i}'"))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()
-    await world.pipeline.wait_idle()
+    await world.settle("".join(traceback_lines(world.repo, exc=f"KeyError: 'item-{i}'") for i in range(20)))
     for _ in range(3):
         world.append(traceback_lines(world.repo))
         await world.pipeline.poll_once()
@@ -421,10 +288,7 @@ async def test_a_failed_diagnosis_note_names_the_error_itself(make_world) -> Non
     """Regression (found by the README walkthrough): with claude missing, the chat got only
     "#1 shop: diagnosis failed: …", and no card ever said which error it was about."""
     world: World = await make_world(answer={"summary": "x", "candidates": "not a list"})
-    world.append(traceback_lines(world.repo))
-    await world.pipeline.poll_once()
-    await world.pipeline.poll_once()
-    await world.pipeline.wait_idle()
+    await world.settle(traceback_lines(world.repo))
     [incident] = world.store.incidents()
     said = world.out.getvalue()
     note = said[said.index(f"#{incident.id} {incident.service}: ") :]

@@ -12,7 +12,8 @@ from bot.console import ConsoleChannel
 from bot.daemon import Daemon
 from bot.sources.file import FileSource
 from bot.sources.watch import Inotify, LogWatcher, PollWaker, file_paths
-from tests.helpers import make_repo, until, wait_until
+from tests.fakes.world import scratch_service
+from tests.helpers import until, wait_until
 
 
 def test_inotify_reports_only_events_naming_a_watched_file_or_its_rotation(tmp_path: Path) -> None:
@@ -127,25 +128,9 @@ def test_file_paths_takes_file_like_sources_once(tmp_path: Path) -> None:
 async def test_the_daemon_turns_an_append_into_an_incident_without_waiting_for_the_interval(
     tmp_path: Path,
 ) -> None:
-    repo = make_repo(tmp_path / "svc", {"app.py": "x = 1\n"})
-    log = tmp_path / "svc.log"
-    log.write_text("started\n")
-    config_path = tmp_path / "healbot.toml"
-    config_path.write_text(
-        f"""
-[healbot]
-state_dir = "{tmp_path}/state"
-poll_interval_s = 3600
-
-[services.svc]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.svc.manager]
-type = "command"
-restart = ["true"]
-"""
-    )
+    service = scratch_service(tmp_path, files={"app.py": "x = 1\n"}, log_text="started\n")
+    log = service.log
+    config_path = service.write_config(healbot={"poll_interval_s": 3600})
     daemon = Daemon(load_config(config_path), ConsoleChannel(out=io.StringIO(), interactive=False))
     daemon.pipeline.auto_diagnose = False
     await daemon.start()

@@ -14,14 +14,26 @@ import pytest
 from bot.config import HealbotConfig, load_config
 from bot.daemon import Daemon
 from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.interfaces import Clock, Runner
 from bot.pipeline import Pipeline
 from bot.runner.claude_cli import ClaudeCliRunner
 from bot.store import Store
 from bot.telegram import TelegramChannel, build_telegram_channel
 from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import TOKEN, FakeBotApi, StoredMessage
-from tests.fakes.world import APP, FIX, RESTART, ShiftedClock, traceback_lines
-from tests.helpers import make_repo, until
+from tests.fakes.world import (
+    APP,  # noqa: F401  (re-exported: the fleet test and the Telegram bench take it from here)
+    FIX,
+    RESTART,
+    ShiftedClock,
+    TomlValue,
+    fake_api_runner,
+    healbot_toml,
+    in_process_claude,
+    scratch_service,
+    traceback_lines,
+)
+from tests.helpers import until
 
 T = TypeVar("T")
 
@@ -33,37 +45,48 @@ CHAT = -100500
 ANSWER = {"summary": "total() looks up unknown items with PRICES[name]", "candidates": [FIX, RESTART]}
 
 
+def telegram_approval(bot_url: str, approvers: list[int], **options: TomlValue) -> dict[str, TomlValue]:
+    return {
+        "channel": "telegram",
+        "approvers": approvers,
+        "chats": [CHAT],
+        "telegram_base_url": bot_url,
+        **options,
+    }
+
+
 def config_text(tmp: Path, repo: Path, log: Path, bot_url: str, window_s: float) -> str:
-    return f"""
-[healbot]
-state_dir = "{tmp}/state"
-poll_interval_s = 0.1
+    return healbot_toml(
+        tmp / "state",
+        repo,
+        [log],
+        healbot={"poll_interval_s": 0.1},
+        claude=in_process_claude(idle_timeout_s=20),
+        tables={"approval": telegram_approval(bot_url, [APPROVER, SECOND_APPROVER])},
+        health={"process": False, "window_s": window_s, "settle_s": 0.1},
+    )
 
-[claude]
-binary = "{claude_binary()}"
-max_turns = 3
-timeout_s = 60
-idle_timeout_s = 20
 
-[approval]
-channel = "telegram"
-approvers = [{APPROVER}, {SECOND_APPROVER}]
-chats = [{CHAT}]
-telegram_base_url = "{bot_url}"
-
-[services.svc]
-repo = "{repo}"
-logs = ["{log}"]
-
-[services.svc.manager]
-type = "command"
-restart = ["true"]
-
-[services.svc.health]
-process = false
-window_s = {window_s}
-settle_s = 0.1
-"""
+async def start_telegram_daemon(
+    config: HealbotConfig, runner: Runner, *, token: str, clock: Clock | None = None, **channel_options: float
+) -> tuple[Daemon, TelegramChannel]:
+    """A daemon as `healbot run` would build it, with the Telegram channel (fast polls, no chat throttle)."""
+    store = Store.open(config.db_path)
+    channel = build_telegram_channel(
+        config,
+        store,
+        token=token,
+        environ={},
+        clock=clock,
+        min_chat_interval_s=0.0,
+        poll_timeout_s=2.0,
+        backoff_start_s=0.1,
+        **channel_options,
+    )
+    daemon = Daemon(config, channel, runner=runner, clock=clock, store=store)
+    channel.bind(daemon.pipeline)
+    await daemon.start()
+    return daemon, channel
 
 
 @dataclass
@@ -91,21 +114,9 @@ class TelegramWorld:
 
     async def start_daemon(self) -> Daemon:
         """A daemon as `healbot run` would build it, with the Telegram channel (again after a stop)."""
-        store = Store.open(self.config.db_path)
-        channel = build_telegram_channel(
-            self.config,
-            store,
-            token=TOKEN,
-            environ={},
-            clock=self.clock,
-            min_chat_interval_s=0.0,
-            poll_timeout_s=2.0,
-            backoff_start_s=0.1,
-            backoff_max_s=0.5,
+        daemon, channel = await start_telegram_daemon(
+            self.config, self.runner, token=TOKEN, clock=self.clock, backoff_max_s=0.5
         )
-        daemon = Daemon(self.config, channel, runner=self.runner, clock=self.clock, store=store)
-        channel.bind(daemon.pipeline)
-        await daemon.start()
         self.daemon, self.channel = daemon, channel
         return daemon
 
@@ -170,24 +181,14 @@ async def telegram_world_fixture(tmp_path: Path) -> Any:
     ) -> TelegramWorld:
         if claude_binary() is None:
             pytest.fail("claude binary missing: run `make tools`")
-        repo = make_repo(tmp_path / "svc", {"app.py": APP})
-        log = tmp_path / "svc.log"
-        log.write_text("starting\n")
+        service = scratch_service(tmp_path)
+        repo, log = service.repo, service.log
         bot_api = FakeBotApi().start()
         messages_api = FakeMessagesApi(structured=answer if answer is not None else ANSWER).start()
         cfg_path = tmp_path / "healbot.toml"
         cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, window_s))
         config = load_config(cfg_path)
-        runner = ClaudeCliRunner(
-            config.claude,
-            extra_env={
-                "ANTHROPIC_BASE_URL": messages_api.url,
-                "ANTHROPIC_API_KEY": "test",
-                "CLAUDE_CODE_MAX_RETRIES": "0",
-                "API_TIMEOUT_MS": "5000",
-            },
-            config_dir=tmp_path / "claude",
-        )
+        runner = fake_api_runner(config, messages_api.url, tmp_path / "claude")
         world = TelegramWorld(tmp_path, repo, log, config, bot_api, messages_api, runner, ShiftedClock())
         worlds.append(world)
         return world
