@@ -24,6 +24,7 @@ from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources
 from bot.sources.watch import LogWatcher, file_paths
 from bot.store import Store
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger("healbot.daemon")
 
@@ -234,9 +235,7 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(self._background, log, "daemon task")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None

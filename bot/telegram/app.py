@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 TELEGRAM_API = "https://api.telegram.org/bot"
 MAX_RETRY_AFTER_S = 300.0
+STOP_TIMEOUT_S = 30.0  # for the updater, the application and the HTTP client to shut down
 
 
 class TelegramUnavailable(HealbotError):
@@ -150,13 +151,16 @@ class TelegramApp:
             self._starter = None
         app = self.application
         try:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
-            if app.running:
-                await app.stop()
-            await app.shutdown()
+            async with asyncio.timeout(STOP_TIMEOUT_S):  # a SIGTERM must not wait on Telegram for ever
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()
+                if app.running:
+                    await app.stop()
+                await app.shutdown()
         except TelegramError as exc:
             log.warning("Telegram shutdown: %s", exc)
+        except TimeoutError:
+            log.warning("Telegram shutdown did not finish within %g s; going on without it", STOP_TIMEOUT_S)
         self.ready.clear()
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
