@@ -25,7 +25,9 @@ async def test_a_failing_task_is_logged_not_lost(caplog: pytest.LogCaptureFixtur
     assert not tasks
 
 
-async def test_a_task_that_ignores_cancel_does_not_hang_the_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_task_that_ignores_cancel_does_not_hang_the_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Regression: a Telegram e2e teardown hung for 120 s on a stop that waited on tasks without a bound."""
     release = asyncio.Event()
 
