@@ -7,12 +7,18 @@ count are compared position by position (after Drain, He et al., ICWS 2017): a l
 cluster when at least `similarity` of its positions match, and the positions that differ become `<*>`.
 Digits and mask placeholders inside a token become `<*>`; a token that is all variable matches any.
 
-A cluster's key is the template that created it, so keys never change while the process runs; the
+A cluster's key is the template that created it, so keys never change while the cluster lives; the
 template shown to people grows wildcards. Memory is bounded: an exact-template cache and at most
-`max_clusters` clusters per token count; past that, new templates get their own key without clustering.
+`max_clusters` clusters per token count. A new template that finds its token count full evicts the least
+recently matched cluster of that count and takes its place, so one-off templates never lock a length
+out for good. An evicted cluster is forgotten: a later line of it starts a new cluster keyed by that
+line's template, which may be another key (another incident) than before — the price of the bound.
 
-To keep keys across restarts, a set can report the clusters created or generalised since it was last asked
-(`track_changes`, `take_changed`) and be rebuilt from their saved form (`SavedCluster`, `restore`).
+To keep keys across restarts, a set can report the clusters created, generalised or evicted since it was
+last asked (`track_changes`, `take_changed`, `take_forgotten`) and be rebuilt from their saved form
+(`SavedCluster`, `restore`). Each match notes when it happened (`last_seen`, in memory); a cluster whose
+last saved `last_seen` is older than TOUCH_INTERVAL_S is reported as changed too, so its time is written
+about once an hour, never per line.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
 DEFAULT_MAX_CACHE = 100_000
 MAX_TOKENS = 120  # longer templates are only matched exactly
+TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 _VARIABLE_PART = re.compile(
     r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|\*)>"
@@ -56,6 +63,7 @@ class SavedCluster:
     template: str
     size: int
     learned: tuple[int, ...]
+    last_seen: float = 0.0  # when a line last matched it (0: unknown)
 
 
 @dataclass(slots=True)
@@ -64,6 +72,12 @@ class Cluster:
     tokens: list[str]
     size: int = 1
     learned: set[int] = field(default_factory=set)  # positions that became `<*>` by absorbing lines
+    last_seen: float = 0.0  # when a line last matched it, from the caller's clock
+    # bookkeeping of the owning set, not part of what the cluster is
+    saved_seen: float = field(default=0.0, compare=False)  # `last_seen` as last saved
+    used: int = field(default=0, compare=False)  # the set's match counter at the last match (LRU order)
+    evicted: bool = field(default=False, compare=False)
+    stored: bool = field(default=False, compare=False)  # saved once, so an eviction must delete it
 
     @property
     def template(self) -> str:
@@ -99,7 +113,7 @@ class Cluster:
         return len(self.learned) != before
 
     def saved(self) -> SavedCluster:
-        return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)))
+        return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)), self.last_seen)
 
     @classmethod
     def from_saved(cls, saved: SavedCluster) -> Cluster:
@@ -116,7 +130,15 @@ class Cluster:
             raise ValueError(f"learned positions {saved.learned} are not wildcards of the template")
         if saved.size < 1:
             raise ValueError(f"size {saved.size} is not positive")
-        return cls(key=saved.key, tokens=tokens, size=saved.size, learned=set(saved.learned))
+        return cls(
+            key=saved.key,
+            tokens=tokens,
+            size=saved.size,
+            learned=set(saved.learned),
+            last_seen=saved.last_seen,
+            saved_seen=saved.last_seen,
+            stored=True,
+        )
 
 
 @dataclass(slots=True)
@@ -126,51 +148,97 @@ class TemplateClusters:
     similarity: float = DEFAULT_SIMILARITY
     max_clusters: int = DEFAULT_MAX_CLUSTERS
     max_cache: int = DEFAULT_MAX_CACHE
-    track_changes: bool = False  # remember created and generalised clusters for `take_changed`
+    track_changes: bool = False  # remember changed and evicted clusters for `take_changed`/`take_forgotten`
     _by_length: dict[int, list[Cluster]] = field(default_factory=dict)
     _cache: dict[str, Cluster] = field(default_factory=dict)
-    _changed: dict[str, Cluster] = field(default_factory=dict)
+    _changed: dict[str, Cluster] = field(default_factory=dict)  # created or generalised
+    _touched: dict[str, Cluster] = field(default_factory=dict)  # matched; the saved `last_seen` is old
+    _forgotten: set[str] = field(default_factory=set)  # keys evicted since `take_forgotten`
+    _matches: int = 0
+    evictions: int = 0  # clusters evicted to make room, ever
 
     def __post_init__(self) -> None:
         if not 0.0 < self.similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], not {self.similarity}")
+        if self.max_clusters < 1:
+            raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
 
-    def assign(self, template: str) -> Cluster:
-        """The cluster `template` belongs to, created when none is similar enough."""
+    def assign(self, template: str, now: float = 0.0) -> Cluster:
+        """The cluster `template` belongs to, created when none is similar enough; `now` is noted as its
+        `last_seen`."""
         cached = self._cache.get(template)
-        if cached is not None:
+        if cached is not None and not cached.evicted:
             cached.size += 1
-            return cached
+            return self._seen(cached, now)
         tokens = tokens_of(template)
         cluster = self._match(tokens)
         if cluster is None:
             cluster = Cluster(key=template, tokens=list(tokens))
-            candidates = self._by_length.setdefault(len(tokens), [])
-            if tokens and len(tokens) <= MAX_TOKENS and len(candidates) < self.max_clusters:
-                candidates.append(cluster)
-                if self.track_changes:
-                    self._changed[cluster.key] = cluster
+            if not tokens or len(tokens) > MAX_TOKENS:
+                return cluster  # never clustered, cached or saved: its key is its template anyway
+            self._add(cluster)
         elif cluster.absorb(tokens) and self.track_changes:
             self._changed[cluster.key] = cluster
-        if len(self._cache) < self.max_cache:
-            self._cache[template] = cluster
+        if cached is not None or len(self._cache) < self.max_cache:
+            self._cache[template] = cluster  # an evicted cluster's entry is replaced in place
+        return self._seen(cluster, now)
+
+    def _seen(self, cluster: Cluster, now: float) -> Cluster:
+        self._matches += 1
+        cluster.used = self._matches
+        cluster.last_seen = now
+        if self.track_changes and now - cluster.saved_seen >= TOUCH_INTERVAL_S:
+            self._touched[cluster.key] = cluster
         return cluster
+
+    def _add(self, cluster: Cluster) -> None:
+        """Place a new cluster, evicting the least recently matched one of its token count when full."""
+        candidates = self._by_length.setdefault(len(cluster.tokens), [])
+        if len(candidates) >= self.max_clusters:
+            victim = min(candidates, key=lambda c: c.used)
+            candidates.remove(victim)
+            self._evict(victim)
+            log.debug("evicted the template cluster %r (last seen %.0f)", victim.key[:80], victim.last_seen)
+        candidates.append(cluster)
+        if self.track_changes:
+            self._changed[cluster.key] = cluster
+            self._forgotten.discard(cluster.key)
+
+    def _evict(self, cluster: Cluster) -> None:
+        cluster.evicted = True
+        self.evictions += 1
+        if self.track_changes:
+            self._changed.pop(cluster.key, None)
+            self._touched.pop(cluster.key, None)
+            if cluster.stored:
+                self._forgotten.add(cluster.key)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self._changed)
+        """A cluster was created, generalised or evicted since the last `take_*` (matches do not count)."""
+        return bool(self._changed or self._forgotten)
 
     def take_changed(self) -> list[Cluster]:
-        """The clusters created or generalised since the last call (only with `track_changes`)."""
-        changed = list(self._changed.values())
+        """The clusters created, generalised, or matched with an old saved `last_seen` since the last call
+        (only with `track_changes`)."""
+        changed = {**self._touched, **self._changed}
         self._changed.clear()
-        return changed
+        self._touched.clear()
+        return list(changed.values())
+
+    def take_forgotten(self) -> set[str]:
+        """The keys of the clusters evicted since the last call (only with `track_changes`)."""
+        forgotten = set(self._forgotten)
+        self._forgotten.clear()
+        return forgotten
 
     def restore(self, saved: Iterable[SavedCluster]) -> int:
-        """Bring saved clusters back, in order, within `max_clusters`; returns how many were skipped
-        (malformed, over the bound, or a key already present), each logged."""
+        """Bring saved clusters back within `max_clusters`, in their order; returns how many were skipped
+        (malformed, a key already present, or over the bound), each logged. Over the bound, the most
+        recently seen are kept, and the others are forgotten (`take_forgotten`) as if evicted."""
         known = {c.key for clusters in self._by_length.values() for c in clusters}
         skipped = 0
+        parsed: list[Cluster] = []
         for item in saved:
             try:
                 cluster = Cluster.from_saved(item)
@@ -178,15 +246,32 @@ class TemplateClusters:
                 log.warning("skipped the saved template cluster %r: %s", item.key[:80], exc)
                 skipped += 1
                 continue
-            candidates = self._by_length.setdefault(len(cluster.tokens), [])
-            if cluster.key in known or len(candidates) >= self.max_clusters:
-                log.warning(
-                    "skipped the saved template cluster %r: duplicate or over the bound", item.key[:80]
-                )
+            if cluster.key in known:
+                log.warning("skipped the saved template cluster %r: a duplicate key", item.key[:80])
                 skipped += 1
                 continue
-            candidates.append(cluster)
             known.add(cluster.key)
+            parsed.append(cluster)
+        room = {n: self.max_clusters - len(clusters) for n, clusters in self._by_length.items()}
+        kept: list[Cluster] = []
+        for cluster in sorted(parsed, key=lambda c: c.last_seen, reverse=True):
+            length = len(cluster.tokens)
+            free = room.get(length, self.max_clusters)
+            if free <= 0:
+                log.warning("skipped the saved template cluster %r: over the bound", cluster.key[:80])
+                skipped += 1
+                cluster.evicted = True
+                if self.track_changes:
+                    self._forgotten.add(cluster.key)  # its row goes with the next save
+                continue
+            room[length] = free - 1
+            kept.append(cluster)
+        for cluster in reversed(kept):  # the least recently seen gets the oldest place in the LRU order
+            self._matches += 1
+            cluster.used = self._matches
+        for cluster in parsed:
+            if not cluster.evicted:
+                self._by_length.setdefault(len(cluster.tokens), []).append(cluster)
         return skipped
 
     def _match(self, tokens: tuple[str, ...]) -> Cluster | None:

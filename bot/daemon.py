@@ -14,14 +14,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import registry
 from bot.clock import SystemClock
 from bot.config import HealbotConfig, ServiceConfig, load_config
-from bot.errors import HealbotError
+from bot.errors import HealbotError, StoreError
 from bot.heartbeat import Heartbeat, heartbeat_path, ping, ping_target, source_states
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner
 from bot.pipeline import Pipeline, ServiceRuntime
 from bot.reload import plan_reload
 from bot.runner.claude_cli import ClaudeCliRunner
 from bot.runner.messages_api import MessagesApiRunner
-from bot.sources import build_sources
+from bot.sources import build_sources, expand_sources
 from bot.sources.watch import LogWatcher, file_paths
 from bot.store import Store
 from bot.tasks import cancel_and_wait
@@ -100,6 +100,7 @@ class Daemon:
         self._background: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
+        self._prune_clusters()
         await self.channel.start(self.pipeline.decide)
         for note in await self.pipeline.recover():
             log.warning("recovered: %s", note)
@@ -136,10 +137,21 @@ class Daemon:
         scheduler.start()
         self._scheduler = scheduler
 
+    def _prune_clusters(self) -> None:
+        """Forget the template clusters of removed services and those not matched for a month."""
+        try:
+            pruned = self.store.prune_clusters(self.config.services, now=self.clock.now())
+        except StoreError as exc:
+            log.warning("old template clusters were not pruned: %s", exc)
+            return
+        if pruned:
+            log.info("pruned %d old template clusters", pruned)
+
     async def poll(self) -> None:
         """One scan of every source; the heartbeat notes which sources were read."""
         await self.pipeline.poll_once()
         self.heartbeat.scanned(source_states(self.pipeline.services), self.clock.now())
+        self._rewatch_if_changed()
 
     def _poll_interval(self) -> float:
         # inotify wakes the poll at once; the interval poll stays as configured (the pipeline's holds and
@@ -172,19 +184,40 @@ class Daemon:
         log.debug("heartbeat sent to %s", ping_target(url))
         return True
 
-    def _watch_logs(self) -> bool:
-        """inotify wakes the poll when a log file changes. True when every source is a watched file, so
-        the interval poll is only a safety net (journald and docker sources need the configured one)."""
-        sources = [s for runtime in self.pipeline.services.values() for s in runtime.sources]
-        files = file_paths(sources)
-        watcher = LogWatcher(files, self.poll)
-        problem = watcher.start(asyncio.get_running_loop())
-        if problem is not None:
-            if files:
-                log.info("log files are polled every %g s: %s", self.config.poll_interval_s, problem)
-            return False
-        self._watcher = watcher
-        return watcher.complete and len(files) == len(sources)
+    def _log_files(self) -> list[Path]:
+        """The files behind every source, the ones a manager named after start-up included."""
+        services = self.pipeline.services.values()
+        return file_paths(s for runtime in services for s in expand_sources(runtime.sources))
+
+    def _watch_logs(self) -> None:
+        """inotify wakes the poll when a log file changes. The watcher is kept even when it cannot watch
+        yet (no files, no directory): `_rewatch_if_changed` gives it the files found later."""
+        files = self._log_files()
+        if self._watcher is None:
+            self._watcher = LogWatcher(files, self.poll)
+            problem = self._watcher.start(asyncio.get_running_loop())
+        else:
+            problem = self._watcher.rewatch(files)
+        if problem is not None and files:
+            log.info("log files are polled every %g s: %s", self.config.poll_interval_s, problem)
+
+    def _rewatch_if_changed(self) -> None:
+        """After a poll or a reload: watch again when the set of files changed (a manager named new ones or
+        dropped some) or a directory that was missing at the last watch exists now. Synchronous: `rewatch`
+        cancels nothing, so the poll the watcher itself woke may call this."""
+        watcher = self._watcher
+        if watcher is None:
+            return  # not watching yet (start-up's first poll) or stopped
+        files = self._log_files()
+        appeared = [d for d in watcher.missing if d.is_dir()]
+        if set(files) == set(watcher.files) and not appeared:
+            return
+        log.info(
+            "watching %d log file(s) anew%s",
+            len(files),
+            f" ({', '.join(map(str, appeared))} now exists)" if appeared else "",
+        )
+        self._watch_logs()
 
     async def reload(self) -> bool:
         """Re-read the config file (SIGHUP). Invalid → keep the running config and say why. Valid → apply
@@ -217,13 +250,11 @@ class Daemon:
             return True
 
     async def _restart_jobs(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.stop()
-            self._watcher = None
+        self._rewatch_if_changed()
         scheduler = self._scheduler
         if scheduler is None:
             return
-        scheduler.reschedule_job("poll", trigger="interval", seconds=self._poll_interval())
+        scheduler.reschedule_job("poll", trigger="interval", seconds=self.config.poll_interval_s)
         if scheduler.get_job("heartbeat") is not None:
             scheduler.remove_job("heartbeat")
         if self.config.heartbeat_url:
@@ -239,10 +270,12 @@ class Daemon:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        if self._watcher is not None:
-            await self._watcher.stop()
-            self._watcher = None
+        watcher, self._watcher = self._watcher, None  # first: a poll ending meanwhile must not rewatch
+        if watcher is not None:
+            await watcher.stop()
         await self.pipeline.cancel_all()
+        if not self.pipeline.grouper.save_pending():  # clusters held back during churn, last-matched times
+            log.warning("template clusters not saved at stop: the store refused; they are learned again")
         await self.channel.stop()
         self._stopped.set()
 

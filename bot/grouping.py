@@ -24,13 +24,20 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
 from bot import fastscan
-from bot.clusters import DEFAULT_SIMILARITY, Cluster, SavedCluster, TemplateClusters
+from bot.clusters import (
+    DEFAULT_MAX_CLUSTERS,
+    DEFAULT_SIMILARITY,
+    TOUCH_INTERVAL_S,
+    Cluster,
+    SavedCluster,
+    TemplateClusters,
+)
 from bot.errors import StoreError
 from bot.masking import ERROR_SEVERITY, mask, strip_header
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
@@ -51,6 +58,7 @@ KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context i
 TEMPLATE_LIMIT = 300
 SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
 SAVE_RETRY_S = 30.0  # after a failed save of template clusters, the next try waits this long
+CHURN_SAVE_S = 10.0  # while full sets evict clusters, their changes are saved at most this often
 
 _PY_FRAME = re.compile(r'^\s+File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<function>.+?))?\s*$')
 _PY_EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
@@ -109,14 +117,37 @@ class ClusterStore(Protocol):
     """Where a Grouper keeps its template clusters across restarts (bot.store.Store is one).
 
     Both methods raise StoreError when the storage fails; `load_clusters` returns the clusters of one
-    service and error class in the order they were first saved.
+    service and error class in the order they were first saved. `save_clusters` inserts or updates
+    `clusters` by key and deletes the keys in `forget`, in one transaction; `at` is the time of the save.
     """
 
     def load_clusters(self, service: str, is_error: bool) -> list[SavedCluster]: ...
 
     def save_clusters(
-        self, service: str, is_error: bool, clusters: Sequence[SavedCluster], *, at: float
+        self,
+        service: str,
+        is_error: bool,
+        clusters: Sequence[SavedCluster],
+        *,
+        at: float,
+        forget: Collection[str] = (),
     ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Unsaved:
+    """What one service and error class still has to write."""
+
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+    forget: set[str] = field(default_factory=set)
+
+    def add(self, changed: Iterable[Cluster], forgotten: Iterable[str]) -> None:
+        for key in forgotten:
+            self.clusters.pop(key, None)
+            self.forget.add(key)
+        for cluster in changed:
+            self.clusters[cluster.key] = cluster
+            self.forget.discard(cluster.key)
 
 
 class Grouper:
@@ -126,9 +157,11 @@ class Grouper:
     first template of their cluster, so two lines that differ only in a plain-word variable share a key.
 
     With a `persistence`, the clusters of a service and error class are loaded the first time a record of
-    theirs arrives, and a cluster is saved when it is created or generalised (never per line), so a key
-    survives a restart of the daemon. A failing store never fails grouping: unsaved clusters are kept and
-    saved again on a later change, at most every SAVE_RETRY_S seconds.
+    theirs arrives; a cluster is saved when it is created or generalised and deleted when it is evicted,
+    so a key survives a restart of the daemon. Never a write per line:
+    - when a cluster was last matched is written with those saves, else in one batch every TOUCH_INTERVAL_S;
+    - a full set that evicts (one-off templates churning) is saved at most every CHURN_SAVE_S;
+    - a failing store never fails grouping: what is unsaved is kept and tried again after SAVE_RETRY_S.
     """
 
     def __init__(
@@ -137,13 +170,18 @@ class Grouper:
         *,
         persistence: ClusterStore | None = None,
         now: Callable[[], float] = time.time,
+        max_clusters: int = DEFAULT_MAX_CLUSTERS,
     ) -> None:
         self.similarity = similarity
+        self.max_clusters = max_clusters
         self._persistence = persistence
         self._now = now
         self._clusters: dict[tuple[str, bool], TemplateClusters] = {}
-        self._unsaved: dict[tuple[str, bool], dict[str, Cluster]] = {}
-        self._retry_at = 0.0
+        self._unsaved: dict[tuple[str, bool], _Unsaved] = {}
+        self._hold_until = 0.0  # no save before (after a failure or while sets churn)
+        self._held = False  # a change waits for the hold to end
+        self._flush_at = 0.0  # when the `last_seen` times of matched clusters are written next
+        self._evictions_saved = 0
 
     def fingerprint(self, record: LogRecord) -> Fingerprint:
         fp, clusterable = _fingerprint(record)
@@ -153,15 +191,24 @@ class Grouper:
         clusters = self._clusters.get(group)
         if clusters is None:
             clusters = self._clusters[group] = self._open(fp.service, fp.is_error)
-        cluster = clusters.assign(fp.template)
-        if clusters.has_changes:
-            self._save(group, clusters.take_changed())
+        if self._persistence is None:
+            cluster = clusters.assign(fp.template)
+        else:
+            now = self._now()
+            cluster = clusters.assign(fp.template, now)
+            if clusters.has_changes or self._held or now >= self._flush_at:
+                if now >= self._hold_until:
+                    self.save_pending(now)
+                else:
+                    self._held = True
         if cluster.key == fp.template and cluster.size == 1:
             return fp
         return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
 
     def _open(self, service: str, is_error: bool) -> TemplateClusters:
-        clusters = TemplateClusters(self.similarity, track_changes=self._persistence is not None)
+        clusters = TemplateClusters(
+            self.similarity, max_clusters=self.max_clusters, track_changes=self._persistence is not None
+        )
         if self._persistence is None:
             return clusters
         try:
@@ -173,29 +220,45 @@ class Grouper:
         log.debug("loaded %d template clusters of %s (%d skipped)", len(saved) - skipped, service, skipped)
         return clusters
 
-    def _save(self, group: tuple[str, bool], changed: list[Cluster]) -> None:
+    def save_pending(self, now: float | None = None) -> bool:
+        """Write what every set has to write now, one transaction per service and error class (also the
+        way to flush before a stop). False when the store failed: it is tried again after SAVE_RETRY_S."""
         if self._persistence is None:
-            return
-        self._unsaved.setdefault(group, {}).update((c.key, c) for c in changed)
-        now = self._now()
-        if now < self._retry_at:
-            return
-        for (service, is_error), clusters in list(self._unsaved.items()):
+            return True
+        now = self._now() if now is None else now
+        evictions = 0
+        for group, clusters in self._clusters.items():
+            evictions += clusters.evictions
+            changed, forgotten = clusters.take_changed(), clusters.take_forgotten()
+            if changed or forgotten:
+                self._unsaved.setdefault(group, _Unsaved()).add(changed, forgotten)
+        self._held = False
+        self._flush_at = now + TOUCH_INTERVAL_S
+        for (service, is_error), unsaved in list(self._unsaved.items()):
+            live = [c for c in unsaved.clusters.values() if not c.evicted]
+            saved = [c.saved() for c in live]
             try:
                 self._persistence.save_clusters(
-                    service, is_error, [c.saved() for c in clusters.values()], at=now
+                    service, is_error, saved, at=now, forget=sorted(unsaved.forget)
                 )
             except StoreError as exc:
-                self._retry_at = now + SAVE_RETRY_S
+                self._hold_until = now + SAVE_RETRY_S
+                self._held = True
                 log.warning(
                     "cannot save the template clusters of %s: %s; trying again in %.0f s",
                     service,
                     exc,
                     SAVE_RETRY_S,
                 )
-                return
+                return False
+            for cluster, snapshot in zip(live, saved, strict=True):
+                cluster.saved_seen = snapshot.last_seen
+                cluster.stored = True
             del self._unsaved[(service, is_error)]
-        self._retry_at = 0.0
+        churning = evictions > self._evictions_saved
+        self._evictions_saved = evictions
+        self._hold_until = now + CHURN_SAVE_S if churning else 0.0
+        return True
 
 
 def _plain(service: str, template: str, *, is_error: bool) -> Fingerprint:

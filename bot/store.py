@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SAMPLE_CAP_CHARS = 8192
 PROGRESS_KEEP = 20  # progress lines kept per card, the newest
 PROGRESS_LINE_CAP = 500  # characters kept of one progress line
+CLUSTER_KEEP_DAYS = 30  # a template cluster no line matched for this long is deleted at daemon start
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -1029,10 +1030,10 @@ class Store:
 
     def load_clusters(self, service: str, is_error: bool) -> list[SavedCluster]:
         """The saved clusters of one service and error class, oldest first; a malformed row is logged and
-        skipped, never fatal."""
+        skipped, never fatal. `updated_at` is when a line last matched the cluster (as last saved)."""
         try:
             rows = self._query(
-                "SELECT id, key, template, learned, size FROM template_clusters"
+                "SELECT id, key, template, learned, size, updated_at FROM template_clusters"
                 " WHERE service = ? AND is_error = ? ORDER BY id",
                 (service, int(is_error)),
             )
@@ -1047,15 +1048,34 @@ class Store:
         return found
 
     def save_clusters(
-        self, service: str, is_error: bool, clusters: Sequence[SavedCluster], *, at: float
+        self,
+        service: str,
+        is_error: bool,
+        clusters: Sequence[SavedCluster],
+        *,
+        at: float,
+        forget: Collection[str] = (),
     ) -> None:
-        """Insert or update clusters by key, in one transaction; a cluster keeps its place in the order."""
+        """Insert or update clusters by key and delete the keys in `forget`, in one transaction; a cluster
+        keeps its place in the order. A cluster's `last_seen` is stored (`at` when it has none)."""
         rows = [
-            (service, int(is_error), c.key, c.template, json.dumps(list(c.learned)), c.size, at)
+            (
+                service,
+                int(is_error),
+                c.key,
+                c.template,
+                json.dumps(list(c.learned)),
+                c.size,
+                c.last_seen or at,
+            )
             for c in clusters
         ]
         try:
             with self._tx() as conn:
+                conn.executemany(
+                    "DELETE FROM template_clusters WHERE service = ? AND is_error = ? AND key = ?",
+                    [(service, int(is_error), key) for key in forget],
+                )
                 conn.executemany(
                     "INSERT INTO template_clusters (service, is_error, key, template, learned, size, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(service, is_error, key) DO UPDATE SET"
@@ -1065,6 +1085,22 @@ class Store:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the template clusters to {self.path}: {exc}") from exc
+
+    def prune_clusters(
+        self, services: Collection[str], *, now: float, keep_days: float = CLUSTER_KEEP_DAYS
+    ) -> int:
+        """Delete the clusters no line matched for `keep_days` and those of services not in `services`;
+        returns how many rows went."""
+        try:
+            with self._tx() as conn:
+                deleted = conn.execute(
+                    "DELETE FROM template_clusters WHERE updated_at < ?"
+                    " OR service NOT IN (SELECT value FROM json_each(?))",
+                    (now - keep_days * 86400.0, json.dumps(sorted(services))),
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prune the template clusters in {self.path}: {exc}") from exc
+        return int(deleted)
 
     # --- settings and audit ------------------------------------------------------------------------
 
@@ -1189,7 +1225,10 @@ def _saved_cluster(row: sqlite3.Row) -> SavedCluster:
     learned = json.loads(row["learned"])
     if not isinstance(learned, list) or not all(type(i) is int for i in learned):
         raise ValueError(f"learned positions {str(row['learned'])[:40]!r} are not a list of integers")
-    return SavedCluster(key, template, size, tuple(learned))
+    last_seen = row["updated_at"]
+    if not isinstance(last_seen, int | float):
+        raise TypeError(f"unexpected column type {type(last_seen).__name__} of updated_at")
+    return SavedCluster(key, template, size, tuple(learned), float(last_seen))
 
 
 def _incident(row: sqlite3.Row) -> Incident:

@@ -3,7 +3,9 @@ the files' directories, read on the daemon's own event loop (`loop.add_reader`: 
 
 Polling stays the source of truth and the fallback: a missed or unavailable watch only costs latency.
 The directories are watched rather than the files, so a file created or rotated later is seen too; only
-events naming a watched file (or a rotated sibling, `app.log.1`) wake the poll.
+events naming a watched file (or a rotated sibling, `app.log.1`) wake the poll. A directory that does not
+exist yet is not watched (its files are polled only); `LogWatcher.missing` names it, so the owner can
+`rewatch` once it appears, as it does when the set of files changes.
 """
 
 from __future__ import annotations
@@ -50,10 +52,14 @@ class Inotify:
         self.fd: int = fd
         self._dirs: dict[int, set[bytes]] = {}
         self.unwatched: list[str] = []  # directories that could not be watched, with the reason
+        self.missing: list[Path] = []  # those of them that did not exist
         for directory, wanted in names.items():
             wd = self._libc.inotify_add_watch(fd, os.fsencode(directory), WATCH_MASK)
             if wd < 0:
-                self.unwatched.append(f"{directory}: {os.strerror(ctypes.get_errno())}")
+                error = ctypes.get_errno()
+                self.unwatched.append(f"{directory}: {os.strerror(error)}")
+                if error == errno.ENOENT:
+                    self.missing.append(directory)
             else:
                 self._dirs[wd] = wanted
 
@@ -149,7 +155,8 @@ class PollWaker:
 
 
 class LogWatcher:
-    """inotify on the event loop → `PollWaker`. `start` returns None when watching, else why not."""
+    """inotify on the event loop → `PollWaker`. `start` returns None when watching, else why not; `rewatch`
+    swaps the watched files in place, keeping the waker (its poll may be the very caller)."""
 
     def __init__(self, files: Iterable[Path], poll: Callable[[], Awaitable[object]]) -> None:
         self.files = tuple(files)
@@ -157,14 +164,40 @@ class LogWatcher:
         self._inotify: Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.complete = False  # every file's directory is watched
+        self.missing: tuple[Path, ...] = ()  # directories of the files that did not exist at the last watch
+
+    @property
+    def watching(self) -> bool:
+        return self._inotify is not None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        self._loop = loop
+        return self._attach(loop)
+
+    def rewatch(self, files: Iterable[Path]) -> str | None:
+        """Watch `files` from now on, in place of the ones before. Nothing is cancelled: a poll the waker
+        is running carries on. When watching, the poll is woken once, for a line written between the
+        caller's last read and the new watch."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("rewatch before start")
+        self._detach()
+        self.files = tuple(files)
+        problem = self._attach(loop)
+        if problem is None:
+            self.waker.wake()
+        return problem
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        self.complete = False
+        self.missing = ()
         if not self.files:
             return "no log files to watch"
         try:
             inotify = Inotify(self.files)
         except OSError as exc:
             return f"inotify unavailable ({exc}); polling only"
+        self.missing = tuple(inotify.missing)
         if inotify.watching == 0:
             inotify.close()
             return f"no directory could be watched ({'; '.join(inotify.unwatched)}); polling only"
@@ -173,7 +206,6 @@ class LogWatcher:
         self.complete = not inotify.unwatched
         loop.add_reader(inotify.fd, self._on_readable)
         self._inotify = inotify
-        self._loop = loop
         return None
 
     def _on_readable(self) -> None:
@@ -193,10 +225,10 @@ class LogWatcher:
             self._loop.remove_reader(self._inotify.fd)
             self._inotify.close()
         self._inotify = None
-        self._loop = None
 
     async def stop(self) -> None:
         self._detach()
+        self._loop = None
         await self.waker.cancel()
 
 
