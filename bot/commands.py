@@ -8,13 +8,12 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import audit_export, registry
+from bot import audit_export, proc, registry
 from bot.config import HealbotConfig, load_config
 from bot.console import ConsoleChannel
 from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
@@ -30,9 +29,12 @@ from bot.render import candidate_line, proposal_text, when
 from bot.runner.claude_cli import INSTALL_HINT
 from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources, probe_sources
+from bot.sources.managed import ManagerLogSources
 from bot.store import Store
 
 log = logging.getLogger("healbot")
+
+CLAUDE_VERSION_TIMEOUT_S = 20.0
 
 
 async def run(config_path: Path, *, auto_approve: bool, log_json: bool = False) -> int:
@@ -150,13 +152,23 @@ def doctor(config_path: Path) -> int:
         except HealbotError as exc:
             problems.append(f"{name}: {exc}")
             continue
-        problem = manager.check()
-        if problem:
-            problems.append(f"{name}: {cfg.manager_type}: {problem}")
+        manager_problem = manager.check()
+        if manager_problem:
+            problems.append(f"{name}: {cfg.manager_type}: {manager_problem}")
         else:
             oks.append(f"{name}: {cfg.manager_type} reachable")
-        for row in probe_sources(name, build_sources(cfg, manager)):
-            (oks if row.ok else problems).append(f"{name}: {row.describe()}")
+        sources = build_sources(cfg, manager)
+        asks_manager = {s.source_id for s in sources if isinstance(s, ManagerLogSources)}
+        for row in probe_sources(name, sources):
+            if row.ok:
+                oks.append(f"{name}: {row.describe()}")
+            elif manager_problem and row.source_id in asks_manager:
+                # its problem is the manager's own, printed just above: said once is clearer
+                problems.append(
+                    f"{name}: {row.source_id}: waits for {cfg.manager_type} (see above); {row.retry}"
+                )
+            else:
+                problems.append(f"{name}: {row.describe()}")
     for line in oks:
         print(f"✓ {line}")
     for line in problems:
@@ -183,12 +195,14 @@ def _claude_problems(config: HealbotConfig) -> list[str]:
     if binary is None:
         return [f"claude binary {config.claude.binary!r} not found (fix: {INSTALL_HINT})"]
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        out = proc.run([binary, "--version"], timeout_s=CLAUDE_VERSION_TIMEOUT_S)
+    except HealbotError as exc:
         return [f"claude --version failed: {exc}"]
+    if out.timed_out:
+        return [f"claude --version failed: no answer within {CLAUDE_VERSION_TIMEOUT_S:.0f} s"]
     problems = []
     if out.returncode != 0:
-        problems.append(f"claude --version exited {out.returncode}: {out.stderr.strip()[:200]}")
+        problems.append(f"claude --version exited {out.returncode}: {out.stderr_text.strip()[:200]}")
     home = Path(os.environ.get("CLAUDE_CONFIG_DIR", Path.home() / ".claude"))
     logged_in = (home / ".credentials.json").exists() or any(k in os.environ for k in config.claude.pass_env)
     if not logged_in and config.claude.base_url is None:
@@ -198,7 +212,7 @@ def _claude_problems(config: HealbotConfig) -> list[str]:
     if "ANTHROPIC_API_KEY" in config.claude.pass_env:
         problems.append("ANTHROPIC_API_KEY is passed to claude: every diagnosis is billed per token")
     if not problems:
-        print(f"✓ claude {out.stdout.strip()}")
+        print(f"✓ claude {out.stdout_text.strip()}")
     return problems
 
 

@@ -95,8 +95,6 @@ class Pipeline:
     def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         self._tasks.spawn(coro, name)
 
-    _spawn = spawn  # the name bot.recovery knows
-
     async def wait_idle(self) -> None:
         """Wait until no diagnosis or apply runs in the background (tests, demo, shutdown)."""
         await self._tasks.wait_idle()
@@ -172,9 +170,14 @@ class Pipeline:
         last = self.store.last_diagnosis_at(incident.service, incident.fingerprint)
         if not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
             return False
-        self._diagnosing.add(incident.id)
-        self.spawn(self.diagnose_incident(incident.id), f"diagnose-{incident.id}")
+        self.start_diagnosis(incident.id, f"diagnose-{incident.id}")
         return True
+
+    def start_diagnosis(self, incident_id: int, task_name: str) -> None:
+        """Diagnose in the background; the incident counts as being diagnosed from this call on, so a
+        poll before the task starts does not start a second one."""
+        self._diagnosing.add(incident_id)
+        self.spawn(self.diagnose_incident(incident_id), task_name)
 
     async def diagnose_incident(self, incident_id: int, *, actor: str = "healbot") -> Proposal | None:
         """Read-only diagnosis, then candidates materialised in scratch worktrees, then a proposal."""
@@ -191,8 +194,7 @@ class Pipeline:
                 continue
             if incident_id in self._diagnosing:
                 continue
-            self._diagnosing.add(incident_id)
-            self.spawn(self.diagnose_incident(incident_id), f"retry-diagnosis-{incident_id}")
+            self.start_diagnosis(incident_id, f"retry-diagnosis-{incident_id}")
 
     # --- decide ------------------------------------------------------------------------------------
 
@@ -209,10 +211,6 @@ class Pipeline:
             result = await apply.apply_and_verify(self, runtime, incident, proposal, candidate, change)
         self.results.append(result)
         return result
-
-    # bot.recovery resumes an interrupted change with these steps, under the names it knows
-    _restart_and_verify = apply.restart_and_verify
-    _restart = apply.restart_service
 
     # --- time-driven and recovery ------------------------------------------------------------------
 

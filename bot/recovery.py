@@ -1,7 +1,7 @@
 """Crash recovery: after a restart of the daemon, resume what is safe and report the rest. Never repeats an
 apply: a change's fate is read from the store and from the commit trailers in the repo.
 
-A friend of bot.pipeline: it drives the pipeline's own steps (spawn, restart, verify) on its behalf.
+An interrupted change resumes with the steps of `bot.flow.apply`, run in the pipeline's background tasks.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot import gitinfo
+from bot.flow import apply
 from bot.models import Change, ChangeStatus, FixKind, HealthSnapshot, Incident, IncidentState
 
 if TYPE_CHECKING:
@@ -49,8 +50,7 @@ def _rediagnose_interrupted(pipeline: Pipeline, incident: Incident) -> None:
     """An interrupted diagnosis runs again at once: its throttle was taken by the run that never ended."""
     if pipeline.hold_reason() is not None or pipeline.is_muted(incident.fingerprint):
         return
-    pipeline._diagnosing.add(incident.id)
-    pipeline._spawn(pipeline.diagnose_incident(incident.id), f"diagnose-{incident.id}")
+    pipeline.start_diagnosis(incident.id, f"diagnose-{incident.id}")
 
 
 async def _recover_verifying(pipeline: Pipeline, change: Change) -> str:
@@ -73,7 +73,7 @@ async def _recover_verifying(pipeline: Pipeline, change: Change) -> str:
             incident_state=IncidentState.REVERTED,
             detail="revert found after a restart",
         )
-        pipeline._spawn(_restart_after_recovered_revert(pipeline, runtime), f"restart-{change.id}")
+        pipeline.spawn(_restart_after_recovered_revert(pipeline, runtime), f"restart-{change.id}")
         return (
             f"#{change.incident_id}: interrupted while reverting change {sha}: the revert "
             f"{revert_commit[:10]} was already made; nothing was repeated; restarting {change.service}"
@@ -93,7 +93,7 @@ async def _recover_verifying(pipeline: Pipeline, change: Change) -> str:
         return text
     incident = pipeline.store.incident(change.incident_id)
     needs_restart = change.status is ChangeStatus.COMMITTED
-    pipeline._spawn(
+    pipeline.spawn(
         _resume_verify(pipeline, runtime, incident, change, before, needs_restart), f"verify-{change.id}"
     )
     return f"#{change.incident_id}: interrupted while verifying change {sha}: verifying again"
@@ -108,14 +108,14 @@ async def _resume_verify(
     restart: bool,
 ) -> FlowResult:
     async with runtime.repo_lock:
-        result = await pipeline._restart_and_verify(runtime, incident, change, before, restart=restart)
+        result = await apply.restart_and_verify(pipeline, runtime, incident, change, before, restart=restart)
     pipeline.results.append(result)
     return result
 
 
 async def _restart_after_recovered_revert(pipeline: Pipeline, runtime: ServiceRuntime) -> None:
     async with runtime.repo_lock:
-        error = await pipeline._restart(runtime)
+        error = await apply.restart_service(pipeline, runtime)
     if error is not None:
         await pipeline.channel.notify(
             f"{runtime.cfg.name}: restart after the recovered revert failed: {error}"

@@ -12,8 +12,9 @@ import pytest
 from bot.demo.fake_messages_api import FakeMessagesApi
 from tests.conftest import REPO_ROOT, claude_binary
 from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, HEALBOT
-from tests.fakes.world import claude_via_fake_api, scratch_service
-from tests.helpers import git, make_repo
+from tests.fakes.supervisor_env import Program, SupervisorEnv, tiny_service_argv
+from tests.fakes.world import claude_via_fake_api, scratch_service, toml_table
+from tests.helpers import free_port, git, make_repo
 
 TRACEBACK = """2026-11-26 06:00:00,000 ERROR shop[42]: request /checkout failed
 Traceback (most recent call last):
@@ -61,29 +62,65 @@ def test_scan_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "is not a readable file" in result.stderr
 
 
-def test_doctor_reports_each_problem_with_its_fix(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "shop", {"shop.py": "x = 1\n"})
+def supervisord_doctor_config(tmp_path: Path, socket: str | Path, logs: list[Path]) -> Path:
+    """A service under supervisord at `socket`, with a claude binary that does not exist."""
     cfg = tmp_path / "healbot.toml"
     cfg.write_text(
-        f"""
-[claude]
-binary = "{tmp_path}/no-such-claude"
-
-[services.shop]
-repo = "{repo}"
-logs = ["{tmp_path}/missing.log"]
-
-[services.shop.manager]
-type = "supervisord"
-socket = "{tmp_path}/no.sock"
-"""
+        toml_table("claude", {"binary": tmp_path / "no-such-claude"})
+        + toml_table(
+            "services.shop", {"repo": make_repo(tmp_path / "shop", {"shop.py": "x = 1\n"}), "logs": logs}
+        )
+        + toml_table("services.shop.manager", {"type": "supervisord", "socket": socket, "program": "shop"})
     )
+    return cfg
+
+
+def test_doctor_reports_each_problem_with_its_fix(tmp_path: Path) -> None:
+    cfg = supervisord_doctor_config(tmp_path, tmp_path / "no.sock", [tmp_path / "missing.log"])
     result = healbot("doctor", "-c", str(cfg))
     assert result.returncode == 1
     assert "✓ config" in result.stdout
     assert "claude binary" in result.stdout and "not found" in result.stdout
     assert "missing.log: file not found" in result.stdout
     assert "shop: supervisord:" in result.stdout
+
+
+def test_doctor_runs_claude_version_and_reports_its_answer_or_its_failure(tmp_path: Path) -> None:
+    stub = tmp_path / "no-such-claude"  # the binary supervisord_doctor_config names
+    cfg = supervisord_doctor_config(tmp_path, tmp_path / "no.sock", [])
+    stub.write_text("#!/bin/sh\necho '9.9.9 (Claude Code)'\n")
+    stub.chmod(0o755)
+    logged_in = tmp_path / "claude-config"
+    logged_in.mkdir()
+    (logged_in / ".credentials.json").write_text("{}")
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(logged_in)}
+    answered = healbot("doctor", "-c", str(cfg), env=env)
+    stub.write_text("#!/bin/sh\necho 'node: not found' >&2\nexit 3\n")
+    failed = healbot("doctor", "-c", str(cfg), env=env)
+
+    assert "✓ claude 9.9.9 (Claude Code)" in answered.stdout, answered.stdout
+    assert "✗ claude --version exited 3: node: not found" in failed.stdout, failed.stdout
+
+
+@pytest.mark.supervisord
+def test_doctor_names_a_down_supervisord_once_and_its_log_files_row_points_above(tmp_path: Path) -> None:
+    supervisor = SupervisorEnv.start(
+        tmp_path / "sv", [Program("shop", tiny_service_argv(), {"PORT": str(free_port())})]
+    )
+    cfg = supervisord_doctor_config(tmp_path, supervisor.socket_path, [])
+    try:
+        supervisor.wait_state("shop", "RUNNING")
+        up = healbot("doctor", "-c", str(cfg))
+    finally:
+        supervisor.stop()
+    down = healbot("doctor", "-c", str(cfg))
+
+    assert "✓ shop: supervisord reachable" in up.stdout
+    assert "✓ shop: supervisord-log-files:shop: ok" in up.stdout
+    assert down.returncode == 1
+    assert down.stdout.count(supervisor.socket_path) == 1, down.stdout
+    assert f"✗ shop: supervisord: supervisord socket {supervisor.socket_path} not found" in down.stdout
+    assert "✗ shop: supervisord-log-files:shop: waits for supervisord (see above); asked again" in down.stdout
 
 
 def test_a_malformed_config_stops_the_daemon_before_it_starts(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from bot.runner.claude_cli import ClaudeCliRunner
 from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import FakeBotApi
 from tests.fakes.telegram_world import CHAT, ShiftedClock, TelegramWorld, config_text, until
-from tests.helpers import make_repo
+from tests.fakes.world import FIX, fake_api_runner, scratch_service
 
 PRIVATE_KEY_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0"
 
@@ -87,15 +87,6 @@ APP = (
     + "    return PRICES[name]\n"
 )
 FAILING_LINE = APP.splitlines().index("    return PRICES[name]") + 1
-FIX = {
-    "title": "Unknown items cost nothing",
-    "rationale": "PRICES[name] raises KeyError for unknown items.",
-    "risk": "low",
-    "kind": "patch",
-    "edits": [
-        {"path": "app.py", "old": "    return PRICES[name]\n", "new": "    return PRICES.get(name, 0)\n"}
-    ],
-}
 
 
 def secret_record(repo: Path) -> str:
@@ -134,9 +125,8 @@ async def test_no_seeded_secret_reaches_claude_or_telegram_and_the_card_counts_t
     if claude_binary() is None:
         pytest.fail("claude binary missing: run `make tools`")
     monkeypatch.setenv("SHOP_DB_PASSWORD", LOG_SECRETS["env_value"][0])
-    repo = make_repo(tmp_path / "svc", {"app.py": APP})
-    log = tmp_path / "svc.log"
-    log.write_text("starting\n")
+    service = scratch_service(tmp_path, files={"app.py": APP})
+    repo, log = service.repo, service.log
     bot_api = FakeBotApi().start()
     messages_api = FakeMessagesApi(structured={"summary": "KeyError in total()", "candidates": [FIX]}).start()
     world: TelegramWorld | None = None
@@ -144,16 +134,7 @@ async def test_no_seeded_secret_reaches_claude_or_telegram_and_the_card_counts_t
         cfg_path = tmp_path / "healbot.toml"
         cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, 0.5))
         config = load_config(cfg_path)
-        runner = ClaudeCliRunner(
-            config.claude,
-            extra_env={
-                "ANTHROPIC_BASE_URL": messages_api.url,
-                "ANTHROPIC_API_KEY": "test",
-                "CLAUDE_CODE_MAX_RETRIES": "0",
-                "API_TIMEOUT_MS": "5000",
-            },
-            config_dir=tmp_path / "claude",
-        )
+        runner = fake_api_runner(config, messages_api.url, tmp_path / "claude")
         world = TelegramWorld(tmp_path, repo, log, config, bot_api, messages_api, runner, ShiftedClock())
         await world.start_daemon()
         await world.connected()

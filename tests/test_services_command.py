@@ -239,7 +239,7 @@ def test_check_names_missing_commands_and_pidfile_folders(tmp_path: Path) -> Non
 
     assert ok.check() is None
     assert broken.check() == (
-        f"command {tmp_path / 'webctl'} does not exist; command 'no-such-webctl' is not on the PATH; use an "
+        f"command {tmp_path / 'webctl'} does not exist; command 'no-such-webctl' is not on the PATH: use an "
         f"absolute path; the folder of pidfile {tmp_path / 'missing' / 'w.pid'} does not exist"
     )
     with pytest.raises(ServiceError, match="command not found: no-such-webctl"):

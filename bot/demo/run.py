@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot import proc
 from bot.config import load_config
 from bot.console import ConsoleChannel
 from bot.daemon import Daemon
@@ -141,8 +141,14 @@ def _free_port() -> int:
 
 def _git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
-    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env)
-    return out.stdout.strip()
+    return _checked(proc.run(["git", "-C", str(repo), *args], timeout_s=60, env=env)).stdout_text.strip()
+
+
+def _checked(result: proc.ProcResult) -> proc.ProcResult:
+    if not result.ok:
+        ended = "timed out" if result.timed_out else f"exited {result.returncode}"
+        raise HealbotError(f"{' '.join(result.argv)} {ended}: {result.output.strip()[-500:]}")
+    return result
 
 
 class Traffic:
@@ -254,7 +260,9 @@ settle_s = 1.0
 
 def _start_supervisord(work: Path, port: int) -> int:
     supervisord = find_supervisord()
-    subprocess.run([supervisord, "-c", str(work / "supervisord.conf")], check=True, timeout=30)
+    # supervisord daemonizes (nodaemon=false): this command returns once the daemon, in a session of
+    # its own, is up; the daemon is stopped by its pid in _stop_supervisord
+    _checked(proc.run([supervisord, "-c", str(work / "supervisord.conf")], timeout_s=30))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

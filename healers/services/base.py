@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,23 @@ def tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
     """The last `limit` characters of command output, stripped, for error messages."""
     text = text.strip()
     return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def missing_binary(binary: str, *, label: str, hint: str, search_path: str | None = None) -> str | None:
+    """Why `binary` cannot be started, for `check()`, or None when it can. A name with a slash is a file
+    that must exist and be executable; a bare name is looked up on `search_path` (default: the PATH).
+
+    `label` names it ("pm2 binary", "command"); `hint` says what to do when a bare name is not found.
+    """
+    if "/" in binary:
+        if not os.path.isfile(binary):
+            return f"{label} {binary} does not exist"
+        if not os.access(binary, os.X_OK):
+            return f"{label} {binary} is not executable (chmod +x it)"
+        return None
+    if shutil.which(binary, path=search_path) is None:
+        return f"{label} {binary!r} is not on the PATH: {hint}"
+    return None
 
 
 # --- options ---------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Commands are argv lists run without a shell.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import psutil
 
 from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
-from healers.services.base import Options, run_command, tail, wait_until_settled
+from healers.services.base import Options, missing_binary, run_command, tail, wait_until_settled
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -106,7 +105,7 @@ class CommandManager:
         return ()
 
     def check(self) -> str | None:
-        problems = [p for p in (_missing_binary(self.restart_argv), _missing_binary(self.status_argv)) if p]
+        problems = [p for p in (_missing_command(self.restart_argv), _missing_command(self.status_argv)) if p]
         if self.pidfile is not None and not Path(self.pidfile).parent.is_dir():
             problems.append(f"the folder of pidfile {self.pidfile} does not exist")
         return "; ".join(problems) if problems else None
@@ -139,17 +138,7 @@ def _read_pid(pidfile: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def _missing_binary(argv: Sequence[str] | None) -> str | None:
+def _missing_command(argv: Sequence[str] | None) -> str | None:
     if not argv:
         return None
-    binary = argv[0]
-    if "/" in binary:
-        path = Path(binary)
-        if not path.is_file():
-            return f"command {binary} does not exist"
-        if not shutil.which(binary):
-            return f"command {binary} is not executable (chmod +x it)"
-        return None
-    if shutil.which(binary) is None:
-        return f"command {binary!r} is not on the PATH; use an absolute path"
-    return None
+    return missing_binary(argv[0], label="command", hint="use an absolute path")

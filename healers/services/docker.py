@@ -14,15 +14,20 @@ then kills); the fix is in the container (handle SIGTERM, or `--init`), not here
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
-from healers.services.base import CommandRunner, Options, subprocess_runner, tail, wait_until_settled
+from healers.services.base import (
+    CommandRunner,
+    Options,
+    missing_binary,
+    subprocess_runner,
+    tail,
+    wait_until_settled,
+)
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -139,11 +144,11 @@ class DockerManager:
         return (path,) if path else ()
 
     def check(self) -> str | None:
-        if "/" in self.binary:
-            if not os.access(self.binary, os.X_OK):
-                return f"docker binary {self.binary} does not exist or is not executable"
-        elif shutil.which(self.binary) is None:
-            return f"{self.binary!r} is not on the PATH: install the docker CLI or set binary"
+        missing = missing_binary(
+            self.binary, label="docker binary", hint="install the docker CLI or set binary"
+        )
+        if missing is not None:
+            return missing
         try:
             self.inspect()
         except ServiceError as exc:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,14 @@ import psutil
 
 from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
-from healers.services.base import CommandResult, Options, run_command, tail, wait_until_settled
+from healers.services.base import (
+    CommandResult,
+    Options,
+    missing_binary,
+    run_command,
+    tail,
+    wait_until_settled,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
@@ -157,13 +163,14 @@ class Pm2Manager:
         return tuple(paths)
 
     def check(self) -> str | None:
-        if "/" in self.binary:
-            if not os.access(self.binary, os.X_OK):
-                return f"pm2 binary {self.binary} does not exist or is not executable"
-        elif shutil.which(self.binary, path=self._env().get("PATH")) is None:
-            return (
-                f'pm2 binary {self.binary!r} is not on the PATH: install PM2 or set binary = "/path/to/pm2"'
-            )
+        missing = missing_binary(
+            self.binary,
+            label="pm2 binary",
+            hint='install PM2 or set binary = "/path/to/pm2"',
+            search_path=self._env().get("PATH"),
+        )
+        if missing is not None:
+            return missing
         try:
             self._processes()
         except ServiceError as exc:

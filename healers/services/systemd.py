@@ -13,13 +13,18 @@ is reported FATAL with the reason, and a restart that systemd refuses says why a
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 
 from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
-from healers.services.base import CommandRunner, Options, subprocess_runner, tail, wait_until_settled
+from healers.services.base import (
+    CommandRunner,
+    Options,
+    missing_binary,
+    subprocess_runner,
+    tail,
+    wait_until_settled,
+)
 
 DEFAULT_TIMEOUT_S = 90.0
 PROPERTIES = (
@@ -128,11 +133,11 @@ class SystemdManager:
         return ()  # systemd services log to the journal (a journald source reads it), not to files
 
     def check(self) -> str | None:
-        if "/" in self.systemctl:
-            if not os.access(self.systemctl, os.X_OK):
-                return f"systemctl binary {self.systemctl} does not exist or is not executable"
-        elif shutil.which(self.systemctl) is None:
-            return f"{self.systemctl!r} is not on the PATH: this host has no systemd tools"
+        missing = missing_binary(
+            self.systemctl, label="systemctl binary", hint="this host has no systemd tools"
+        )
+        if missing is not None:
+            return missing
         try:
             rc, stdout, stderr = self.run(self.show_argv())
         except ServiceError as exc:

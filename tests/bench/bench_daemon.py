@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,53 +24,15 @@ import psutil
 
 from bot.demo.fake_messages_api import FakeMessagesApi
 from tests.conftest import claude_binary
-from tests.helpers import make_repo
+from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, DaemonProcess
+from tests.fakes.world import FIX_ONLY, claude_via_fake_api, healbot_toml, scratch_service
 
-HEALBOT = str(Path(sys.executable).parent / "healbot")
 QUIET_FILES = 20
-APP = 'PRICES = {"apple": 1}\n\n\ndef total(name):\n    return PRICES[name]\n'
-ANSWER = {
-    "summary": "the payment gateway refuses cards",
-    "candidates": [
-        {
-            "title": "Default unknown prices to 0",
-            "rationale": "PRICES[name] raises for unknown names",
-            "risk": "low",
-            "kind": "patch",
-            "edits": [{"path": "app.py", "old": "return PRICES[name]", "new": "return PRICES.get(name, 0)"}],
-        }
-    ],
-}
 LATENCY_LINE = "2026-11-26 06:00:00,{ms:03d} ERROR shop[4242]: payment gateway refused card {n}\n"
 FLOOD_LINES = (
     "2026-11-26 06:00:01,{ms:03d} ERROR shop[4242]: upstream inventory timed out after {n} ms\n",
     "2026-11-26 06:00:01,{ms:03d} CRITICAL shop[4242]: order queue full, dropped order {n}\n",
 )
-
-
-def _config(workdir: Path, claude: str, api_url: str, files: list[Path], repo: Path) -> Path:
-    logs = ", ".join(f'"{f}"' for f in files)
-    path = workdir / "healbot.toml"
-    path.write_text(
-        f"""
-[healbot]
-state_dir = "{workdir}/state"
-
-[claude]
-binary = "{claude}"
-base_url = "{api_url}"
-pass_env = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_RETRIES"]
-
-[services.shop]
-repo = "{repo}"
-logs = [{logs}]
-
-[services.shop.manager]
-type = "command"
-restart = ["true"]
-"""
-    )
-    return path
 
 
 def _wait(condition: Callable[[], object], timeout: float, what: str, step: float = 0.001) -> float:
@@ -108,47 +69,36 @@ def _cpu(process: psutil.Process) -> float:
 
 
 def run(workdir: Path, *, idle_s: float = 30.0, appends: int = 200, flood_lines: int = 1_000_000) -> None:
-    claude = claude_binary()
-    if claude is None:
+    if claude_binary() is None:
         print("NOT MEASURED: idle, latency, flood (the claude binary is missing: run `make tools`)\n")
         return
-    repo = make_repo(workdir / "shop", {"app.py": APP})
+    service = scratch_service(workdir, name="shop", log_text=None)
     files = [workdir / "logs" / f"quiet-{i:02d}.log" for i in range(QUIET_FILES)]
     files[0].parent.mkdir(parents=True)
     for f in files:
         f.write_text("2026-11-26 05:59:59,000 INFO shop[4242]: started\n")
-    with FakeMessagesApi(structured=ANSWER) as api:
-        config = _config(workdir, claude, api.url, files, repo)
-        out = (workdir / "daemon.out").open("w")
-        env = {**os.environ, "ANTHROPIC_API_KEY": "test", "CLAUDE_CODE_MAX_RETRIES": "0"}
-        daemon = subprocess.Popen(
-            [HEALBOT, "run", "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
+    with FakeMessagesApi(structured=FIX_ONLY) as api:
+        config = service.config_path
+        config.write_text(
+            healbot_toml(
+                service.state_dir, service.repo, files, service="shop", claude=claude_via_fake_api(api.url)
+            )
         )
+        daemon = DaemonProcess(config, env=FAKE_CLAUDE_ENV)
         floor = subprocess.Popen(["sleep", "3600"], start_new_session=True)
         try:
-            db_path = workdir / "state" / "healbot.db"
-            _wait(db_path.exists, 30, "the store", 0.05)
-            db = _Db(db_path)
+            _wait(service.db_path.exists, 30, "the store", 0.05)
+            db = _Db(service.db_path)
             _wait(db.ready, 30, "the first cursors", 0.05)
-            _idle(psutil.Process(daemon.pid), psutil.Process(floor.pid), idle_s)
+            _idle(psutil.Process(daemon.proc.pid), psutil.Process(floor.pid), idle_s)
             _latency(db, files[0], appends)
-            _flood(db, psutil.Process(daemon.pid), files[1], flood_lines, workdir / "daemon.out")
+            _flood(db, daemon, files[1], flood_lines)
             db.close()
         finally:
-            for process in (daemon, floor):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-            out.close()
+            daemon.stop()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(floor.pid, signal.SIGKILL)
+            floor.wait()
 
 
 def _idle(daemon: psutil.Process, floor: psutil.Process, seconds: float) -> None:
@@ -188,9 +138,15 @@ def _latency(db: _Db, log: Path, appends: int) -> None:
     )
 
 
-def _flood(db: _Db, daemon: psutil.Process, log: Path, lines: int, output: Path) -> None:
+def _proposals(daemon: DaemonProcess) -> int:
+    """Proposals the console channel presented: the messages that would go to the chat."""
+    return daemon.output().count("base commit ")
+
+
+def _flood(db: _Db, healbot: DaemonProcess, log: Path, lines: int) -> None:
+    daemon = psutil.Process(healbot.proc.pid)
     first_new = db.scalar("SELECT COALESCE(MAX(id), 0) FROM incidents") + 1
-    proposals_before = output.read_text(errors="replace").count("base commit ")
+    proposals_before = _proposals(healbot)
     counted = "SELECT COALESCE(SUM(count), 0) FROM incidents WHERE id >= ?"
     rss_before = daemon.memory_info().rss
     peak = rss_before
@@ -218,13 +174,13 @@ def _flood(db: _Db, daemon: psutil.Process, log: Path, lines: int, output: Path)
     caught_up_s = time.perf_counter() - started
     with contextlib.suppress(TimeoutError):
         _wait(
-            lambda: output.read_text(errors="replace").count("base commit ") - proposals_before >= 2,
+            lambda: _proposals(healbot) - proposals_before >= 2,
             60,
             "the flood's proposals",
             0.2,
         )
     incidents = db.scalar("SELECT COUNT(*) FROM incidents WHERE id >= ?", first_new)
-    messages = output.read_text(errors="replace").count("base commit ") - proposals_before
+    messages = _proposals(healbot) - proposals_before
     extra = (peak - rss_before) / 1e6
     total = per_chunk * chunks
     print(f"flood: {total:,} error lines in {written_s:.1f} s, two fingerprints, through `healbot run`")
