@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import bench_daemon, bench_runner, bench_scan, incidents, loghub
+from tests.bench import bench_daemon, bench_runner, bench_scan, bench_telegram, incidents, loghub
+
+NAMES = ("loghub", "incidents", "scan", "runner", "daemon", "telegram")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,21 +20,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=60.0, help="idle footprint window (issue: 600)")
     parser.add_argument("--appends", type=int, default=200, help="appends for the latency figure")
     parser.add_argument("--flood-lines", type=int, default=1_000_000, help="error lines in the flood")
+    parser.add_argument(
+        "--only", action="append", choices=NAMES, help="run only this benchmark (repeatable; default: all)"
+    )
     args = parser.parse_args(argv)
+
+    def in_tmp(bench: Callable[[Path], object]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench(Path(tmp))
+
+    benches: dict[str, Callable[[], object]] = {
+        "loghub": loghub.run,
+        "incidents": lambda: in_tmp(incidents.run),
+        "scan": lambda: bench_scan.run(args.lines),
+        "runner": lambda: in_tmp(bench_runner.run),
+        "daemon": lambda: in_tmp(
+            lambda tmp: bench_daemon.run(
+                tmp, idle_s=args.idle_s, appends=args.appends, flood_lines=args.flood_lines
+            )
+        ),
+        "telegram": bench_telegram.run,
+    }
     started = time.perf_counter()
     print("healbot benchmarks (ratios are against a reference measured in the same run)\n")
-    loghub.run()
-    with tempfile.TemporaryDirectory() as tmp:
-        incidents.run(Path(tmp))
-    bench_scan.run(args.lines)
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_runner.run(Path(tmp))
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_daemon.run(Path(tmp), idle_s=args.idle_s, appends=args.appends, flood_lines=args.flood_lines)
-    if importlib.util.find_spec("tests.bench.bench_telegram") is not None:
-        from tests.bench import bench_telegram
-
-        bench_telegram.run()
+    for name in args.only or NAMES:
+        benches[name]()
     print(f"\nall benchmarks: {time.perf_counter() - started:.1f} s")
     return 0
 
