@@ -195,3 +195,24 @@ def test_an_unredacted_placeholder_sample_is_counted_but_never_stored(store: Sto
     [again] = store.ingest("file:a", "c2", [Observation(fp(), "", 2.0)] * 4, max_samples=3, at=2.0)
     assert again.incident.count == 5
     assert again.incident.samples == ("kept",)
+
+
+def test_a_refused_decision_is_never_the_decider(store: Store) -> None:
+    [ing] = store.ingest("file:a", "c", [Observation(fp(), "s", 1.0)], max_samples=3, at=1.0)
+    proposal = store.create_proposal(
+        ing.incident.id, base_commit="b" * 40, candidates=[candidate()], summary="s", at=2.0, expires_at=99.0
+    )
+    refused = Decision(proposal.token, "mallory", DecisionAction.APPROVE, 1)
+    store.record_refused_decision(proposal, refused, "not an approver", at=3.0)
+    assert store.decider(proposal.id) is None
+    approved = Decision(proposal.token, "alice", DecisionAction.APPROVE, 1)
+    assert store.close_proposal(
+        proposal,
+        ProposalStatus.APPROVED,
+        approved,
+        incident_state=IncidentState.APPLYING,
+        message="ok",
+        at=4.0,
+    )
+    assert store.decider(proposal.id) == ("alice", "approve")
+    assert "decision_refused" in [e.event for e in store.audit_log(incident_id=ing.incident.id)]
