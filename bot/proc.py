@@ -4,6 +4,8 @@
 - Output goes to temporary files, not pipes: a command that leaves a daemon behind (a restart script)
   would hold a pipe open for as long as the daemon lives, while the files let us return as soon as the
   command itself exits. Each stream is read back capped.
+  A command that writes more than `DISK_BOUND_FACTOR` × the cap is stopped, so a runaway cannot fill
+  the disk before its timeout; its result then has the signal's exit status and `truncated`.
 - `env`, when given, is the child's whole environment: nothing is inherited from the bot.
 - A missing or non-executable binary raises the caller's error class with plain words; a non-zero exit
   or a timeout is reported in the result, not raised.
@@ -26,7 +28,9 @@ from bot.errors import HealbotError
 
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 KILL_GRACE_S = 2.0
+DISK_BOUND_FACTOR = 4  # output beyond 4 × the cap is never read: the command is stopped (exit -9 or so)
 _EXIT_POLL_S = 0.01
+_SIZE_CHECK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +92,13 @@ def run(
         err = out if merge_stderr else files.enter_context(tempfile.TemporaryFile())
         started = time.monotonic()
         proc = _spawn(args, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err, error=error)
-        timed_out = False
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            stop_group(proc, kill_grace_s)
+            timed_out = _wait(proc, started + timeout_s, (out, err), DISK_BOUND_FACTOR * max_output_bytes)
         except BaseException:
             stop_group(proc, 0.0)
             raise
+        if proc.returncode is None:
+            stop_group(proc, kill_grace_s)
         duration_s = time.monotonic() - started
         stdout, stdout_cut = _read_capped(out, max_output_bytes)
         stderr, stderr_cut = (b"", False) if merge_stderr else _read_capped(err, max_output_bytes)
@@ -109,6 +111,23 @@ def run(
         duration_s,
         stdout_cut or stderr_cut,
     )
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], deadline: float, outputs: tuple[IO[bytes], IO[bytes]], disk_bound: int
+) -> bool:
+    """Until the command exits (False) or the deadline (True). A command whose output outgrows
+    `disk_bound` on disk is stopped early: it is left running (returncode None) for `stop_group`."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        try:
+            proc.wait(timeout=min(remaining, _SIZE_CHECK_S))
+            return False
+        except subprocess.TimeoutExpired:
+            if sum(os.fstat(f.fileno()).st_size for f in set(outputs)) > disk_bound:
+                return False
 
 
 def _spawn(

@@ -140,15 +140,23 @@ def test_a_command_that_leaves_a_daemon_behind_returns_when_it_exits(tmp_path: P
 
 
 def test_output_is_capped_per_stream_and_says_so() -> None:
-    code = "import sys\nsys.stdout.write('o' * 100000)\nsys.stderr.write('e' * 10)\n"
+    code = "import sys\nsys.stdout.write('o' * 3000)\nsys.stderr.write('e' * 10)\n"  # under the disk bound
     result = proc.run(_python(code), timeout_s=10, max_output_bytes=1000)
 
     assert result.stdout == b"o" * 1000
     assert result.stderr == b"e" * 10
-    assert result.truncated
+    assert result.truncated and result.returncode == 0
 
-    whole = proc.run(_python(code), timeout_s=10, max_output_bytes=100000)
-    assert len(whole.stdout) == 100000 and not whole.truncated
+    whole = proc.run(_python(code), timeout_s=10, max_output_bytes=3000)
+    assert len(whole.stdout) == 3000 and not whole.truncated
+
+
+def test_a_runaway_writer_is_stopped_long_before_its_timeout_so_it_cannot_fill_the_disk() -> None:
+    code = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    result = proc.run(_python(code), timeout_s=120, max_output_bytes=1_000_000)
+    assert not result.timed_out and result.returncode is not None and result.returncode < 0
+    assert result.truncated and len(result.stdout) == 1_000_000
+    assert result.duration_s < 60  # stopped by the disk bound, not the 120 s timeout
 
 
 def test_non_utf8_output_is_kept_as_bytes_and_decoded_with_replacement() -> None:
