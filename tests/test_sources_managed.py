@@ -34,21 +34,10 @@ from bot.store import Store
 from tests.conftest import pm2_binary
 from tests.fakes.pm2_env import Pm2Env
 from tests.fakes.supervisor_env import Program, SupervisorEnv, tiny_service_argv
-from tests.fakes.world import ShiftedClock
+from tests.fakes.world import ManualClock, ShiftedClock
 from tests.helpers import free_port, until
 
-# --- a scripted manager and a manual clock -----------------------------------------------------------
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
+# --- a scripted manager -------------------------------------------------------------------------------
 
 
 class ScriptedManager:

@@ -22,21 +22,10 @@ from bot.pipeline import ServiceRuntime
 from bot.sources.file import FileSource
 from bot.sources.managed import REFRESH_S, ManagerLogSources
 from bot.sources.watch import LogWatcher
-from tests.fakes.world import scratch_service
+from tests.fakes.world import ManualClock, scratch_service
 from tests.helpers import until
 
 ERROR_LINE = "2026-11-26 06:00:00,000 ERROR svc[1]: payment gateway refused the card\n"
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 class LateNamingManager:

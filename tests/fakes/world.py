@@ -57,6 +57,19 @@ def traceback_lines(repo: Path, exc: str = "KeyError: 'pear'", func: str = "tota
     )
 
 
+class ManualClock:
+    """Time moves only when a test sets `t`."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
 class ShiftedClock:
     def __init__(self) -> None:
         self.offset = 0.0

@@ -28,13 +28,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.demo.fake_bot_api import FakeBotApi
+from tests.helpers import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OVERLAID = ("/etc", "/opt", "/var/lib", "/var/log", "/srv", "/run", "/root")
@@ -98,14 +97,6 @@ def readme_chunks(readme: str) -> list[list[str]]:
                 raise WalkthroughFailed(f"command before the first '# 1.' step: {line!r}")
             chunks[-1].append(line)
     return chunks
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise WalkthroughFailed(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Walkthrough:
@@ -184,7 +175,9 @@ class Walkthrough:
         self.supervisord = subprocess.Popen(
             [str(supervisord), "-c", str(conf)], stdin=subprocess.DEVNULL, start_new_session=True
         )
-        wait_for(lambda: "shop started" in _read("/var/log/supervisor/shop.out.log"), 30, "the shop service")
+        wait_until(
+            lambda: "shop started" in _read("/var/log/supervisor/shop.out.log"), 30, what="the shop service"
+        )
 
     def environment(self) -> dict[str, str]:
         base_python = Path(getattr(sys, "_base_executable", sys.executable)).parent
@@ -261,12 +254,12 @@ class Walkthrough:
         checks["daemon_mounts"] = mounts_seen_by(
             pid, ("/", "/etc", "/opt", "/srv", "/var/lib/healbot", "/tmp")
         )
-        wait_for(lambda: self.bot_api.calls("getUpdates"), 60, "the daemon to poll the fake Telegram")
+        wait_until(lambda: self.bot_api.calls("getUpdates"), 60, what="the daemon to poll the fake Telegram")
         Path("/srv/shop/trigger").touch()
-        wait_for(self._card_arrived, 60, "an incident card about the shop's ZeroDivisionError")
+        wait_until(self._card_arrived, 60, what="an incident card about the shop's ZeroDivisionError")
         checks["card"] = self._card_arrived()
         self.run_line("systemctl reload healbot")
-        wait_for(lambda: "config reloaded" in self.journal(), 30, "the reload in the journal")
+        wait_until(lambda: "config reloaded" in self.journal(), 30, what="the reload in the journal")
         checks["status"] = self.run_line("healbot status -c /etc/healbot/healbot.toml").output
         self.run_line("systemctl stop healbot")
         checks["exit_status"] = int((self.systemd_dir / "healbot.stopped").read_text())
@@ -298,7 +291,7 @@ class Walkthrough:
             self.make_service_repo()
             self.follow_readme()
             self.check_running_service()
-        except (WalkthroughFailed, OSError, subprocess.SubprocessError) as exc:
+        except (WalkthroughFailed, AssertionError, OSError, subprocess.SubprocessError) as exc:
             self.report.failure = f"{type(exc).__name__}: {exc}"
             self.report.checks.setdefault("journal", self.journal()[-4000:])
             self.report.checks["bot_api_calls"] = [
