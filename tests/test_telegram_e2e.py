@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.models import ChangeStatus, IncidentState
+from tests.fakes.fake_bot_api import BOT_USERNAME
 from tests.fakes.telegram_world import (  # noqa: F401
     APPROVER,
     CHAT,
@@ -173,6 +174,27 @@ async def test_diagnose_command_brings_a_card_and_bad_arguments_get_usage(telegr
     assert "Approve #1" in [b["text"] for b in card.buttons()]
     await world.text_in(CHAT, "candidate(s)")
     assert git(world.repo, "rev-list", "--count", "HEAD") == "1"  # read-only
+
+
+@pytest.mark.parametrize("command", ["/foo", "/foo some args", f"/foo@{BOT_USERNAME}", "/Status_not"])
+async def test_unknown_command_got_no_reply(telegram_world, command: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.5: an unknown command gets the one-line usage reply that bad arguments get."""
+    world: TelegramWorld = await telegram_world()
+    await world.start_daemon()
+    await world.connected()
+    world.bot_api.command(APPROVER, CHAT, command)
+    reply = await world.text_in(CHAT, "usage: ")
+    assert "unknown command /" in reply.text and "/diagnose" in reply.text and "\n" not in reply.text
+
+
+async def test_unknown_command_for_another_bot_gets_no_reply(telegram_world) -> None:  # type: ignore[no-untyped-def]
+    world: TelegramWorld = await telegram_world()
+    await world.start_daemon()
+    await world.connected()
+    world.bot_api.command(APPROVER, CHAT, "/foo@some_other_bot")
+    world.bot_api.command(APPROVER, CHAT, "/help")  # answered after the first one was processed
+    await world.text_in(CHAT, "what healbot can do here")
+    assert not [m for m in world.bot_api.bot_messages(CHAT) if "unknown command" in m.text]
 
 
 async def test_pause_stops_proposals_and_resume_lifts_it(telegram_world) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot import heartbeat, operations
 from bot.errors import HealbotError
@@ -51,6 +51,11 @@ def _args(context: ContextTypes.DEFAULT_TYPE) -> list[str]:
     return list(context.args or [])
 
 
+def unknown_command_line(name: str) -> str:
+    known = ", ".join(f"/{command}" for command, _ in cards.COMMANDS)
+    return f"unknown command /{name[:32]}; usage: one of {known} (/help says what each does)"
+
+
 class Commands:
     def __init__(self, channel: TelegramChannel) -> None:
         self.channel = channel
@@ -70,6 +75,8 @@ class Commands:
         }
         for name, handler in table.items():
             application.add_handler(CommandHandler(name, self._guarded(name, handler)))
+        # Same group, after the known ones: reached only by a command none of them took.
+        application.add_handler(MessageHandler(filters.COMMAND, self.unknown))
 
     def _guarded(self, name: str, handler: Handler) -> Handler:
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -89,6 +96,15 @@ class Commands:
                 await self.channel.reply(update, cards.plain(self.channel.pipeline.scrub(str(exc))))
 
         return run
+
+    async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command healbot does not know gets the one-line usage reply; one for another bot gets nothing."""
+        message = update.effective_message
+        word = (message.text or "").split(maxsplit=1)[0] if message is not None and message.text else ""
+        name, _, addressee = word.lstrip("/").partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return
+        await self.channel.reply(update, cards.usage(unknown_command_line(name)))
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.channel.reply(update, cards.help_text())
