@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import load_config
 from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.demo.run import _write_setup
 from tests.conftest import REPO_ROOT, claude_binary
 from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, HEALBOT
 from tests.fakes.supervisor_env import Program, SupervisorEnv, tiny_service_argv
@@ -194,6 +196,17 @@ def test_demo_keeps_the_good_fix_and_reverts_the_bad_one(tmp_path: Path) -> None
     assert "PRICES.get(name)" in (repo / "shop.py").read_text()  # the good fix stayed
     assert "max(len(ORDER), 1)" not in (repo / "shop.py").read_text()  # the bad one is gone
     assert sum(s["seconds"] for s in data["scenarios"]) < 60
+    assert "circuit breaker" not in result.stdout
+
+
+def test_demo_ended_on_a_breaker_alarm(tmp_path: Path) -> None:
+    """Issue 12.7: the demo's own restarts must leave the restart breaker untripped, so it never ends by
+    escalating an incident the summary does not mention."""
+    work = tmp_path / "work"
+    work.mkdir()
+    config = load_config(_write_setup(work, free_port(), "claude", False, tmp_path))
+    restarts_in_demo = 3  # scenario 1's fix, scenario 2's fix, scenario 2's revert
+    assert config.policy.restarts_per_service > restarts_in_demo
 
 
 def test_readme_opens_with_the_two_commands() -> None:
