@@ -5,6 +5,7 @@ Secrets never live in the file: they come from the environment (HEALBOT_TELEGRAM
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tomllib
@@ -114,6 +115,95 @@ class HealbotConfig:
         return self.state_dir / "healbot.db"
 
 
+# --- the range of every number ---------------------------------------------------------------------
+
+_DAY_S = 86400.0
+_FALLBACK_MAX = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """Where a numeric key's value may lie: finite, above `low` (or at it when `low_included`), at most
+    `high`. `whole` keys take integers only: 0.5 is an error, never truncated."""
+
+    low: float
+    high: float
+    whole: bool = False
+    low_included: bool = False
+    unit: str = ""
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value >= self.low if self.low_included else value > self.low
+
+    def describe(self) -> str:
+        kind = "an integer" if self.whole else "a number"
+        low = f"at least {_plain(self.low)}" if self.low_included else f"greater than {_plain(self.low)}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{kind} {low} and at most {_plain(self.high)}{unit}"
+
+    def reference(self) -> str:
+        """The short form shown in the README's configuration reference."""
+        kind = "integer" if self.whole else "number"
+        low = "≥" if self.low_included else ">"
+        return f"{kind} {low} {_plain(self.low)}, ≤ {_plain(self.high)}"
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def _count(low: int, high: int) -> NumberRange:
+    return NumberRange(low, high, whole=True, low_included=True)
+
+
+def _seconds(high: float, low: float = 0.0, *, low_included: bool = False) -> NumberRange:
+    return NumberRange(low, high, low_included=low_included, unit="seconds")
+
+
+def _minutes(high: float) -> NumberRange:
+    return NumberRange(0.0, high, unit="minutes")
+
+
+# Keys of service tables are written `services.*.key`. The highs are what a sane operator could want,
+# low enough that every derived time stays representable (timers, timestamps, timedelta).
+NUMBER_RANGES: Mapping[str, NumberRange] = {
+    "healbot.poll_interval_s": _seconds(3600.0),
+    "healbot.diagnose_every_s": _seconds(30 * _DAY_S),
+    "healbot.max_samples": _count(1, 100),
+    "healbot.heartbeat_interval_s": _seconds(_DAY_S),
+    "claude.max_turns": _count(1, 500),
+    "claude.max_budget_usd": NumberRange(0.0, 1000.0, unit="USD"),
+    "claude.timeout_s": _seconds(_DAY_S),
+    "claude.idle_timeout_s": _seconds(_DAY_S),
+    "claude.max_concurrent": _count(1, 32),
+    "approval.expiry_minutes": _minutes(7 * 24 * 60.0),
+    "approval.reminder_minutes_before": _minutes(7 * 24 * 60.0),
+    "policy.max_fixes_per_fingerprint_per_day": _count(1, 1000),
+    "policy.max_restarts_per_service": _count(1, 1000),
+    "policy.restart_window_minutes": _minutes(7 * 24 * 60.0),
+    "policy.max_applies_per_day": _count(1, 10000),
+    "policy.grace_after_restart_s": _seconds(_DAY_S, low_included=True),
+    "services.*.check_timeout_s": _seconds(_DAY_S),
+    "services.*.health.http_timeout_s": _seconds(600.0),
+    "services.*.health.tcp_port": _count(1, 65535),
+    "services.*.health.window_s": _seconds(_DAY_S),
+    "services.*.health.settle_s": _seconds(3600.0),
+}
+
+
+def number_range(key: str) -> NumberRange:
+    """The range of a dotted key as read (`services.web.health.window_s`)."""
+    parts = key.split(".")
+    if parts[0] == "services" and len(parts) > 2:
+        parts[1] = "*"
+    try:
+        return NUMBER_RANGES[".".join(parts)]
+    except KeyError:
+        raise AssertionError(f"no range for numeric key {key}: add it to NUMBER_RANGES") from None
+
+
 # --- a small typed reader over one TOML table -------------------------------------------------------
 
 
@@ -150,10 +240,36 @@ class _Table:
             raise self.error(key, f"must be {_kind_name(kinds)}, not {type(value).__name__} {value!r}")
         return value
 
+    def number(self, key: str, default: float) -> float:
+        """A finite number within the range NUMBER_RANGES gives for this key."""
+        allowed = number_range(self._key(key))
+        value = self.get(key, float, default)
+        if isinstance(value, float) and allowed.admits(value):
+            return value
+        raise self.error(key, f"must be {allowed.describe()}, not {self.data.get(key, value)!r}")
+
+    def whole(self, key: str, default: int) -> int:
+        """An integer (never a fraction, never truncated) within the range NUMBER_RANGES gives."""
+        allowed = number_range(self._key(key))
+        self.used.add(key)
+        value = self.data.get(key, default)
+        if isinstance(value, bool):
+            raise self.error(key, f"must be {allowed.describe()}, not a boolean")
+        if isinstance(value, int) and allowed.admits(value):
+            return value
+        raise self.error(key, f"must be {allowed.describe()}, not {value!r}")
+
+    def optional_whole(self, key: str) -> int | None:
+        self.used.add(key)
+        return self.whole(key, 0) if key in self.data else None
+
     def positive(self, key: str, default: float) -> float:
+        """A number > 0 for keys without an entry in NUMBER_RANGES: finite, at most 1e6."""
         value: float = self.get(key, float, default)
-        if value <= 0:
-            raise self.error(key, f"must be greater than 0, not {value}")
+        if not (math.isfinite(value) and 0 < value <= _FALLBACK_MAX):
+            raise self.error(
+                key, f"must be a number greater than 0 and at most {_FALLBACK_MAX:g}, not {value!r}"
+            )
         return value
 
     def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -216,9 +332,9 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
 
     general = root.table("healbot")
     state_dir = _resolve(base, general.get("state_dir", str, "state"))
-    poll_interval_s = general.positive("poll_interval_s", 1.0)
-    diagnose_every_s = general.positive("diagnose_every_s", 3600.0)
-    max_samples = int(general.positive("max_samples", 5))
+    poll_interval_s = general.number("poll_interval_s", 1.0)
+    diagnose_every_s = general.number("diagnose_every_s", 3600.0)
+    max_samples = general.whole("max_samples", 5)
     log_format = general.get("log_format", str, "text")
     if log_format not in LOG_FORMATS:
         raise general.error("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
@@ -226,7 +342,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     heartbeat_url = general.get("heartbeat_url", str, None)
     if heartbeat_url is not None and not heartbeat_url.startswith(("http://", "https://")):
         raise general.error("heartbeat_url", "must start with http:// or https://")
-    heartbeat_interval_s = general.positive("heartbeat_interval_s", 60.0)
+    heartbeat_interval_s = general.number("heartbeat_interval_s", 60.0)
     general.finish()
 
     claude = _claude(root.table("claude"))
@@ -268,12 +384,8 @@ def _claude(t: _Table) -> ClaudeConfig:
     runner = t.get("runner", str, "cli")
     if runner not in RUNNER_TYPES:
         raise t.error("runner", f"must be one of {', '.join(RUNNER_TYPES)}, not {runner!r}")
-    max_turns = t.get("max_turns", int, 8)
-    if max_turns < 1:
-        raise t.error("max_turns", "must be at least 1")
-    max_concurrent = t.get("max_concurrent", int, 1)
-    if max_concurrent < 1:
-        raise t.error("max_concurrent", "must be at least 1")
+    max_turns = t.whole("max_turns", 8)
+    max_concurrent = t.whole("max_concurrent", 1)
     for key in ("api_key", "token", "anthropic_api_key"):
         if key in t.data:
             raise t.error(
@@ -284,9 +396,9 @@ def _claude(t: _Table) -> ClaudeConfig:
         binary=t.get("binary", str, "claude"),
         model=t.get("model", str, None),
         max_turns=max_turns,
-        max_budget_usd=t.positive("max_budget_usd", 1.0),
-        timeout_s=t.positive("timeout_s", 600.0),
-        idle_timeout_s=t.positive("idle_timeout_s", 120.0),
+        max_budget_usd=t.number("max_budget_usd", 1.0),
+        timeout_s=t.number("timeout_s", 600.0),
+        idle_timeout_s=t.number("idle_timeout_s", 120.0),
         max_concurrent=max_concurrent,
         base_url=t.get("base_url", str, None),
         pass_env=t.str_list("pass_env"),
@@ -304,8 +416,8 @@ def _approval(t: _Table) -> ApprovalConfig:
             raise t.error(
                 key, "secrets must not be in the config file; set HEALBOT_TELEGRAM_TOKEN in the environment"
             )
-    expiry_s = t.positive("expiry_minutes", 60.0) * 60.0
-    reminder_s = t.positive("reminder_minutes_before", 10.0) * 60.0
+    expiry_s = t.number("expiry_minutes", 60.0) * 60.0
+    reminder_s = t.number("reminder_minutes_before", 10.0) * 60.0
     if reminder_s >= expiry_s:
         raise t.error("reminder_minutes_before", "must be shorter than expiry_minutes")
     approvers = tuple(str(v) for v in _int_or_str_list(t, "approvers"))
@@ -335,23 +447,18 @@ def _policy(t: _Table) -> PolicyConfig:
         ("max_restarts_per_service", 3),
         ("max_applies_per_day", 10),
     ):
-        value = t.get(key, int, default)
-        if value < 1:
-            raise t.error(key, f"must be at least 1, not {value}")
-        counts[key] = value
+        counts[key] = t.whole(key, default)
     windows = t.str_list("maintenance_windows")
     for window in windows:
         try:
             parse_window(window)
         except ValueError as exc:
             raise t.error("maintenance_windows", str(exc)) from None
-    grace = t.get("grace_after_restart_s", float, 0.0)
-    if grace < 0:
-        raise t.error("grace_after_restart_s", f"must be 0 or more, not {grace}")
+    grace = t.number("grace_after_restart_s", 0.0)
     cfg = PolicyConfig(
         fixes_per_fingerprint_per_day=counts["max_fixes_per_fingerprint_per_day"],
         restarts_per_service=counts["max_restarts_per_service"],
-        restart_window_s=t.positive("restart_window_minutes", 30.0) * 60.0,
+        restart_window_s=t.number("restart_window_minutes", 30.0) * 60.0,
         applies_per_day=counts["max_applies_per_day"],
         maintenance_windows=windows,
         grace_after_restart_s=grace,
@@ -386,17 +493,15 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
     h = t.table("health")
     health = HealthConfig(
         http_url=h.get("http_url", str, None),
-        http_timeout_s=h.positive("http_timeout_s", 5.0),
-        tcp_port=h.get("tcp_port", int, None),
+        http_timeout_s=h.number("http_timeout_s", 5.0),
+        tcp_port=h.optional_whole("tcp_port"),
         tcp_host=h.get("tcp_host", str, "127.0.0.1"),
         process=h.get("process", bool, True),
-        window_s=h.positive("window_s", 30.0),
-        settle_s=h.positive("settle_s", 3.0),
+        window_s=h.number("window_s", 30.0),
+        settle_s=h.number("settle_s", 3.0),
     )
     if health.http_url is not None and not health.http_url.startswith(("http://", "https://")):
         raise h.error("http_url", f"must start with http:// or https://, not {health.http_url!r}")
-    if health.tcp_port is not None and not 0 < health.tcp_port < 65536:
-        raise h.error("tcp_port", f"must be a port number, not {health.tcp_port}")
     h.finish()
 
     runbooks_table = t.table("runbooks")
@@ -417,7 +522,7 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
         health=health,
         allowed_paths=allowed_paths,
         check_command=t.argv("check_command"),
-        check_timeout_s=t.positive("check_timeout_s", 300.0),
+        check_timeout_s=t.number("check_timeout_s", 300.0),
         runbooks=runbooks,
     )
     t.finish()

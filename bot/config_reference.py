@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.config import number_range
+
 START_MARK = "<!-- config-reference:start -->"
 END_MARK = "<!-- config-reference:end -->"
+
+
+def num(key: str) -> str:
+    """The type column of a numeric key, from the range bot/config.py enforces."""
+    return number_range(key).reference()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +40,14 @@ REFERENCE: tuple[Table, ...] = (
         "the daemon itself",
         (
             Key("state_dir", "path", '"state"', "SQLite state and audit log; relative to the config file"),
-            Key("poll_interval_s", "number > 0", "1.0", "seconds between log polls"),
+            Key("poll_interval_s", num("healbot.poll_interval_s"), "1.0", "seconds between log polls"),
             Key(
                 "diagnose_every_s",
-                "number > 0",
+                num("healbot.diagnose_every_s"),
                 "3600",
                 "an open fingerprint is diagnosed at most this often",
             ),
-            Key("max_samples", "number > 0", "5", "log samples kept per incident"),
+            Key("max_samples", num("healbot.max_samples"), "5", "log samples kept per incident"),
             Key(
                 "log_format",
                 "string",
@@ -51,7 +58,12 @@ REFERENCE: tuple[Table, ...] = (
                 "host_name", "string", "this host's name", "shown on cards: several hosts can share one chat"
             ),
             Key("heartbeat_url", "string", "-", "a dead-man's switch URL pinged while scanning works"),
-            Key("heartbeat_interval_s", "number > 0", "60", "how often heartbeat_url is pinged"),
+            Key(
+                "heartbeat_interval_s",
+                num("healbot.heartbeat_interval_s"),
+                "60",
+                "how often heartbeat_url is pinged",
+            ),
         ),
     ),
     Table(
@@ -63,16 +75,16 @@ REFERENCE: tuple[Table, ...] = (
             ),
             Key("binary", "string", '"claude"', "the claude CLI: a name on PATH or a path"),
             Key("model", "string", "-", "model name; unset: the CLI's or API's default"),
-            Key("max_turns", "integer ≥ 1", "8", "agent turns per diagnosis"),
-            Key("max_budget_usd", "number > 0", "1.0", "spending cap per diagnosis"),
-            Key("timeout_s", "number > 0", "600", "wall clock per diagnosis"),
+            Key("max_turns", num("claude.max_turns"), "8", "agent turns per diagnosis"),
+            Key("max_budget_usd", num("claude.max_budget_usd"), "1.0", "spending cap per diagnosis"),
+            Key("timeout_s", num("claude.timeout_s"), "600", "wall clock per diagnosis"),
             Key(
                 "idle_timeout_s",
-                "number > 0",
+                num("claude.idle_timeout_s"),
                 "120",
                 "no output for this long = hung; the process group is killed",
             ),
-            Key("max_concurrent", "integer ≥ 1", "1", "diagnoses running at once"),
+            Key("max_concurrent", num("claude.max_concurrent"), "1", "diagnoses running at once"),
             Key("base_url", "string", "-", "a Messages API endpoint (api runner) or gateway (cli)"),
             Key(
                 "pass_env",
@@ -89,13 +101,13 @@ REFERENCE: tuple[Table, ...] = (
             Key("channel", "string", '"console"', '"console" or "telegram"'),
             Key(
                 "expiry_minutes",
-                "number > 0",
+                num("approval.expiry_minutes"),
                 "60",
                 "an unanswered proposal expires (never applied) after this",
             ),
             Key(
                 "reminder_minutes_before",
-                "number > 0",
+                num("approval.reminder_minutes_before"),
                 "10",
                 "remind this long before expiry; < expiry_minutes",
             ),
@@ -122,18 +134,28 @@ REFERENCE: tuple[Table, ...] = (
         (
             Key(
                 "max_fixes_per_fingerprint_per_day",
-                "integer ≥ 1",
+                num("policy.max_fixes_per_fingerprint_per_day"),
                 "3",
                 "applied fixes per error fingerprint per day",
             ),
             Key(
                 "max_restarts_per_service",
-                "integer ≥ 1",
+                num("policy.max_restarts_per_service"),
                 "3",
                 "restarts per service within restart_window_minutes",
             ),
-            Key("restart_window_minutes", "number > 0", "30", "the window of max_restarts_per_service"),
-            Key("max_applies_per_day", "integer ≥ 1", "10", "applied changes per day, all services"),
+            Key(
+                "restart_window_minutes",
+                num("policy.restart_window_minutes"),
+                "30",
+                "the window of max_restarts_per_service",
+            ),
+            Key(
+                "max_applies_per_day",
+                num("policy.max_applies_per_day"),
+                "10",
+                "applied changes per day, all services",
+            ),
             Key(
                 "maintenance_windows",
                 "list of strings",
@@ -142,7 +164,7 @@ REFERENCE: tuple[Table, ...] = (
             ),
             Key(
                 "grace_after_restart_s",
-                "number ≥ 0",
+                num("policy.grace_after_restart_s"),
                 "60",
                 "no new diagnosis this long after healbot restarted a service",
             ),
@@ -158,7 +180,7 @@ REFERENCE: tuple[Table, ...] = (
             Key("logs", "list of paths", "[]", "log files to watch besides those the manager names"),
             Key("allowed_paths", "list of globs", "[]", "files a fix may touch, relative to the repo"),
             Key("check_command", "argv list", "-", "run in a scratch worktree before a fix is proposed"),
-            Key("check_timeout_s", "number > 0", "300", "limit for check_command"),
+            Key("check_timeout_s", num("services.*.check_timeout_s"), "300", "limit for check_command"),
             Key("manager", "table", "required", "how the service is restarted and its status read (below)"),
             Key("health", "table", "{}", "how health is judged before and after a change (below)"),
             Key("runbooks", "table", "{}", "NAME = argv list: the only commands a fix may run, by name"),
@@ -183,12 +205,29 @@ REFERENCE: tuple[Table, ...] = (
         "the health verdict",
         (
             Key("http_url", "string", "-", "an http(s) URL that answers 2xx when healthy"),
-            Key("http_timeout_s", "number > 0", "5", "limit for one health request"),
-            Key("tcp_port", "integer", "-", "a port that accepts connections when healthy"),
+            Key(
+                "http_timeout_s", num("services.*.health.http_timeout_s"), "5", "limit for one health request"
+            ),
+            Key(
+                "tcp_port",
+                num("services.*.health.tcp_port"),
+                "-",
+                "a port that accepts connections when healthy",
+            ),
             Key("tcp_host", "string", '"127.0.0.1"', "host of tcp_port"),
             Key("process", "boolean", "true", "the manager must report the process running"),
-            Key("window_s", "number > 0", "30", "errors are counted this long before and after a change"),
-            Key("settle_s", "number > 0", "3", "a restarted service must stay up this long"),
+            Key(
+                "window_s",
+                num("services.*.health.window_s"),
+                "30",
+                "errors are counted this long before and after a change",
+            ),
+            Key(
+                "settle_s",
+                num("services.*.health.settle_s"),
+                "3",
+                "a restarted service must stay up this long",
+            ),
         ),
     ),
 )

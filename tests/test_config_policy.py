@@ -32,7 +32,7 @@ BASE = {
 WRONG = [
     ("healbot", "poll_interval_s", "0", "greater than 0"),
     ("healbot", "diagnose_every_s", '"soon"', "must be a number"),
-    ("healbot", "max_samples", "-1", "greater than 0"),
+    ("healbot", "max_samples", "-1", "at least 1"),
     ("healbot", "state_dir", "3", "must be a string"),
     ("claude", "runner", '"gpt"', "must be one of"),
     ("claude", "max_turns", "0", "at least 1"),
@@ -49,11 +49,11 @@ WRONG = [
     ("policy", "maintenance_windows", '["25:00-04:00"]', "not a time of day"),
     ("policy", "maintenance_windows", '["02:00-02:00"]', "is empty"),
     ("policy", "maintenance_windows", '"02:00-04:00"', "must be a list"),
-    ("policy", "grace_after_restart_s", "-1", "0 or more"),
+    ("policy", "grace_after_restart_s", "-1", "at least 0"),
     ("services.web", "check_command", "[]", "non-empty argv"),
     ("services.web", "logs", "[1]", "list of strings"),
     ("services.web.manager", "type", '"launchd"', "must be one of"),
-    ("services.web.health", "tcp_port", "70000", "port number"),
+    ("services.web.health", "tcp_port", "70000", "at most 65535"),
     ("services.web.health", "window_s", "0", "greater than 0"),
 ]
 

@@ -277,12 +277,12 @@ def test_from_options_builds_argv_lists_and_resolves_the_pidfile(tmp_path: Path)
         (
             {"restart": ["webctl"], "timeout_s": float("inf")},
             "timeout_s",
-            "must be a finite number greater than 0",
+            "must be a number greater than 0 and at most 86400 seconds",
         ),
         (
             {"restart": ["webctl"], "timeout_s": float("nan")},
             "timeout_s",
-            "must be a finite number greater than 0",
+            "must be a number greater than 0 and at most 86400 seconds",
         ),
         ({"restart": ["webctl"], "shell": True}, "shell", "unknown option"),
     ],

@@ -21,6 +21,7 @@ from bot.models import ServiceState, ServiceStatus
 
 POLL_INTERVAL_S = 0.1
 OUTPUT_TAIL_CHARS = 600
+MAX_OPTION_SECONDS = 86400.0  # a manager timeout beyond a day is a typo, and 1e308 would break timers
 
 # A command runner takes an argv list and returns (exit code, stdout, stderr). Injected in tests so
 # recorded outputs stand in for systemctl/docker; production uses `subprocess_runner`.
@@ -130,8 +131,11 @@ class Options:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"must be a number, not {_type_name(value)}")
-        if not math.isfinite(value) or value <= 0:
-            raise self.error(key, f"must be a finite number greater than 0, not {value}")
+        if not math.isfinite(value) or not 0 < value <= MAX_OPTION_SECONDS:
+            raise self.error(
+                key,
+                f"must be a number greater than 0 and at most {MAX_OPTION_SECONDS:.0f} seconds, not {value}",
+            )
         return float(value)
 
     def boolean(self, key: str, default: bool) -> bool:

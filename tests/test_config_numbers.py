@@ -1,0 +1,168 @@
+"""Every number in healbot.toml has a type and a finite range: NaN, infinities, huge values, zero, negatives
+and fractions for counts are clear errors naming key, value and range, from `load_config`, `healbot run`
+and `healbot doctor` alike (issue 12.1), never a traceback later."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bot.config import NUMBER_RANGES, load_config, number_range
+from bot.errors import ConfigError
+from tests.fakes.daemon_proc import HEALBOT
+from tests.helpers import make_repo
+
+# table -> key -> TOML value: a valid config that sets every numeric key
+BASE: dict[str, dict[str, str]] = {
+    "healbot": {
+        "state_dir": '"state"',
+        "poll_interval_s": "1.0",
+        "diagnose_every_s": "3600",
+        "max_samples": "5",
+        "heartbeat_interval_s": "60",
+    },
+    "claude": {
+        "max_turns": "8",
+        "max_budget_usd": "1.0",
+        "timeout_s": "600",
+        "idle_timeout_s": "120",
+        "max_concurrent": "1",
+    },
+    "approval": {"expiry_minutes": "60", "reminder_minutes_before": "10"},
+    "policy": {
+        "max_fixes_per_fingerprint_per_day": "3",
+        "max_restarts_per_service": "3",
+        "restart_window_minutes": "30",
+        "max_applies_per_day": "10",
+        "grace_after_restart_s": "0",
+    },
+    "services.web": {"repo": '"{repo}"', "logs": '["web.log"]', "check_timeout_s": "300"},
+    "services.web.manager": {"type": '"command"', "restart": '["true"]', "timeout_s": "30"},
+    "services.web.health": {
+        "http_timeout_s": "5",
+        "tcp_port": "8080",
+        "window_s": "30",
+        "settle_s": "3",
+    },
+}
+
+# (table, key, range key) of every numeric key
+NUMERIC = [
+    (table, key, f"{table.replace('services.web', 'services.*')}.{key}")
+    for table, keys in BASE.items()
+    for key in keys
+    if f"{table.replace('services.web', 'services.*')}.{key}" in NUMBER_RANGES
+]
+MANAGER_TIMEOUT = ("services.web.manager", "timeout_s")
+
+# TOML spellings of values no key may take, each with how the error shows it
+HOSTILE_NUMBERS = ["nan", "inf", "-inf", "-1", "1e308", "18446744073709551616", "-0.0"]
+
+
+def render(tables: dict[str, dict[str, str]], repo: Path) -> str:
+    lines = []
+    for table, keys in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {value.format(repo=repo)}" for key, value in keys.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def with_value(table: str, key: str, value: str) -> dict[str, dict[str, str]]:
+    tables = {name: dict(keys) for name, keys in BASE.items()}
+    tables[table][key] = value
+    return tables
+
+
+def bad_values(range_key: str) -> list[str]:
+    allowed = number_range(range_key)
+    values = [v for v in HOSTILE_NUMBERS if not allowed.admits(float(v))]
+    if allowed.whole:
+        values += ["0.5", f"{allowed.low + 1}.5", "5.0"]
+    if not allowed.low_included:
+        values.append("0")
+    return values
+
+
+CASES = [(table, key, value) for table, key, range_key in NUMERIC for value in bad_values(range_key)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("numbers") / "web", {"app.py": "print('hi')\n"})
+
+
+def test_every_numeric_key_has_a_range() -> None:
+    assert len(NUMERIC) == len(NUMBER_RANGES)
+    for allowed in NUMBER_RANGES.values():
+        assert math.isfinite(allowed.high) and allowed.high > allowed.low
+
+
+def test_the_base_config_loads(tmp_path: Path, repo: Path) -> None:
+    path = tmp_path / "healbot.toml"
+    path.write_text(render(BASE, repo))
+    assert load_config(path).services["web"].health.tcp_port == 8080
+
+
+@pytest.mark.parametrize(("table", "key", "value"), CASES, ids=[f"{t}.{k}={v}" for t, k, v in CASES])
+def test_numbers_without_bounds_are_refused_naming_key_value_and_range(
+    tmp_path: Path, repo: Path, table: str, key: str, value: str
+) -> None:
+    path = tmp_path / "healbot.toml"
+    path.write_text(render(with_value(table, key, value), repo))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{table}.{key}" in message and "at most" in message, message
+    parsed = tomllib.loads(f"x = {value}")["x"]
+    assert message.endswith(f"not {parsed!r}"), message
+
+
+def test_a_fraction_for_a_count_is_never_truncated(tmp_path: Path, repo: Path) -> None:
+    path = tmp_path / "healbot.toml"
+    path.write_text(render(with_value("healbot", "max_samples", "0.5"), repo))
+    with pytest.raises(ConfigError, match=r"healbot\.max_samples: must be an integer .* not 0\.5"):
+        load_config(path)
+
+
+def _cli(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HEALBOT), command, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_run_and_doctor_refuse_every_unbounded_number_without_a_traceback(tmp_path: Path, repo: Path) -> None:
+    """One hostile value per key through the real CLI: `run` exits 2 with a config error, `doctor` says
+    ✗ config with the same words; neither starts anything nor prints a traceback."""
+    jobs: list[tuple[str, str, str, Path]] = []
+    for number, (table, key, range_key) in enumerate(NUMERIC):
+        value = "0.5" if number_range(range_key).whole else ("nan" if number % 2 else "1e308")
+        config = tmp_path / f"healbot-{number}.toml"
+        config.write_text(render(with_value(table, key, value), repo))
+        jobs += [("run", f"{table}.{key}", value, config), ("doctor", f"{table}.{key}", value, config)]
+    for number, value in enumerate(("nan", "inf", "0", "1e308")):  # read when the manager is built
+        config = tmp_path / "manager" / f"healbot-{number}.toml"
+        config.parent.mkdir(exist_ok=True)
+        config.write_text(render(with_value(*MANAGER_TIMEOUT, value), repo))
+        jobs += [(command, ".".join(MANAGER_TIMEOUT), value, config) for command in ("run", "doctor")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda job: (job, _cli(job[0], job[3])), jobs))
+    for (command, key, value, _), result in results:
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, (command, key, value, output)
+        assert key in output and "at most" in output, (command, key, value, output)
+        if command == "run":
+            assert result.returncode == 2 and "config error" in output, (key, value, output)
+        else:
+            assert result.returncode == 1 and "✗ " in output, (key, value, output)
+    assert not (tmp_path / "state").exists()  # a bad number in the file: not even the store was opened
