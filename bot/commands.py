@@ -18,7 +18,7 @@ from bot.config import HealbotConfig, load_config
 from bot.console import ConsoleChannel
 from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
 from bot.diagnose import diagnose
-from bot.errors import HealbotError
+from bot.errors import ConfigError, HealbotError
 from bot.evidence import collect_evidence
 from bot.heartbeat import load_scans, scan_lines
 from bot.logging_setup import LogFormat, configure_logging
@@ -43,6 +43,10 @@ async def run(config_path: Path, *, auto_approve: bool, log_json: bool = False) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     config = load_config(config_path)
+    if (problem := state_dir_problem(config.state_dir)) is not None:
+        raise ConfigError(
+            f"{problem} (fix: create it, writable by the user healbot runs as)", path=str(config_path)
+        )
     json_logs = log_json or config.log_format == LogFormat.JSON
     configure_logging(LogFormat.JSON if json_logs else LogFormat.TEXT)
     runner = build_runner(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -316,14 +317,32 @@ def load_config(path: str | os.PathLike[str], *, check_repos: bool = True) -> He
     """Parse and validate; raise ConfigError naming the file and the key on the first problem."""
     cfg_path = Path(path)
     try:
-        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        text = cfg_path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError("file not found", path=str(cfg_path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot be read: {exc}", path=str(cfg_path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"is not valid TOML: {exc}", path=str(cfg_path)) from None
+        raise ConfigError(f"is not valid TOML: {_toml_problem(exc, text)}", path=str(cfg_path)) from None
     return parse_config(raw, cfg_path, check_repos=check_repos)
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib names only line and column: add the line itself, and for a key or table set twice, its name."""
+    message = str(exc)
+    found = _TOML_LINE.search(message)
+    lines = text.splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return message
+    line = lines[int(found.group(1)) - 1].strip()
+    if message.startswith(("Cannot overwrite a value", "Cannot declare")):
+        name = line.split("=", 1)[0].strip().strip("[]").strip() if line else "?"
+        return f"{name!r} is set twice ({message}): each key and table may appear once"
+    return f"{message}: {line[:120]!r}"
 
 
 def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = True) -> HealbotConfig:
@@ -356,6 +375,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     for name in services_table.data:
         services[name] = _service(name, services_table.table(name), base, check_repos=check_repos)
     services_table.finish()
+    _refuse_shared_logs(services_table, services)
     root.finish()
 
     return HealbotConfig(
@@ -373,6 +393,19 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         heartbeat_url=heartbeat_url,
         heartbeat_interval_s=heartbeat_interval_s,
     )
+
+
+def _refuse_shared_logs(services_table: _Table, services: Mapping[str, ServiceConfig]) -> None:
+    """One log file, one service: read by two, every error would open two incidents and two diagnoses."""
+    owner: dict[Path, str] = {}
+    for name, cfg in services.items():
+        for log_path in cfg.logs:
+            first = owner.setdefault(log_path, name)
+            if first != name:
+                raise services_table.error(
+                    f"{name}.logs",
+                    f"{log_path} is also a log of services.{first}: each log file belongs to one service",
+                )
 
 
 def _resolve(base: Path, value: str) -> Path:
