@@ -29,6 +29,7 @@ from bot.models import CodeContext, Evidence, FixKind, RunRequest
 from bot.runner.claude_cli import ClaudeCliRunner
 from bot.runner.messages_api import ANSWER_TOOL, MessagesApiRunner, RetryPolicy, estimate_cost
 from bot.runner.schema_check import schema_problem
+from tests.helpers import until
 
 KEY = "sk-ant-test-key-0123456789"
 TELEGRAM_TOKEN = "123456:telegram-secret-never-sent"
@@ -193,6 +194,32 @@ async def test_follow_up_resumes_the_kept_conversation(fake_api: FakeMessagesApi
     with pytest.raises(RunnerError, match="no conversation"):
         await runner.run(request("text", schema="", resume_session="api-unknown"))
     assert len(fake_api.message_requests()) == 2
+
+
+@pytest.mark.parametrize("delta_bytes", [1, 7, 4096])
+async def test_an_answer_streamed_in_many_deltas_is_assembled_once(
+    fake_api: FakeMessagesApi, delta_bytes: int
+) -> None:
+    fake_api.delta_bytes = delta_bytes
+    result = await make_runner(fake_api).run(request("structured"))
+    assert isinstance(result.structured, dict)
+    assert result.structured["candidates"][0]["kind"] == "restart"
+    text = await make_runner(fake_api).run(request("text", schema=""))
+    assert text.text == "ok"
+
+
+@pytest.mark.parametrize("kind", ["structured", "text"])
+async def test_a_huge_streamed_answer_starved_the_daemon(kind: str) -> None:
+    """Issue 12.3: a 20 MB answer is cut off as soon as it passes the byte cap, not read to its end."""
+    huge = "x" * (20 * 1024 * 1024)
+    answer = {"summary": huge, "candidates": []}
+    with FakeMessagesApi(structured=answer, text=huge, delta_bytes=16 * 1024) as api:
+        with pytest.raises(RunnerOutputError, match=r"passed 1024 KB and was cut off"):
+            await make_runner(api, retry=RetryPolicy(max_retries=0)).run(
+                request(kind, schema=None if kind == "structured" else "")
+            )
+        await until(lambda: api.streams_left_early == 1, what="the client stopped reading")
+        assert len(api.message_requests()) == 1  # a cut-off answer is not asked for again
 
 
 async def test_max_concurrent_limits_requests_in_flight(fake_api: FakeMessagesApi) -> None:

@@ -106,6 +106,7 @@ class FakeMessagesApi:
         slow_delay_s: float = 0.5,
         port: int = 0,
         flaky_failures: int = 2,
+        delta_bytes: int | None = None,
     ) -> None:
         if default_scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {default_scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -118,6 +119,10 @@ class FakeMessagesApi:
         # `slow_delay_s` passed): a deterministic barrier for concurrency tests.
         self.slow_until_in_flight: int | None = None
         self.flaky_failures = flaky_failures
+        # When set, each text or tool-input delta is sent in pieces of this many characters, as a real
+        # API streams a long answer; `streams_left_early` counts answers the client stopped reading.
+        self.delta_bytes = delta_bytes
+        self.streams_left_early = 0
         self._flaky_seen: dict[str, int] = {}
         self._port = port
         self._lock = threading.Lock()
@@ -281,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._answer(body, scenario)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away (killed by a test); nothing to answer
+            with self.fake._lock:  # the client went away (killed, or it stopped reading); nothing to answer
+                self.fake.streams_left_early += 1
         finally:
             self.fake._leave()
 
@@ -435,9 +441,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(
                 "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
             )
-            self._event(
-                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-            )
+            for piece in _pieces(delta, self.fake.delta_bytes):
+                self._event(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": piece}
+                )
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
         self._event(
             "message_delta",
@@ -452,6 +459,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --- message helpers ----------------------------------------------------------------------------------
+
+
+def _pieces(delta: dict[str, Any], size: int | None) -> list[dict[str, Any]]:
+    """One delta, or the same text cut into deltas of `size` characters."""
+    key = "text" if delta["type"] == "text_delta" else "partial_json"
+    whole = str(delta[key])
+    if not size or len(whole) <= size:
+        return [delta]
+    return [{**delta, key: whole[i : i + size]} for i in range(0, len(whole), size)]
 
 
 def _new_id(prefix: str) -> str:

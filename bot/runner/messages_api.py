@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ClaudeConfig
@@ -45,7 +45,7 @@ from bot.runner.stream import attach_stats, cap
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
-    from anthropic.types import Message
+    from anthropic.types import RawMessageStreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ ANSWER_TOOL = "StructuredOutput"  # the name the CLI gives the same tool
 CONNECT_TIMEOUT_S = 10.0
 MAX_SESSIONS = 32  # conversations kept in memory for follow-ups (`resume_session`)
 INSTALL_HINT = "pip install 'healbot[api]'"
+# An answer is a few KB of JSON; past this it is cut off as it arrives, so a runaway answer can neither
+# hold the loop nor fill memory (the SDK's own accumulator re-parses partial tool JSON at every delta).
+MAX_ANSWER_BYTES = 1024 * 1024
 
 # USD per million tokens (input, output), by model family; unknown models use the highest.
 PRICES: Mapping[str, tuple[float, float]] = {
@@ -103,6 +106,58 @@ def estimate_cost(model: str, input_tokens: int, output_tokens: int) -> float:
 def estimate_prompt_tokens(text: str) -> int:
     """A deliberately low estimate (about 4 characters per token) used only to refuse hopeless prompts."""
     return len(text) // 4
+
+
+@dataclass(slots=True)
+class _Block:
+    type: str  # "text" or "tool_use"; other kinds are kept but say nothing
+    name: str = ""
+    parts: list[str] = field(default_factory=list)
+
+    def joined(self) -> str:
+        return "".join(self.parts)
+
+    def said(self) -> str:
+        return self.joined() if self.type in {"text", "tool_use"} else ""
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A streamed answer accumulated from raw events: deltas are appended, tool JSON parsed once at the end."""
+
+    blocks: list[_Block] = field(default_factory=list)
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    size: int = 0  # bytes of text and tool JSON received so far
+
+    def add(self, event: RawMessageStreamEvent) -> None:
+        if event.type == "message_start":
+            self.input_tokens = event.message.usage.input_tokens
+            self.output_tokens = event.message.usage.output_tokens
+        elif event.type == "content_block_start":
+            block = event.content_block
+            self.blocks.append(_Block(block.type, getattr(block, "name", "")))
+        elif event.type == "content_block_delta" and 0 <= event.index < len(self.blocks):
+            delta = event.delta
+            piece = delta.text if delta.type == "text_delta" else getattr(delta, "partial_json", "")
+            if piece:
+                self.blocks[event.index].parts.append(piece)
+                self.size += len(piece.encode("utf-8"))
+        elif event.type == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            self.output_tokens = event.usage.output_tokens
+
+    def text(self) -> str:
+        return "".join(block.joined() for block in self.blocks if block.type == "text")
+
+    def tool_input(self, name: str) -> object:
+        """The parsed input of the last call of tool `name`, None when there is none (ValueError: not JSON)."""
+        found: object = None
+        for block in self.blocks:
+            if block.type == "tool_use" and block.name == name:
+                found = json.loads(block.joined() or "{}")
+        return found
 
 
 class _Transient(Exception):
@@ -266,7 +321,7 @@ class MessagesApiRunner:
 
     async def _with_retries(
         self, client: AsyncAnthropic, request: RunRequest, system: str, messages: list[dict[str, Any]]
-    ) -> tuple[Message, int]:
+    ) -> tuple[_Answer, int]:
         params = self._request_params(request, system, messages)
         attempt = 0
         while True:
@@ -282,14 +337,22 @@ class MessagesApiRunner:
                 attempt += 1
                 await self._sleep(delay)
 
-    async def _attempt(self, client: AsyncAnthropic, params: dict[str, Any]) -> Message:
+    async def _attempt(self, client: AsyncAnthropic, params: dict[str, Any]) -> _Answer:
         import anthropic
 
         try:
-            async with client.messages.stream(**params) as stream:
-                async for _event in stream:
-                    pass
-                message = await stream.get_final_message()
+            stream = await client.messages.create(**params, stream=True)
+            async with stream:
+                answer = _Answer()
+                async for event in stream:
+                    answer.add(event)
+                    if answer.size > MAX_ANSWER_BYTES:
+                        raise RunnerOutputError(
+                            f"the Messages API answer passed {MAX_ANSWER_BYTES // 1024} KB and was cut off there; "
+                            "an answer that size is not a diagnosis"
+                        )
+        except RunnerError:
+            raise
         except anthropic.APIStatusError as exc:
             raise _translate_status(exc) from None
         except anthropic.APITimeoutError:
@@ -312,9 +375,9 @@ class MessagesApiRunner:
                     RunnerOutputError(f"the Messages API stream stopped halfway: {_describe(exc)}")
                 ) from None
             raise RunnerOutputError(f"the Messages API answer could not be read: {_describe(exc)}") from None
-        if message.stop_reason is None:
+        if answer.stop_reason is None:
             raise _Transient(RunnerOutputError("the Messages API stream stopped halfway (no stop reason)"))
-        return message
+        return answer
 
     # --- the answer ----------------------------------------------------------------------------------
 
@@ -322,12 +385,11 @@ class MessagesApiRunner:
         self,
         request: RunRequest,
         messages: list[dict[str, Any]],
-        message: Message,
+        message: _Answer,
         attempts: int,
         duration_s: float,
     ) -> RunResult:
-        usage = message.usage
-        cost = estimate_cost(self.model, usage.input_tokens, usage.output_tokens)
+        cost = estimate_cost(self.model, message.input_tokens, message.output_tokens)
         session_id = request.resume_session or f"api-{uuid.uuid4().hex[:16]}"
         stats = RunStats(
             runner=self.name, duration_s=duration_s, cost_usd=cost, turns=1, session_id=session_id
@@ -336,8 +398,8 @@ class MessagesApiRunner:
             "Messages API answered in %.2fs after %d attempt(s): %d in / %d out tokens, about $%.4f",
             duration_s,
             attempts,
-            usage.input_tokens,
-            usage.output_tokens,
+            message.input_tokens,
+            message.output_tokens,
             cost,
         )
         if cost > self.cfg.max_budget_usd:
@@ -351,11 +413,13 @@ class MessagesApiRunner:
             raise attach_stats(
                 RunnerLimitReached(f"the answer was cut at the max_tokens limit of {self.max_tokens}"), stats
             )
-        text = "".join(block.text for block in message.content if block.type == "text")
-        structured: object = None
-        for block in message.content:
-            if block.type == "tool_use" and block.name == ANSWER_TOOL:
-                structured = block.input
+        text = message.text()
+        try:
+            structured = message.tool_input(ANSWER_TOOL)
+        except ValueError as exc:
+            raise attach_stats(
+                RunnerOutputError(f"the structured answer is not JSON: {cap(str(exc))}"), stats
+            ) from None
         if request.schema and structured is None:
             error = RunnerOutputError(
                 f"the model finished without a structured answer; it said: {cap(text) or '(nothing)'}"
@@ -367,14 +431,10 @@ class MessagesApiRunner:
             self._remember(session_id, messages, message)
         return RunResult(structured=structured, text=text, stats=stats)
 
-    def _remember(self, session_id: str, messages: list[dict[str, Any]], message: Message) -> None:
+    def _remember(self, session_id: str, messages: list[dict[str, Any]], message: _Answer) -> None:
         """Keep the turn for a follow-up. The forced tool call is replayed as text: the next request
         offers no tools, and the API rejects a tool_use without its tool_result."""
-        said = [
-            json.dumps(block.input) if block.type == "tool_use" else block.text
-            for block in message.content
-            if block.type in {"text", "tool_use"}
-        ]
+        said = [block.said() for block in message.blocks]
         self._sessions[session_id] = [
             *messages,
             {"role": "assistant", "content": "\n".join(said) or "(no answer)"},
