@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from bot import invisible
 from bot.models import Candidate, Incident, Proposal
 
 
@@ -43,9 +44,12 @@ def proposal_text(incident: Incident, proposal: Proposal, *, with_diffs: bool = 
     parts.append(f"base commit {proposal.base_commit[:12]} · expires {when(proposal.expires_at)}")
     for candidate in proposal.candidates:
         parts.append(candidate_line(candidate))
+        hidden = invisible.in_fix(candidate.diff, candidate.fix.title, candidate.fix.rationale)
+        if hidden:
+            parts.append(f"   {invisible.warning(hidden)}")
         parts.append(f"   why: {candidate.fix.rationale}")
         if with_diffs and candidate.diff:
             parts.append("\n".join(f"   {line}" for line in candidate.diff.rstrip("\n").splitlines()))
         if candidate.fix.runbook:
             parts.append(f"   runs the configured runbook {candidate.fix.runbook!r}")
-    return "\n".join(p for p in parts if p)
+    return invisible.mark("\n".join(p for p in parts if p))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot import invisible
 from bot.models import Candidate, Change, Incident, Proposal, ProposalStatus
 from bot.operations import HistoryEntry, StatusSummary
 from bot.redact import MARK, redact
@@ -98,7 +99,8 @@ def decode_callback(data: str | None) -> Callback | None:
 
 
 def esc(text: str) -> str:
-    return html.escape(text, quote=False)
+    """Text for a card: HTML-escaped, and every invisible or bidirectional character made visible."""
+    return html.escape(invisible.mark(text), quote=False)
 
 
 def clip(text: str, limit: int) -> str:
@@ -159,6 +161,9 @@ def _candidate_block(candidate: Candidate, *, with_diff: bool, rationale_limit: 
         f"({esc(diff_stats(candidate))}{check})",
         f"<i>why:</i> {esc(clip(fix.rationale, rationale_limit))}",
     ]
+    hidden = invisible.in_fix(candidate.diff, fix.title, fix.rationale)
+    if hidden:
+        lines.append(f"<b>{esc(invisible.warning(hidden))}</b>")
     if with_diff and candidate.diff:
         lines.append(pre(redact(candidate.diff).text.rstrip("\n")))
     return "\n".join(lines)
@@ -288,12 +293,18 @@ def diff_filename(incident: Incident, proposal: Proposal) -> str:
 
 
 def diff_document(proposal: Proposal) -> bytes:
-    """Every candidate's exact diff in one file; the headers are diff comments, so `git apply` reads it."""
+    """Every candidate's exact diff in one file; the headers are diff comments, so `git apply` reads it
+    (unless it holds hidden characters: those are shown as ⟦U+…⟧ under a warning, as on the card)."""
     chunks = []
     for candidate in proposal.candidates:
         if candidate.diff:
             shown = redact(candidate.diff).text  # code context may hold secrets: shown redacted
-            chunks.append(f"# candidate #{candidate.fix.rank}: {candidate.fix.title}\n{shown}")
+            hidden = invisible.in_fix(candidate.diff, candidate.fix.title)
+            note = f"# {invisible.warning(hidden)}\n" if hidden else ""
+            chunks.append(
+                f"# candidate #{candidate.fix.rank}: {invisible.mark(candidate.fix.title)}\n{note}"
+                f"{invisible.mark(shown)}"
+            )
     return "\n".join(chunks).encode("utf-8")
 
 
