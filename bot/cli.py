@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Self-healing ops bot: log errors → incidents → Claude's ranked fixes → approval → "
         "git commit → restart → health check → automatic revert.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: what healbot does (INFO); -vv: debug details"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -108,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(LogFormat.TEXT, level=logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging(LogFormat.TEXT, level=log_level(args.verbose, daemon=args.command == "run"))
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -119,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def log_level(verbose: int, *, daemon: bool) -> int:
+    """One-shot commands say only warnings; the daemon also says what it does (INFO), as a journal should;
+    -v gives INFO to any command, -vv DEBUG."""
+    if verbose >= 2:
+        return logging.DEBUG
+    return logging.INFO if verbose == 1 or daemon else logging.WARNING
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -288,8 +288,13 @@ class Daemon:
             loop.add_signal_handler(sig, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
         await self.start()
+        sources = sum(1 for r in self.pipeline.services.values() for _ in expand_sources(r.sources))
         log.info(
-            "healbot running: %d service(s), state in %s", len(self.config.services), self.config.db_path
+            "healbot running: %d service(s), %d log source(s), approvals via %s, state in %s",
+            len(self.config.services),
+            sources,
+            self.config.approval.channel,
+            self.config.db_path,
         )
         await self._stopped.wait()
         await self.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from bot.cli import log_level
 from bot.config import load_config
 from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.demo.run import _write_setup
@@ -213,3 +215,17 @@ def test_readme_opens_with_the_two_commands() -> None:
     head = (REPO_ROOT / "README.md").read_text().splitlines()[:20]
     assert "make demo" in "\n".join(head) and "make test" in "\n".join(head)
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(
+    ("verbose", "daemon", "level"),
+    [
+        (0, False, logging.WARNING),
+        (1, False, logging.INFO),
+        (2, False, logging.DEBUG),
+        (0, True, logging.INFO),
+    ],
+)
+def test_dash_v_jumped_straight_to_debug(verbose: int, daemon: bool, level: int) -> None:
+    """Issue 17.7: -v is INFO, -vv DEBUG; `healbot run` says what it does (INFO) without -v."""
+    assert log_level(verbose, daemon=daemon) == level

@@ -32,6 +32,8 @@ def test_run_proposes_then_a_restart_loses_nothing_and_sigterm_stops_it(
             wait_until(service.db_path.exists, 20, what="the store")
             store = Store.open(service.db_path)
             wait_until(lambda: store.get_cursor(f"file:{service.log}"), 20, what="the first cursor")
+            # issue 17.7: a good start was silent
+            daemon.wait_for("healbot running: 1 service(s), 1 log source(s), approvals via console", 20)
             service.append(traceback_lines(service.repo))
             daemon.wait_for("+    return PRICES.get(name, 0)", 60, what="the proposal")
             assert "billed per token" in daemon.output()  # ANTHROPIC_API_KEY passed on purpose: warned loudly

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from bot.models import ChangeStatus, IncidentState
@@ -185,6 +187,29 @@ async def test_unknown_command_got_no_reply(telegram_world, command: str) -> Non
     world.bot_api.command(APPROVER, CHAT, command)
     reply = await world.text_in(CHAT, "usage: ")
     assert "unknown command /" in reply.text and "/diagnose" in reply.text and "\n" not in reply.text
+
+
+async def test_a_telegram_outage_logged_a_traceback_per_failed_poll(
+    telegram_world, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.7: one line when polling starts failing, one when it works again, no tracebacks."""
+    caplog.set_level(logging.WARNING)
+    world: TelegramWorld = await telegram_world()
+    await world.start_daemon()
+    await world.connected()
+    world.bot_api.go_down("502")
+    await until(lambda: len(world.bot_api.calls("getUpdates", ok=False)) >= 3, 30, "three failed polls")
+    world.bot_api.come_back()
+    await until(
+        lambda: any("polling works again" in r.getMessage() for r in caplog.records), 30, "the recovery line"
+    )
+    polling = [r.getMessage() for r in caplog.records if "polling" in r.getMessage().lower()]
+    assert len(polling) == 2, polling
+    assert polling[0].startswith("Telegram polling failed (NetworkError: Bad Gateway"), polling
+    assert polling[1].startswith("Telegram polling works again after "), polling
+    assert not [r for r in caplog.records if r.exc_info], [
+        r.getMessage() for r in caplog.records if r.exc_info
+    ]
 
 
 async def test_unknown_command_for_another_bot_gets_no_reply(telegram_world) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from telegram.ext import Application, ContextTypes
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.errors import HealbotError
+from bot.telegram.polling import ObservedRequest, PollingLog
 
 log = logging.getLogger("healbot.telegram")
 
@@ -55,11 +56,13 @@ def file_url_for(base_url: str) -> str:
     return root[: -len("/bot")] + "/file/bot" if root.endswith("/bot") else root + "/file/bot"
 
 
-def build_application(settings: AppSettings) -> Application:  # type: ignore[type-arg]
+def build_application(settings: AppSettings, polling: PollingLog) -> Application:  # type: ignore[type-arg]
     builder = Application.builder().token(settings.token).job_queue(None).concurrent_updates(False)
     if settings.base_url:
         builder = builder.base_url(settings.base_url).base_file_url(file_url_for(settings.base_url))
-    builder = builder.get_updates_read_timeout(settings.poll_timeout_s + 10.0)
+    builder = builder.get_updates_request(
+        ObservedRequest(polling, connection_pool_size=1, read_timeout=settings.poll_timeout_s + 10.0)
+    )
     return builder.build()
 
 
@@ -97,7 +100,11 @@ def _retry_after_s(exc: RetryAfter) -> float:
 class TelegramApp:
     def __init__(self, settings: AppSettings) -> None:
         self.settings = settings
-        self.application = build_application(settings)
+        # PTB logs every unreadable answer (a proxy's 502 page) with a traceback, then raises it as a
+        # NetworkError, which `send` and `PollingLog` report in one line each: its own lines are noise.
+        logging.getLogger("telegram.request").setLevel(logging.CRITICAL)
+        self.polling = PollingLog()
+        self.application = build_application(settings, self.polling)
         self.pacer = ChatPacer(settings.min_chat_interval_s)
         self.ready = asyncio.Event()
         self._starter: asyncio.Task[None] | None = None
@@ -130,6 +137,7 @@ class TelegramApp:
                     await updater.start_polling(
                         timeout=int(self.settings.poll_timeout_s),
                         allowed_updates=["message", "callback_query"],
+                        error_callback=self.polling.failed,
                     )
                 break
             except InvalidToken:
