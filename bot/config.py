@@ -195,12 +195,9 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
 
 
 def number_range(key: str) -> NumberRange:
-    """The range of a dotted key as read (`services.web.health.window_s`)."""
-    parts = key.split(".")
-    if parts[0] == "services" and len(parts) > 2:
-        parts[1] = "*"
+    """The range of a dotted key, service tables written `services.*.…`."""
     try:
-        return NUMBER_RANGES[".".join(parts)]
+        return NUMBER_RANGES[key]
     except KeyError:
         raise AssertionError(f"no range for numeric key {key}: add it to NUMBER_RANGES") from None
 
@@ -211,9 +208,10 @@ def number_range(key: str) -> NumberRange:
 class _Table:
     """Reads keys from one TOML table, recording which were used so leftovers can be reported."""
 
-    def __init__(self, data: Mapping[str, Any], where: str, path: str) -> None:
+    def __init__(self, data: Mapping[str, Any], where: str, path: str, pattern: str | None = None) -> None:
         self.data = data
         self.where = where
+        self.pattern = where if pattern is None else pattern  # `where` with a service's name as `*`
         self.path = path
         self.used: set[str] = set()
 
@@ -243,7 +241,7 @@ class _Table:
 
     def number(self, key: str, default: float) -> float:
         """A finite number within the range NUMBER_RANGES gives for this key."""
-        allowed = number_range(self._key(key))
+        allowed = number_range(f"{self.pattern}.{key}" if self.pattern else key)
         value = self.get(key, float, default)
         if isinstance(value, float) and allowed.admits(value):
             return value
@@ -251,7 +249,7 @@ class _Table:
 
     def whole(self, key: str, default: int) -> int:
         """An integer (never a fraction, never truncated) within the range NUMBER_RANGES gives."""
-        allowed = number_range(self._key(key))
+        allowed = number_range(f"{self.pattern}.{key}" if self.pattern else key)
         self.used.add(key)
         value = self.data.get(key, default)
         if isinstance(value, bool):
@@ -290,7 +288,10 @@ class _Table:
 
     def table(self, key: str, *, required: bool = False) -> _Table:
         value = self.get(key, dict, None, required=required)
-        return _Table(value or {}, self._key(key), self.path)
+        pattern = (
+            "services.*" if self.where == "services" else (f"{self.pattern}.{key}" if self.pattern else key)
+        )
+        return _Table(value or {}, self._key(key), self.path, pattern)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)

@@ -166,3 +166,15 @@ def test_run_and_doctor_refuse_every_unbounded_number_without_a_traceback(tmp_pa
         else:
             assert result.returncode == 1 and "✗ " in output, (key, value, output)
     assert not (tmp_path / "state").exists()  # a bad number in the file: not even the store was opened
+
+
+def test_a_service_name_with_a_dot_has_its_numbers_checked(tmp_path: Path, repo: Path) -> None:
+    """Regression: the range of `services."web.v2".health.window_s` was looked up by splitting on dots."""
+    tables = {name.replace("services.web", 'services."web.v2"'): keys for name, keys in BASE.items()}
+    path = tmp_path / "healbot.toml"
+    path.write_text(render(tables, repo))
+    assert load_config(path).services["web.v2"].health.window_s == 30.0
+    tables['services."web.v2".health']["window_s"] = "inf"
+    path.write_text(render(tables, repo))
+    with pytest.raises(ConfigError, match=r"services\.web\.v2\.health\.window_s: must be a number"):
+        load_config(path)
