@@ -19,8 +19,10 @@ remembers), fake_bot_methods (the Bot API methods), fake_bot_users (simulated pe
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bot.demo.fake_bot_http import FakeBotServer, free_port
@@ -86,6 +88,17 @@ def wait_until(
         time.sleep(interval)
 
 
+@dataclass
+class HeldAnswer:
+    method: str
+    text: str
+    reached: threading.Event = field(default_factory=threading.Event)  # the call was carried out
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FakeBotApi:
     """Start with `start()`, point PTB at `base_url` / `base_file_url`, stop with `stop()`."""
 
@@ -94,6 +107,7 @@ class FakeBotApi:
         self._state = FakeBotState(per_chat_interval_s=per_chat_interval_s)
         self._lock = self._state.lock
         self._server = FakeBotServer(self, self.port)
+        self._holds: list[HeldAnswer] = []
 
     def add_bot(self, token: str, bot_id: int, username: str, first_name: str = "healbot") -> FakeBot:
         """Another bot account in the same fake (a second healbot in the group)."""
@@ -136,6 +150,8 @@ class FakeBotApi:
         with self._lock:
             self._state.closing = True
             self._state.wake_waiters()
+            for held in self._holds:
+                held.release()
         self._server.unserve()
 
     def __enter__(self) -> FakeBotApi:
@@ -287,3 +303,23 @@ class FakeBotApi:
     def record(self, call: Call) -> None:
         with self._lock:
             self._state.record(call)
+
+    def hold_answer(self, method: str, text_contains: str) -> HeldAnswer:
+        """The next `method` call whose text holds `text_contains` is carried out (a message is stored)
+        and its answer held until `release()`: a client killed meanwhile never learns what happened."""
+        held = HeldAnswer(method, text_contains)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def before_answer(self, method: str, params: dict[str, Any]) -> None:
+        """Called by the HTTP side between carrying a call out and answering it."""
+        with self._lock:
+            held = next(
+                (h for h in self._holds if h.method == method and h.text in str(params.get("text", ""))), None
+            )
+            if held is not None:
+                self._holds.remove(held)
+        if held is not None:
+            held.reached.set()
+            held.released.wait(timeout=120)

@@ -31,6 +31,8 @@ class BotApiBackend(Protocol):
 
     def record(self, call: Call) -> None: ...
 
+    def before_answer(self, method: str, params: dict[str, Any]) -> None: ...
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -116,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_raw(502, b"502 Bad Gateway", "text/html")
             return
         api.record(Call(method, params, status, error, time.time(), result, files, token))
+        if status == 200:
+            api.before_answer(method, params)
         self._send_json(status, payload)
 
     def _send_json(self, status: int, payload: object) -> None:

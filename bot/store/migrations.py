@@ -158,6 +158,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX card_progress_card ON card_progress(proposal_id, id);
     """,
+    # 7: a send in flight is recorded before it goes out, with the chat's last recorded message id, so a
+    # copy delivered just before a crash can be found and retired after the restart
+    """
+    ALTER TABLE outbox ADD COLUMN sending_since REAL;
+    ALTER TABLE outbox ADD COLUMN after_message_id INTEGER;
+    """,
 )
 
 

@@ -22,6 +22,8 @@ class OutboxItem:
     attempts: int
     sent_at: float | None
     message_id: int | None
+    sending_since: float | None = None  # a send went out and its answer was never recorded
+    after_message_id: int | None = None  # the chat's last recorded message id before that send
 
 
 class OutboxQueries(StoreBase):
@@ -44,10 +46,26 @@ class OutboxQueries(StoreBase):
         rows = self._query("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
         return [_outbox_from_row(r) for r in rows]
 
+    def outbox_mark_sending(self, item: OutboxItem, *, at: float) -> OutboxItem:
+        """Before the send: from now on a copy may exist in the chat. The watermark of the first attempt
+        is kept, so every copy an unrecorded attempt may have left lies above it."""
+        with self._tx() as conn:
+            last = conn.execute(
+                "SELECT MAX(message_id) FROM outbox WHERE chat_id = ?", (item.chat_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE outbox SET sending_since = COALESCE(sending_since, ?),"
+                " after_message_id = COALESCE(after_message_id, ?) WHERE id = ?",
+                (at, last if last is not None else 0, item.id),
+            )
+            row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item.id,)).fetchone()
+            return _outbox_from_row(row)
+
     def outbox_mark_sent(self, item_id: int, message_id: int, *, at: float) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE outbox SET sent_at = ?, message_id = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                "UPDATE outbox SET sent_at = ?, message_id = ?, attempts = attempts + 1, last_error = NULL,"
+                " sending_since = NULL WHERE id = ?",
                 (at, message_id, item_id),
             )
 
@@ -81,4 +99,6 @@ def _outbox_from_row(row: sqlite3.Row) -> OutboxItem:
         attempts=int(row["attempts"]),
         sent_at=row["sent_at"],
         message_id=row["message_id"],
+        sending_since=row["sending_since"],
+        after_message_id=row["after_message_id"],
     )

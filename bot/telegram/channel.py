@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -40,6 +41,7 @@ NOTE = "note"
 DOC = "doc"
 MAX_ATTEMPTS = 8
 IDLE_WAKE_S = 30.0
+RETIRE_SCAN = 20  # message ids looked at below a re-sent card for a copy delivered before a crash
 STOP_GRACE_S = 5.0  # how long a stop waits for a message in flight to be recorded as sent
 
 
@@ -221,11 +223,17 @@ class TelegramChannel:
     _failing = False
 
     async def _flush_outbox(self) -> None:
-        for item in self.store.outbox_pending():
+        for pending in self.store.outbox_pending():
             if self._closing.is_set():
                 return
-            if item.attempts >= MAX_ATTEMPTS:
+            if pending.attempts >= MAX_ATTEMPTS:
                 continue
+            maybe_delivered = (
+                pending.sending_since is not None
+            )  # an earlier attempt's answer was never stored
+            item = pending
+            if pending.kind == CARD:
+                item = self.store.outbox_mark_sending(pending, at=self.clock.now())
             try:
                 message_id = await self._deliver(item)
             except TelegramRejected as exc:
@@ -238,6 +246,35 @@ class TelegramChannel:
             self.store.outbox_mark_sent(item.id, message_id, at=self.clock.now())
             if item.kind == CARD:
                 self._after_card(item, message_id)
+                if maybe_delivered:
+                    await self._retire_lost_copies(item, message_id)
+
+    async def _retire_lost_copies(self, item: OutboxItem, message_id: int) -> None:
+        """A card sent again after a crash that came between Telegram's answer and the store: the copy
+        that may exist lies between the chat's last recorded message and this one. Its buttons are
+        removed (both copies carry the same token; a decision is taken once anyway), so only one card
+        looks live. Messages of others cannot be edited and ours without buttons are "not modified":
+        both answers are expected and ignored."""
+        chat = int(item.chat_id)
+        first = max((item.after_message_id or 0) + 1, message_id - RETIRE_SCAN)
+        retired = 0
+        for candidate in range(first, message_id):
+            if self.store.outbox_by_message(item.chat_id, candidate) is not None:
+                continue  # a message of ours whose send was recorded: not a lost copy
+            try:
+                await self.app.send(chat, functools.partial(self._remove_buttons, chat, candidate))
+            except TelegramRejected:
+                continue
+            retired += 1
+        if retired:
+            log.warning(
+                "retired the buttons of %d earlier copy(ies) of %s in chat %s", retired, item.key, chat
+            )
+
+    async def _remove_buttons(self, chat_id: int, message_id: int) -> object:
+        return await self.app.bot.edit_message_reply_markup(
+            chat_id=chat_id, message_id=message_id, reply_markup=None
+        )
 
     async def _deliver(self, item: OutboxItem) -> int:
         payload = json.loads(item.payload)

@@ -25,6 +25,7 @@ class PollingLog:
     def failed(self, exc: TelegramError) -> None:
         """PTB's `error_callback`: synchronous, must not raise."""
         said = f"{type(exc).__name__}: {exc}"
+        kind = f"{type(exc).__name__}: {str(exc).split('.')[0]}"  # the same failure, whatever body came
         self.failures += 1
         if self.failing is None:
             log.warning(
@@ -32,9 +33,9 @@ class PollingLog:
                 "it changes or works again",
                 said,
             )
-        elif said != self.failing:
+        elif kind != self.failing:
             log.warning("Telegram polling still fails, now with %s", said)
-        self.failing = said
+        self.failing = kind
 
     def answered(self) -> None:
         if self.failing is None:
