@@ -49,6 +49,7 @@ from bot.records import (
     RecordAssembler,
     strip_line_prefix,
 )
+from bot.redact import redacted
 from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
         template = f"HTTP {status} {access.group('method')} {route}"
         return _plain(record.service, template, is_error=status >= 500), False
     header = strip_header(first)
-    template = _cap(mask(header.message))
+    template = _cap(mask(redacted(header.message)))  # redacted first: a title must hold no secret
     if header.severity is not None:
         is_error = header.severity >= ERROR_SEVERITY
     else:
@@ -277,7 +278,7 @@ def _trace_fingerprint(service: str, trace: _Trace) -> Fingerprint:
     key = _hash(service, "trace", trace.exception_type or "", *sites)
     template = trace.exception_type or "stack trace"
     if trace.message:
-        template += f": {mask(trace.message)}"
+        template += f": {mask(redacted(trace.message))}"
     if innermost:
         template += f" at {_basename(innermost[-1].path)} in {innermost[-1].function}"
     is_error = not (trace.exception_type in SHUTDOWN_EXCEPTIONS and not trace.message)
