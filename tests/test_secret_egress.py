@@ -1,0 +1,135 @@
+"""Where secrets used to leave (issue 11 item 6), one regression test per way out: the card's title, fix
+title and rationale; the CLI runner's prompt and the Messages-API runner's request; Claude Code's own
+`gitStatus` block; the INFO log; the audit export; `healbot scan`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import ClaudeConfig
+from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.models import (
+    Candidate,
+    DiffStats,
+    Fix,
+    FixKind,
+    Incident,
+    IncidentState,
+    Proposal,
+    ProposalStatus,
+    Risk,
+    RunRequest,
+)
+from bot.runner.claude_cli import ClaudeCliRunner
+from bot.telegram import cards
+from tests.conftest import claude_binary
+from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV
+from tests.helpers import git, make_repo
+from tests.secret_corpus import SAMPLES, leaks
+
+NAMED = {s.kind: s for s in SAMPLES}
+SEEDS = [NAMED[k] for k in ("aws_access_key", "sendgrid", "twilio_account", "card_visa", "pypi", "named_pw")]
+
+
+def _card(title: str, fix_title: str, rationale: str, summary: str) -> str:
+    now = time.time()
+    incident = Incident(1, "svc", "3f2a9c1b", title, IncidentState.AWAITING_APPROVAL, now, now, 3, ("boom",))
+    fix = Fix(1, fix_title, rationale, Risk.LOW, FixKind.PATCH)
+    candidate = Candidate(fix, "--- a/app.py\n+++ b/app.py\n-x\n+y\n", "ab" * 32, DiffStats(1, 1, 1))
+    proposal = Proposal(
+        7, 1, "tok", "c0ffee" * 6, (candidate,), now, now + 3600, ProposalStatus.PENDING, summary
+    )
+    texts = [cards.card_text(incident, proposal, [f"applying {fix_title}"], diffs_inline=True)]
+    texts.append(cards.details_text(incident, proposal) or "")
+    texts.append(cards.diff_document(proposal).decode())
+    texts.append(cards.incidents_text([incident]))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("sample", SEEDS, ids=lambda s: s.kind)
+def test_card_renders_incident_title_fix_title_and_rationale_redacted(sample: object) -> None:
+    assert sample in SEEDS
+    text = _card(
+        f"upstream failed with {sample.text}",  # type: ignore[attr-defined]
+        f"rotate {sample.text}",  # type: ignore[attr-defined]
+        f"the log shows {sample.text} in the request",  # type: ignore[attr-defined]
+        f"summary: {sample.text}",  # type: ignore[attr-defined]
+    )
+    assert leaks(text, (sample,)) == {}, text  # type: ignore[arg-type]
+    assert "[REDACTED:" in text
+
+
+def _git_repo_with_secrets(root: Path) -> tuple[Path, list[str]]:
+    repo = make_repo(root / "repo", {"app.py": "x = 1\n"})
+    subjects = [f"deploy: use {s.text}" for s in SEEDS]
+    for index, subject in enumerate(subjects):
+        (repo / "app.py").write_text(f"x = {index + 2}\n")
+        git(repo, "add", "app.py")
+        git(
+            repo,
+            "-c",
+            "user.name=Ops Person Zqx",
+            "-c",
+            "user.email=ops-zqx@corp.example",
+            "commit",
+            "-q",
+            "-m",
+            subject,
+        )
+    return repo, subjects
+
+
+def test_git_status_never_reaches_claude(tmp_path: Path) -> None:
+    """Claude Code adds `gitStatus` (branch, recent commit subjects, the git user) to its system prompt
+    unless CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS is set; healbot's runner sets it."""
+    binary = claude_binary() or pytest.fail("claude binary missing: run `make tools`")
+    repo, subjects = _git_repo_with_secrets(tmp_path)
+    with FakeMessagesApi(structured={"summary": "s", "candidates": []}) as api:
+        env = {"ANTHROPIC_BASE_URL": api.url, **FAKE_CLAUDE_ENV}
+        runner = ClaudeCliRunner(ClaudeConfig(binary=binary), extra_env=env, config_dir=tmp_path / "claude")
+        asyncio.run(runner.run(RunRequest(prompt="why?", schema='{"type":"object"}', cwd=str(repo))))
+        sent = "\n".join(entry.text() for entry in api.message_requests())
+    assert api.message_requests()
+    assert "gitStatus" not in sent and "Recent commits" not in sent
+    assert "Ops Person Zqx" not in sent and "ops-zqx@corp.example" not in sent
+    assert leaks(sent, tuple(SEEDS)) == {}
+    assert not [s for s in subjects if s in sent]
+
+
+@pytest.mark.parametrize("sample", SEEDS, ids=lambda s: s.kind)
+def test_cli_runner_prompt_is_redacted_at_the_boundary(tmp_path: Path, sample: object) -> None:
+    binary = claude_binary() or pytest.fail("claude binary missing: run `make tools`")
+    with FakeMessagesApi(structured={"summary": "s", "candidates": []}) as api:
+        env = {"ANTHROPIC_BASE_URL": api.url, **FAKE_CLAUDE_ENV}
+        runner = ClaudeCliRunner(ClaudeConfig(binary=binary), extra_env=env, config_dir=tmp_path / "claude")
+        prompt = f"the log says: upstream failed with {sample.text}"  # type: ignore[attr-defined]
+        request = RunRequest(
+            prompt=prompt, schema='{"type":"object"}', cwd=str(tmp_path), system_prompt=prompt
+        )
+        asyncio.run(runner.run(request))
+        sent = "\n".join(entry.text() for entry in api.message_requests())
+    assert "the log says" in sent
+    assert leaks(sent, (sample,)) == {}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sample", SEEDS, ids=lambda s: s.kind)
+def test_messages_api_request_is_redacted_at_the_boundary(tmp_path: Path, sample: object) -> None:
+    from bot.runner.messages_api import MessagesApiRunner
+
+    with FakeMessagesApi(structured={"summary": "s", "candidates": []}) as api:
+        cfg = ClaudeConfig(runner="messages_api", base_url=api.url)
+        runner = MessagesApiRunner(cfg, environ={"ANTHROPIC_API_KEY": "test-key-for-the-fake"})
+        prompt = f"the log says: upstream failed with {sample.text}"  # type: ignore[attr-defined]
+        request = RunRequest(
+            prompt=prompt, schema='{"type":"object"}', cwd=str(tmp_path), system_prompt=prompt
+        )
+        asyncio.run(runner.run(request))
+        sent = "\n".join(entry.text() for entry in api.message_requests())
+    assert "the log says" in sent
+    assert leaks(sent, (sample,)) == {}  # type: ignore[arg-type]
