@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from bot.errors import HealbotError
 from bot.models import AuditEvent, Change, Outcome
+from bot.redact import redacted
 from bot.store import Store
 
 ALL_ROWS = 10_000_000  # the store caps its queries; the audit log of one host stays far below this
@@ -108,6 +109,8 @@ def _history_row(change: Change, outcome: Outcome | None) -> dict[str, object]:
 
 
 def render(rows: Sequence[Mapping[str, object]], fields: Sequence[str], fmt: ExportFormat) -> str:
+    """The rows in `fmt`, every text value through the one redaction step (bot.redact)."""
+    rows = [{key: redacted(v) if isinstance(v, str) else v for key, v in row.items()} for row in rows]
     if fmt is ExportFormat.JSONL:
         return "".join(json.dumps({f: row.get(f) for f in fields}, ensure_ascii=False) + "\n" for row in rows)
     if fmt is ExportFormat.CSV:

@@ -453,8 +453,9 @@ def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanR
     )
 
 
-def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) -> str:
-    """A terminal table: one row per group, the first lines of its sample under it."""
+def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110, raw: bool = False) -> str:
+    """A terminal table: one row per group, the first lines of its sample under it: redacted as they would
+    be sent (before they are clipped), or as they are in the file with `raw`."""
     error_groups = sum(1 for g in result.groups if g.is_error)
     records = str(result.records) if result.complete else "only errors assembled"
     out = [
@@ -472,7 +473,7 @@ def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) 
         template = group.template if len(group.template) <= room else group.template[: room - 1] + "…"
         error = "yes" if group.is_error else "no"
         out.append(f"{group.count:>7}  {group.first_line:>7}  {error:5}  {group.key:16}  {template}")
-        sample = group.sample.split("\n")
+        sample = (group.sample if raw else redacted(group.sample)).split("\n")
         for line in sample[:sample_lines]:
             shown = line if len(line) <= width - 11 else line[: width - 12] + "…"
             out.append(f"{'':9}| {shown}")

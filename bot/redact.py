@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from bot.secret_shapes import CARD, LAYOUTS, PREFIXED, luhn_valid, prefixed_kind
@@ -300,3 +301,17 @@ def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
             count += occurrences
     rest = redact(text)
     return Redaction(text=rest.text, count=count + rest.count)
+
+
+class RedactingWriter:
+    """A text stream that redacts what it is given, then writes it to `stream` (the CLI's stdout, stderr)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redacted(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)

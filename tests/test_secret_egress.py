@@ -133,3 +133,73 @@ def test_messages_api_request_is_redacted_at_the_boundary(tmp_path: Path, sample
         sent = "\n".join(entry.text() for entry in api.message_requests())
     assert "the log says" in sent
     assert leaks(sent, (sample,)) == {}  # type: ignore[arg-type]
+
+
+def _error_log(path: Path) -> Path:
+    lines = [
+        f"2026-12-03 11:00:0{i % 10},000 ERROR app[42]: upstream failed with {s.text}"
+        for i, s in enumerate(SAMPLES)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_scan_shows_templates_and_samples_redacted_and_raw_only_with_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    log = _error_log(tmp_path / "app.log")
+    assert main(["scan", str(log)]) == 0
+    shown = capsys.readouterr().out
+    assert "upstream failed with" in shown and "[REDACTED:" in shown
+    assert leaks(shown) == {}
+    assert main(["scan", "--raw", str(log)]) == 0
+    raw = capsys.readouterr().out
+    assert leaks(raw, tuple(SEEDS)).keys() == {s.kind for s in SEEDS}  # the raw lines, as the flag says
+
+
+def test_cli_printouts_pass_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    secret = NAMED["github_pat"]
+    # a config error names the bad value: what the CLI prints on stderr is redacted too
+    assert main(["status", "-c", f"/nonexistent/{secret.secret}.toml"]) != 0
+    printed = capsys.readouterr()
+    assert leaks(printed.out + printed.err, (secret,)) == {}
+    assert "[REDACTED:" in printed.err
+
+
+def test_info_log_is_redacted_in_messages_args_and_tracebacks() -> None:
+    import io
+
+    from bot.logging_setup import LogFormat, configure_logging
+
+    for fmt in LogFormat:
+        stream = io.StringIO()
+        configure_logging(fmt, level=logging.INFO, stream=stream, environ={})
+        log = logging.getLogger("healbot.test")
+        for sample in SEEDS:
+            log.info("upstream failed with %s", sample.text)
+            log.info(f"message text {sample.text}")
+            try:
+                raise RuntimeError(f"boom {sample.text}")
+            except RuntimeError:
+                log.exception("failed")
+        written = stream.getvalue()
+        assert "upstream failed with" in written
+        assert leaks(written, tuple(SEEDS)) == {}, written
+
+
+def test_audit_export_is_redacted_in_every_format(tmp_path: Path) -> None:
+    from bot.audit_export import AUDIT_FIELDS, ExportFormat, audit_rows, render
+    from bot.store import Store
+
+    store = Store.open(tmp_path / "state.db")
+    for sample in SEEDS:
+        store.audit("alice", "note", f"saw {sample.text}", at=time.time())
+    rows = audit_rows(store, since=None)
+    for fmt in ExportFormat:
+        text = render(rows, AUDIT_FIELDS, fmt)
+        assert "saw " in text
+        assert leaks(text, tuple(SEEDS)) == {}, text
