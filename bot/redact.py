@@ -148,6 +148,15 @@ def _fixed(kind: str, keep: str = "") -> Replacer:
     return replace
 
 
+def _per_line(kind: str) -> Replacer:
+    """A multi-line secret becomes one placeholder per line, so line numbers around it stay right."""
+
+    def replace(match: re.Match[str]) -> str:
+        return "\n".join(_placeholder(kind) for _ in match.group(0).split("\n"))
+
+    return replace
+
+
 def _prefixed(match: re.Match[str]) -> str:
     return _placeholder(prefixed_kind(match.group(0)))
 
@@ -190,13 +199,13 @@ _RULES: tuple[tuple[re.Pattern[str], Replacer], ...] = (
             r"(?:-----END (?P=label)PRIVATE KEY(?P=block)-----|\Z)",
             re.DOTALL,
         ),
-        _fixed("private_key"),
+        _per_line("private_key"),
     ),
     (  # the body lines right above a lone END line (a window that cut the BEGIN line off)
         re.compile(
             r"(?m)(?:^[ \t]*[A-Za-z0-9+/=]{4,}[ \t]*\n)*[ \t]*-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
         ),
-        _fixed("private_key"),
+        _per_line("private_key"),
     ),
     (
         re.compile(
@@ -234,7 +243,7 @@ _RULES: tuple[tuple[re.Pattern[str], Replacer], ...] = (
         re.compile(r"(?P<prefix>(?P<q>[\"']?)(?<![\w.-])(?P<key>[\w.-]{1,128})(?P=q)\s*[:=]\s*)" + _VALUE),
         _high_entropy,
     ),
-    (re.compile(r"(?<![A-Za-z0-9+/=_.-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/=_.-])"), _bare_blob),
+    (re.compile(r"(?<![A-Za-z0-9+/=_.])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/=_.-])"), _bare_blob),
 )
 
 # Every rule above needs one of these to match; a text without any is left as it is after one search.

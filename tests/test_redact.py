@@ -49,7 +49,7 @@ CASES = [
         "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
         "[REDACTED:github_token]",
     ),
-    (f"loaded\n{PRIVATE_KEY}\ndone", "MIIEowIBAAKCAQEAx4Kq", "loaded\n[REDACTED:private_key]\ndone"),
+    (f"loaded\n{PRIVATE_KEY}\ndone", "MIIEowIBAAKCAQEAx4Kq", "loaded\n[REDACTED:private_key]\n"),
     (
         "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B (log truncated",
         "MIIEvQIBADANBgkqhkiG9w0B",

@@ -31,7 +31,7 @@ from bot.telegram import cards
 from tests.conftest import claude_binary
 from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV
 from tests.helpers import git, make_repo
-from tests.secret_corpus import SAMPLES, leaks
+from tests.secret_corpus import SAMPLES, SecretSample, leaks
 
 NAMED = {s.kind: s for s in SAMPLES}
 SEEDS = [NAMED[k] for k in ("aws_access_key", "sendgrid", "twilio_account", "card_visa", "pypi", "named_pw")]
@@ -203,3 +203,22 @@ def test_audit_export_is_redacted_in_every_format(tmp_path: Path) -> None:
         text = render(rows, AUDIT_FIELDS, fmt)
         assert "saw " in text
         assert leaks(text, tuple(SEEDS)) == {}, text
+
+
+def test_code_window_that_cuts_a_pem_begin_line_is_redacted(tmp_path: Path) -> None:
+    from bot.evidence import LINES_BEFORE, _code_contexts
+    from bot.models import Frame
+    from bot.redact import redacted
+
+    body = [NAMED["base64_token"].secret.rstrip("=")[:40] + NAMED["aws_secret_key"].secret[:24]] * 20
+    body.append(NAMED["hex_token"].secret[:22] + "==")
+    pem = ["KEY = '''-----BEGIN RSA PRIVATE KEY-----", *body, "-----END RSA PRIVATE KEY-----'''"]
+    code = [*pem, "", "def total(name):", "    return PRICES[name]"]
+    failing = len(code)
+    assert failing - LINES_BEFORE > 1  # the window starts below the BEGIN line
+    repo = make_repo(tmp_path / "repo", {"app.py": "\n".join(code) + "\n"})
+    [context] = _code_contexts(repo, [Frame(str(repo / "app.py"), failing, "total")], redacted)
+    assert "return PRICES[name]" in context.snippet
+    assert f"> {failing} |" in context.snippet  # line numbers stay right
+    for line in body:
+        assert leaks(context.snippet, (SecretSample("pem", line, line),)) == {}, context.snippet
