@@ -5,7 +5,6 @@ title and rationale; the CLI runner's prompt and the Messages-API runner's reque
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -222,3 +221,28 @@ def test_code_window_that_cuts_a_pem_begin_line_is_redacted(tmp_path: Path) -> N
     assert f"> {failing} |" in context.snippet  # line numbers stay right
     for line in body:
         assert leaks(context.snippet, (SecretSample("pem", line, line),)) == {}, context.snippet
+
+
+@pytest.mark.parametrize("sample", SEEDS, ids=lambda s: s.kind)
+def test_telegram_short_texts_and_the_console_channel_are_redacted(sample: SecretSample) -> None:
+    import io
+
+    from bot.console import ConsoleChannel
+
+    said = f"the answer mentions {sample.text} twice: {sample.text}"
+    texts = [
+        cards.followup_text(f"why {sample.text}?", said),
+        cards.notification(said, "host-a"),
+        cards.plain(said),
+        cards.answer(said),
+    ]
+    out = io.StringIO()
+    now = time.time()
+    incident = Incident(1, "svc", "3f2a9c1b", f"title {sample.text}", IncidentState.OPEN, now, now, 1, ())
+    channel = ConsoleChannel(out=out, interactive=False)
+    asyncio.run(channel.notify(said))
+    asyncio.run(channel.progress(incident, said))
+    texts.append(out.getvalue())
+    for text in texts:
+        assert "mentions" in text or "why" in text or "title" in text
+        assert leaks(text, (sample,)) == {}, text
