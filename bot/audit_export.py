@@ -21,6 +21,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 AUDIT_FIELDS = ("at", "time", "actor", "event", "incident_id", "detail")
+COMMIT_FIELDS = frozenset({"commit", "revert_commit"})  # git object ids: shown as they are
 HISTORY_FIELDS = (
     "change_id",
     "time",
@@ -109,8 +110,11 @@ def _history_row(change: Change, outcome: Outcome | None) -> dict[str, object]:
 
 
 def render(rows: Sequence[Mapping[str, object]], fields: Sequence[str], fmt: ExportFormat) -> str:
-    """The rows in `fmt`, every text value through the one redaction step (bot.redact)."""
-    rows = [{key: redacted(v) if isinstance(v, str) else v for key, v in row.items()} for row in rows]
+    """The rows in `fmt`, every text value but commit ids through the one redaction step (bot.redact)."""
+    rows = [
+        {key: redacted(v) if isinstance(v, str) and key not in COMMIT_FIELDS else v for key, v in row.items()}
+        for row in rows
+    ]
     if fmt is ExportFormat.JSONL:
         return "".join(json.dumps({f: row.get(f) for f in fields}, ensure_ascii=False) + "\n" for row in rows)
     if fmt is ExportFormat.CSV:

@@ -114,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(LogFormat.TEXT, level=logging.DEBUG if args.verbose else logging.WARNING)
     streams = sys.stdout, sys.stderr
-    if not getattr(args, "raw", False):  # everything the CLI prints passes bot.redact
+    # Everything the CLI prints passes bot.redact; the history and audit exports are redacted field by
+    # field as they are rendered (bot.audit_export.render), which keeps commit ids readable.
+    if not getattr(args, "raw", False) and args.command not in {"history", "audit"}:
         sys.stdout, sys.stderr = RedactingWriter(sys.stdout), RedactingWriter(sys.stderr)
     try:
         return _dispatch(args)

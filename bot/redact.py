@@ -65,7 +65,7 @@ _SAFE_KEYS = re.compile(
 )
 _SAFE_WORD_BEFORE = re.compile(
     r"(?i)(?:commit|sha\d*|hash|digest|checksum|etag|revision|rev|head|tree|object|trace|span|request|fingerprint)"
-    r"(?:[ _-]?id)?[\s:=#\"'(]{1,3}$"
+    r"(?:[ _-]?id)?[\s:=#\"'(]{1,4}$"
 )
 
 
