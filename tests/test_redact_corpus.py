@@ -99,3 +99,17 @@ ORDINARY = [
 @pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_log_text_is_left_readable(text: str) -> None:
     assert redacted(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 3714 496353 98431 declined",  # amex grouping
+        "card 4111-1111-1111-1111 declined",
+        "card 4111111111111111 declined",
+    ],
+)
+def test_card_numbers_in_any_grouping_are_redacted(text: str) -> None:
+    out = redacted(text)
+    assert "[REDACTED:card_number]" in out, out
+    assert "declined" in out
