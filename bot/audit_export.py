@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from bot.errors import HealbotError
 from bot.models import AuditEvent, Change, Outcome
+from bot.redact import redacted
 from bot.store import Store
 
 ALL_ROWS = 10_000_000  # the store caps its queries; the audit log of one host stays far below this
@@ -20,6 +21,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 AUDIT_FIELDS = ("at", "time", "actor", "event", "incident_id", "detail")
+COMMIT_FIELDS = frozenset({"commit", "revert_commit"})  # git object ids: shown as they are
 HISTORY_FIELDS = (
     "change_id",
     "time",
@@ -108,6 +110,11 @@ def _history_row(change: Change, outcome: Outcome | None) -> dict[str, object]:
 
 
 def render(rows: Sequence[Mapping[str, object]], fields: Sequence[str], fmt: ExportFormat) -> str:
+    """The rows in `fmt`, every text value but commit ids through the one redaction step (bot.redact)."""
+    rows = [
+        {key: redacted(v) if isinstance(v, str) and key not in COMMIT_FIELDS else v for key, v in row.items()}
+        for row in rows
+    ]
     if fmt is ExportFormat.JSONL:
         return "".join(json.dumps({f: row.get(f) for f in fields}, ensure_ascii=False) + "\n" for row in rows)
     if fmt is ExportFormat.CSV:

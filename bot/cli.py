@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.errors import ConfigError, HealbotError
 from bot.logging_setup import LogFormat, configure_logging
+from bot.redact import RedactingWriter
 
 DEFAULT_CONFIG = "healbot.toml"
 
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("file", type=Path)
     scan.add_argument("--service", default="scan")
     scan.add_argument("--all", action="store_true", help="group every record, not only errors")
+    scan.add_argument(
+        "--raw", action="store_true", help="show sample lines raw, not redacted as they would be sent"
+    )
     scan.add_argument(
         "--groups-out", type=Path, help='write {"line": N, "group": KEY} per input line (JSONL)'
     )
@@ -111,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(LogFormat.TEXT, level=log_level(args.verbose, daemon=args.command == "run"))
+    streams = sys.stdout, sys.stderr
+    # Everything the CLI prints passes bot.redact; the history and audit exports are redacted field by
+    # field as they are rendered (bot.audit_export.render), which keeps commit ids readable.
+    if not getattr(args, "raw", False) and args.command not in {"history", "audit"}:
+        sys.stdout, sys.stderr = RedactingWriter(sys.stdout), RedactingWriter(sys.stderr)
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -121,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def log_level(verbose: int, *, daemon: bool) -> int:
@@ -135,7 +146,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "scan":
         from bot.scan_command import scan
 
-        return scan(args.file, service=args.service, all_records=args.all, groups_out=args.groups_out)
+        return scan(
+            args.file, service=args.service, all_records=args.all, groups_out=args.groups_out, raw=args.raw
+        )
 
     import asyncio  # ~50 ms: only the commands below need it, not `scan`
 

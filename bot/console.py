@@ -1,4 +1,5 @@
-"""The approval channel in a terminal, for `healbot demo` and local trials. Same interface as Telegram."""
+"""The approval channel in a terminal, for `healbot demo` and local trials. Same interface as Telegram;
+every line it prints passes bot.redact."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TextIO
 
 from bot.interfaces import DecisionHandler
 from bot.models import Decision, DecisionAction, Incident, Proposal
+from bot.redact import redacted
 from bot.render import proposal_text
 
 PROMPT = "approve which fix? [1-{n}] approve · r reject · d details · s skip > "
@@ -22,7 +24,7 @@ class ConsoleChannel:
         auto_approve: bool = False,
         interactive: bool = True,
         read_line: Callable[[str], str] = input,
-        scrub: Callable[[str], str] = lambda s: s,
+        scrub: Callable[[str], str] = redacted,
         actor: str = "console",
     ) -> None:
         self._out = out or sys.stdout
@@ -34,7 +36,7 @@ class ConsoleChannel:
         self._decide: DecisionHandler | None = None
 
     def _print(self, text: str) -> None:
-        self._out.write(self._scrub(text) + "\n")
+        self._out.write(redacted(self._scrub(text)) + "\n")
         self._out.flush()
 
     async def start(self, decide: DecisionHandler) -> None:

@@ -62,7 +62,8 @@ def _code_contexts(
         text = gitinfo.show_file(root, relative)
         if text is None:  # not tracked at HEAD: generated, vendored, or a virtualenv inside the repo
             continue
-        snippet = numbered_snippet(text, frame.line)
+        # the whole file first: a window may cut a PEM block's BEGIN line or a long line in two
+        snippet = numbered_snippet(redact(text), frame.line)
         if not snippet:
             continue
         contexts.append(CodeContext(relative, frame.line, frame.function, redact(snippet)))

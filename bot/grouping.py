@@ -49,6 +49,7 @@ from bot.records import (
     RecordAssembler,
     strip_line_prefix,
 )
+from bot.redact import redacted
 from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
         template = f"HTTP {status} {access.group('method')} {route}"
         return _plain(record.service, template, is_error=status >= 500), False
     header = strip_header(first)
-    template = _cap(mask(header.message))
+    template = _cap(mask(redacted(header.message)))  # redacted first: a title must hold no secret
     if header.severity is not None:
         is_error = header.severity >= ERROR_SEVERITY
     else:
@@ -277,7 +278,7 @@ def _trace_fingerprint(service: str, trace: _Trace) -> Fingerprint:
     key = _hash(service, "trace", trace.exception_type or "", *sites)
     template = trace.exception_type or "stack trace"
     if trace.message:
-        template += f": {mask(trace.message)}"
+        template += f": {mask(redacted(trace.message))}"
     if innermost:
         template += f" at {_basename(innermost[-1].path)} in {innermost[-1].function}"
     is_error = not (trace.exception_type in SHUTDOWN_EXCEPTIONS and not trace.message)
@@ -452,8 +453,9 @@ def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanR
     )
 
 
-def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) -> str:
-    """A terminal table: one row per group, the first lines of its sample under it."""
+def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110, raw: bool = False) -> str:
+    """A terminal table: one row per group, the first lines of its sample under it: redacted as they would
+    be sent (before they are clipped), or as they are in the file with `raw`."""
     error_groups = sum(1 for g in result.groups if g.is_error)
     records = str(result.records) if result.complete else "only errors assembled"
     out = [
@@ -471,7 +473,7 @@ def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110) 
         template = group.template if len(group.template) <= room else group.template[: room - 1] + "…"
         error = "yes" if group.is_error else "no"
         out.append(f"{group.count:>7}  {group.first_line:>7}  {error:5}  {group.key:16}  {template}")
-        sample = group.sample.split("\n")
+        sample = (group.sample if raw else redacted(group.sample)).split("\n")
         for line in sample[:sample_lines]:
             shown = line if len(line) <= width - 11 else line[: width - 12] + "…"
             out.append(f"{'':9}| {shown}")

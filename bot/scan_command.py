@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 MAX_LINE_BYTES = 8192  # the default of bot.grouping.scan_errors and scan_file
 
 
-def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None) -> int:
+def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None, raw: bool = False) -> int:
+    """Print the groups; sample lines are shown redacted, as they would be sent, unless `raw`."""
     if not path.is_file():
         raise HealbotError(f"{path} is not a readable file")
     if groups_out is None and not all_records:
@@ -31,7 +32,7 @@ def scan(path: Path, *, service: str, all_records: bool, groups_out: Path | None
         result = scan_file(path, service=service, errors_only=not all_records)
     from bot.grouping import format_scan
 
-    print(format_scan(result))
+    print(format_scan(result, raw=raw))
     if groups_out is not None:
         with groups_out.open("w", encoding="utf-8") as out:
             for line_no, key in result.line_groups:

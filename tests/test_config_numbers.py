@@ -170,7 +170,7 @@ def test_run_and_doctor_refuse_every_unbounded_number_without_a_traceback(tmp_pa
 
 def test_a_service_name_with_a_dot_has_its_numbers_checked(tmp_path: Path, repo: Path) -> None:
     """Regression: the range of `services."web.v2".health.window_s` was looked up by splitting on dots."""
-    tables = {name.replace("services.web", 'services."web.v2"'): keys for name, keys in BASE.items()}
+    tables = {name.replace("services.web", 'services."web.v2"'): dict(keys) for name, keys in BASE.items()}
     path = tmp_path / "healbot.toml"
     path.write_text(render(tables, repo))
     assert load_config(path).services["web.v2"].health.window_s == 30.0

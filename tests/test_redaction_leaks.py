@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ from tests.conftest import claude_binary
 from tests.fakes.fake_bot_api import FakeBotApi
 from tests.fakes.telegram_world import CHAT, ShiftedClock, TelegramWorld, config_text, until
 from tests.fakes.world import FIX, fake_api_runner, scratch_service
+from tests.helpers import git
+from tests.secret_corpus import CONTEXTS, SAMPLES, SecretSample
+from tests.secret_corpus import leaks as corpus_leaks
 
 PRIVATE_KEY_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0"
 
@@ -195,3 +199,138 @@ async def test_claude_gets_no_variable_of_the_bots_environment_but_those_listed(
     inherited = {name for name in given if name in os.environ and os.environ[name] == given[name]}
     allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HTTPS_PROXY", "PWD", "SHLVL", "_", "OLDPWD"}
     assert inherited <= allowed, inherited - allowed
+
+
+# --- the whole corpus (tests/secret_corpus.py), every output checked ------------------------------------
+
+CORPUS_ENV_VALUE = "envQz7Lm2Xp9Rt4Vw8Kd"
+
+
+def _corpus_app() -> str:
+    literals = [f"    {CONTEXTS['code_string'](sample).strip()}\n" for sample in SAMPLES[::3]]
+    pem_body = [
+        f"{s.secret.rstrip('=')[:40]}{s.secret[:24]}" for s in SAMPLES if s.kind == "base64_token"
+    ] * 8
+    pem = (
+        "KEY = '''-----BEGIN RSA PRIVATE KEY-----\n"
+        + "\n".join(pem_body)
+        + "\n-----END RSA PRIVATE KEY-----'''\n"
+    )
+    return (
+        'PRICES = {"apple": 120}\n'
+        + pem
+        + "\n\ndef total(name):\n"
+        + "".join(literals)
+        + "    return PRICES[name]\n"
+    )
+
+
+def _corpus_record(repo: Path, app: str) -> str:
+    failing = app.splitlines().index("    return PRICES[name]") + 1
+    writers = list(CONTEXTS.values())
+    carried = [f"    {CONTEXTS['log_line'](s)}" for s in SAMPLES]
+    carried += [f"    {writers[i % len(writers)](s)}" for i, s in enumerate(SAMPLES)]
+    carried.append(f"    connected as {CORPUS_ENV_VALUE}")
+    return (
+        "2026-11-26 06:00:00,000 ERROR svc[42]: request /total failed with "
+        + SAMPLES[0].text
+        + "\nTraceback (most recent call last):\n"
+        + f'  File "{repo}/app.py", line {failing}, in total\n'
+        + "    return PRICES[name]\n"
+        + "\n".join(carried)
+        + f"\nKeyError: 'pear {SAMPLES[1].text}'\n"
+    )
+
+
+def _seed_history(repo: Path) -> None:
+    (repo / ".env").write_text("".join(f"SECRET_{i}={s.secret}\n" for i, s in enumerate(SAMPLES)))
+    git(repo, "add", ".env")
+    for sample in SAMPLES[::4]:
+        git(
+            repo,
+            *("-c", f"user.name=Ops {sample.kind}", "-c", "user.email=ops-corpus@corp.example"),
+            *("commit", "-q", "--allow-empty", "-m", CONTEXTS["commit_subject"](sample)),
+        )
+
+
+def _echoing_answer() -> dict[str, object]:
+    """An answer that repeats secrets (as a model that read `.env` with its own Read tool might)."""
+    fix = dict(FIX)
+    fix["title"] = f"Unknown items cost nothing (not {SAMPLES[2].text})"
+    fix["rationale"] = "PRICES[name] raises KeyError; the log also shows " + ", ".join(
+        s.text for s in SAMPLES[::5]
+    )
+    return {"summary": f"KeyError in total() near {SAMPLES[3].text}", "candidates": [fix]}
+
+
+@pytest.mark.parametrize("runner_kind", ["claude-cli", "messages-api"])
+async def test_no_corpus_secret_leaves_through_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], runner_kind: str
+) -> None:
+    """Every kind seeded into the log, the code, `.env`, commit subjects and the author identity; the real
+    pipeline end to end with the real claude CLI or the anthropic SDK against the fake Messages API and the
+    real python-telegram-bot against the fake Bot API; then every request both fakes recorded, the INFO
+    log, the CLI's printouts and the audit export hold no 8-character piece of any seeded value."""
+    import io
+    import logging
+
+    from bot.cli import main
+    from bot.logging_setup import LogFormat, configure_logging
+    from bot.runner.messages_api import MessagesApiRunner
+
+    if claude_binary() is None:
+        pytest.fail("claude binary missing: run `make tools`")
+    monkeypatch.setenv("SHOP_DB_PASSWORD", CORPUS_ENV_VALUE)
+    app = _corpus_app()
+    service = scratch_service(tmp_path, files={"app.py": app})
+    repo, log = service.repo, service.log
+    _seed_history(repo)
+    logs = io.StringIO()
+    configure_logging(LogFormat.TEXT, level=logging.INFO, stream=logs)
+    bot_api = FakeBotApi().start()
+    messages_api = FakeMessagesApi(structured=_echoing_answer()).start()
+    world: TelegramWorld | None = None
+    try:
+        cfg_path = tmp_path / "healbot.toml"
+        cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, 0.5))
+        config = load_config(cfg_path)
+        if runner_kind == "claude-cli":
+            runner: object = fake_api_runner(config, messages_api.url, tmp_path / "claude")
+        else:
+            api_cfg = replace(config.claude, runner="messages_api", base_url=messages_api.url)
+            runner = MessagesApiRunner(api_cfg, environ={"ANTHROPIC_API_KEY": "key-for-the-fake-api"})
+        world = TelegramWorld(tmp_path, repo, log, config, bot_api, messages_api, runner, ShiftedClock())  # type: ignore[arg-type]
+        await world.start_daemon()
+        await world.connected()
+        world.append(_corpus_record(repo, app))
+        card = await world.card()
+        bot_api.press(111, CHAT, card.message_id, text="Approve #1")
+        await until(lambda: world.pipeline.results, 30, "the fix to be applied and verified")
+        await world.card_shows(card.message_id, "kept")
+        to_claude, to_telegram = everything_sent(world)
+        await world.stop_daemon()
+        world = None
+
+        for argv in (["audit"], ["audit", "--format", "csv"], ["history"], ["status"]):
+            assert main([argv[0], "-c", str(cfg_path), *argv[1:]]) == 0
+        printed = capsys.readouterr()
+        outputs = {
+            "claude": to_claude,
+            "telegram": to_telegram,
+            "log": logs.getvalue(),
+            "cli": printed.out + printed.err,
+        }
+        assert "request /total failed" in to_claude and "PRICES" in to_claude
+        assert "PRICES.get(name, 0)" in to_telegram
+        assert "incident_opened" in outputs["cli"]
+        assert "claude run ended" in outputs["log"] or "diagnos" in outputs["log"]
+        env_value = SecretSample("env", CORPUS_ENV_VALUE, CORPUS_ENV_VALUE)
+        found = {name: corpus_leaks(text, (*SAMPLES, env_value)) for name, text in outputs.items()}
+        assert found == {name: {} for name in outputs}
+        assert "Ops " not in to_claude and "ops-corpus@corp.example" not in to_claude
+    finally:
+        if world is not None:
+            await world.stop_daemon()
+        bot_api.stop()
+        messages_api.stop()
+        configure_logging(LogFormat.TEXT, level=logging.WARNING)

@@ -427,6 +427,7 @@ def test_environment_is_built_from_scratch(tmp_path: Path) -> None:
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
         "HTTPS_PROXY": "http://proxy:3128",
         "X_EXTRA": "1",

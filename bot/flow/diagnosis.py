@@ -68,7 +68,7 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
     fresh = _not_reverted_before(flow, incident, result.fixes)
     candidates, problems = await _materialise(flow, runtime, fresh, evidence.head)
     problems += [
-        f"#{f.rank} {f.title[:60]}: was applied before and reverted; not proposed again"
+        f"#{f.rank} {flow.scrub(f.title)[:60]}: was applied before and reverted; not proposed again"
         for f in result.fixes
         if f not in fresh
     ]
@@ -171,11 +171,11 @@ async def _materialise(
         try:
             candidate = await asyncio.to_thread(healer.prepare, runtime.heal_ctx, fix, base)
         except HealbotError as exc:
-            problems.append(f"#{fix.rank} {fix.title[:60]}: {exc}")
+            problems.append(f"#{fix.rank} {flow.scrub(fix.title)[:60]}: {exc}")
             continue
         destructive = policy.destructive_reason(candidate)
         if destructive is not None:
-            problems.append(f"#{fix.rank} {fix.title[:60]}: {destructive}")
+            problems.append(f"#{fix.rank} {flow.scrub(fix.title)[:60]}: {destructive}")
             continue
         rank = len(candidates) + 1
         candidates.append(dataclasses.replace(candidate, fix=dataclasses.replace(candidate.fix, rank=rank)))

@@ -24,7 +24,7 @@ from pathlib import Path
 from bot.config import ClaudeConfig
 from bot.errors import RunnerCancelled, RunnerError, RunnerNotFound, RunnerOutputError, RunnerTimeout
 from bot.models import RunRequest, RunResult
-from bot.runner.env import PER_TOKEN_BILLING, build_env
+from bot.runner.env import PER_TOKEN_BILLING, build_env, scrubbed_request
 from bot.runner.stream import StreamState, finish
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class ClaudeCliRunner:
     # --- running -------------------------------------------------------------------------------------
 
     async def run(self, request: RunRequest) -> RunResult:
+        request = scrubbed_request(request, self._base_env)
         binary = self.resolve_binary()
         if binary is None:
             raise RunnerNotFound(

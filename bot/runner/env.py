@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import ClaudeConfig
+from bot.models import RunRequest
+from bot.redact import redact_env_values
 
 # Copied from the bot's environment when present: what a process needs to find binaries, its home and
 # a temp dir, and to decode text.
@@ -19,6 +22,9 @@ QUIET = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_ERROR_REPORTING": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    # Without it, claude adds `gitStatus` (branch, recent commit subjects, the git user) to every request's
+    # system prompt, unredacted. Measured on 2.1.330: set to 1, no request carries it.
+    "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
 }
 
 # Variables that make `claude` bill per token instead of using the operator's subscription login.
@@ -48,3 +54,14 @@ def build_env(
             env[name] = base[name]
     env.update(extra_env or {})
     return env
+
+
+def scrubbed_request(request: RunRequest, environ: Mapping[str, str] | None = None) -> RunRequest:
+    """The request as it may leave the process: prompt and system prompt through the one redaction step
+    (bot.redact), the values of the bot's secret-named variables out. Both runners send only this."""
+
+    def scrub(text: str) -> str:
+        return redact_env_values(text, os.environ if environ is None else environ).text
+
+    system = scrub(request.system_prompt) if request.system_prompt else request.system_prompt
+    return replace(request, prompt=scrub(request.prompt), system_prompt=system)

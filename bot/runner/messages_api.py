@@ -40,6 +40,7 @@ from bot.errors import (
     RunnerTimeout,
 )
 from bot.models import RunRequest, RunResult, RunStats
+from bot.runner.env import scrubbed_request
 from bot.runner.schema_check import schema_problem
 from bot.runner.stream import attach_stats, cap
 
@@ -244,6 +245,7 @@ class MessagesApiRunner:
     # --- running -------------------------------------------------------------------------------------
 
     async def run(self, request: RunRequest) -> RunResult:
+        request = scrubbed_request(request)  # the one redaction step, at the boundary
         client = self.client()
         system, messages = self._conversation(request)
         if request.system_prompt:

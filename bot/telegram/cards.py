@@ -1,4 +1,7 @@
-"""Every piece of Telegram text and every keyboard, built here: HTML-escaped and never over 4096 chars.
+"""Every piece of Telegram text and every keyboard, built here: redacted, HTML-escaped and never over
+4096 chars. Every variable text (titles, samples, summaries, fix titles, rationales, diffs, check output,
+progress lines, notifications, answers) passes `bot.redact` here before it is clipped and escaped, so a
+secret is never cut in two where no rule would recognise it.
 
 Button `callback_data` is an opaque, short string for a stored proposal (or change) and an action,
 decoded by an exact, case-sensitive match: a token that differs in one letter is a different token.
@@ -19,7 +22,7 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 from bot import invisible
 from bot.models import Candidate, Change, Incident, Proposal, ProposalStatus
 from bot.operations import HistoryEntry, StatusSummary
-from bot.redact import MARK, redact
+from bot.redact import MARK, redact, redacted
 
 MAX_TEXT = 4096
 MAX_ANSWER = 200
@@ -157,9 +160,9 @@ def _candidate_block(candidate: Candidate, *, with_diff: bool, rationale_limit: 
     fix = candidate.fix
     check = {True: " · check passed", False: " · check FAILED", None: ""}[candidate.check_passed]
     lines = [
-        f"<b>#{fix.rank}</b> [{esc(fix.risk.value)} risk] {esc(clip(fix.title, 200))} "
+        f"<b>#{fix.rank}</b> [{esc(fix.risk.value)} risk] {esc(clip(redacted(fix.title), 200))} "
         f"({esc(diff_stats(candidate))}{check})",
-        f"<i>why:</i> {esc(clip(fix.rationale, rationale_limit))}",
+        f"<i>why:</i> {esc(clip(redacted(fix.rationale), rationale_limit))}",
     ]
     hidden = invisible.in_fix(candidate.diff, fix.title, fix.rationale)
     if hidden:
@@ -172,12 +175,12 @@ def _candidate_block(candidate: Candidate, *, with_diff: bool, rationale_limit: 
 def _sample(incident: Incident, max_lines: int, max_chars: int) -> str:
     if not incident.samples or max_lines <= 0:
         return ""
-    lines = incident.samples[0].splitlines()[-max_lines:]
+    lines = redacted(incident.samples[0]).splitlines()[-max_lines:]
     return pre(clip("\n".join(lines), max_chars))
 
 
 def _status_block(status: Sequence[str]) -> str:
-    shown = [clip(line, MAX_STATUS_LINE) for line in status[-MAX_STATUS_LINES:]]
+    shown = [clip(redacted(line), MAX_STATUS_LINE) for line in status[-MAX_STATUS_LINES:]]
     if not shown:
         return ""
     return "<b>status</b>\n" + "\n".join(f"→ {esc(line)}" for line in shown)
@@ -186,8 +189,10 @@ def _status_block(status: Sequence[str]) -> str:
 def redacted_count(incident: Incident, proposal: Proposal) -> int:
     """Secret values kept out of this card: already replaced in stored text, or replaced in diffs here."""
     stored = [*incident.samples, incident.title, proposal.summary]
-    stored += [c.fix.title + c.fix.rationale for c in proposal.candidates]
-    return sum(text.count(MARK) for text in stored) + sum(redact(c.diff).count for c in proposal.candidates)
+    stored += [c.fix.title + "\n" + c.fix.rationale for c in proposal.candidates]
+    return sum(text.count(MARK) + redact(text).count for text in stored) + sum(
+        redact(c.diff).count for c in proposal.candidates
+    )
 
 
 def _card_text(
@@ -202,13 +207,13 @@ def _card_text(
     host: str = "",
 ) -> str:
     header = (
-        f"<b>#{incident.id} {esc(incident.service)}</b>{_on_host(host)}: {esc(clip(incident.title, 300))}\n"
+        f"<b>#{incident.id} {esc(incident.service)}</b>{_on_host(host)}: {esc(clip(redacted(incident.title), 300))}\n"
         f"fingerprint <code>{esc(incident.fingerprint)}</code> · seen {incident.count}×{_redacted_note(incident, proposal)}\n"
         f"first {when(incident.first_seen)} · last {when(incident.last_seen)}"
     )
     parts = [header, _sample(incident, sample_lines, sample_chars)]
     if proposal.summary:
-        parts.append(f"<b>diagnosis</b>: {esc(clip(proposal.summary, text_limit))}")
+        parts.append(f"<b>diagnosis</b>: {esc(clip(redacted(proposal.summary), text_limit))}")
     for candidate in proposal.candidates:
         parts.append(_candidate_block(candidate, with_diff=with_diffs, rationale_limit=text_limit))
     if not with_diffs and any(c.diff for c in proposal.candidates):
@@ -302,7 +307,7 @@ def diff_document(proposal: Proposal) -> bytes:
             hidden = invisible.in_fix(candidate.diff, candidate.fix.title)
             note = f"# {invisible.warning(hidden)}\n" if hidden else ""
             chunks.append(
-                f"# candidate #{candidate.fix.rank}: {invisible.mark(candidate.fix.title)}\n{note}"
+                f"# candidate #{candidate.fix.rank}: {invisible.mark(redacted(candidate.fix.title))}\n{note}"
                 f"{invisible.mark(shown)}"
             )
     return "\n".join(chunks).encode("utf-8")
@@ -331,16 +336,16 @@ def details_text(incident: Incident, proposal: Proposal) -> str | None:
 
 def answer(text: str) -> str:
     """Callback-query answers are plain text of at most 200 characters."""
-    return clip(text, MAX_ANSWER)
+    return clip(redacted(text), MAX_ANSWER)
 
 
 def plain(text: str) -> str:
     """A line of plain words (already redacted by the caller), as a message."""
-    return fit(esc(text) or "(empty)")
+    return fit(esc(redacted(text)) or "(empty)")
 
 
 def notification(text: str, host: str = "") -> str:
-    return fit(f"healbot{'@' + esc(host) if host else ''}: {esc(text)}")
+    return fit(f"healbot{'@' + esc(host) if host else ''}: {esc(redacted(text))}")
 
 
 def address_hint(command: str, username: str, host: str) -> str:
@@ -376,14 +381,16 @@ def status_text(summary: StatusSummary, *, host: str = "", scans: Sequence[str] 
     ]
     for service in summary.services:
         problem = (
-            f" · {esc(clip('; '.join(service.source_problems), 200))}" if service.source_problems else ""
+            f" · {esc(clip(redacted('; '.join(service.source_problems)), 200))}"
+            if service.source_problems
+            else ""
         )
         lines.append(f"• {esc(service.name)}: {service.open_incidents} open{problem}")
     for fingerprint, until in summary.muted:
         lines.append(f"muted <code>{esc(fingerprint)}</code> {esc(until_text(until))}")
     if scans:
         lines.append("<b>heartbeat</b>")
-        lines += [f"· {esc(clip(line, 300))}" for line in scans]
+        lines += [f"· {esc(clip(redacted(line), 300))}" for line in scans]
     return fit("\n".join(lines))
 
 
@@ -393,7 +400,7 @@ def incidents_text(incidents: Sequence[Incident]) -> str:
     lines = ["<b>open incidents</b>"]
     for i in incidents:
         lines.append(
-            f"#{i.id} {esc(i.service)} [{esc(i.state.value)}] {esc(clip(i.title, 120))} · {i.count}× · "
+            f"#{i.id} {esc(i.service)} [{esc(i.state.value)}] {esc(clip(redacted(i.title), 120))} · {i.count}× · "
             f"<code>{esc(i.fingerprint)}</code>"
         )
     return fit("\n".join(lines))
@@ -432,4 +439,4 @@ def revert_confirm(change: Change) -> Card:
 
 
 def followup_text(question: str, answer_text: str) -> str:
-    return fit(f"<i>{esc(clip(question, 300))}</i>\n\n{esc(answer_text)}")
+    return fit(f"<i>{esc(clip(redacted(question), 300))}</i>\n\n{esc(redacted(answer_text))}")

@@ -96,7 +96,22 @@ def run(lines: int, repeats: int = 3) -> None:
             f"  scan_errors (re only)    {total / re_s:>14,.0f} lines/s ({re_s:.3f} s)  "
             f"ratio {grep_s / re_s:.3f}  (the fallback without grep)"
         )
-        print(f"  grep and re results identical: {'yes' if same else 'NO'}\n")
+        print(f"  grep and re results identical: {'yes' if same else 'NO'}")
+        _redaction_line(log, repeats)
+
+
+def _redaction_line(log: Path, repeats: int, lines: int = 100_000) -> None:
+    """bot.redact over the first `lines` lines one by one, as samples and titles are redacted."""
+    from bot.redact import redact, redacted
+
+    with log.open() as handle:
+        sample = [line.rstrip("\n") for _, line in zip(range(lines), handle, strict=False)]
+    best = min(_time_call(lambda: [redacted(line) for line in sample]) for _ in range(repeats))
+    changed = sum(1 for line in sample if redact(line).count)
+    print(
+        f"  redact, line by line     {len(sample) / best:>14,.0f} lines/s ({best:.3f} s over {len(sample):,} "
+        f"lines; {changed} changed)\n"
+    )
 
 
 if __name__ == "__main__":
