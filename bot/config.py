@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.errors import ConfigError
+from bot.interfaces import SandboxSettings
 from bot.policy import parse_window
 
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class ServiceConfig:
     check_command: tuple[str, ...] = ()
     check_timeout_s: float = 300.0
     runbooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    check_read_only_paths: tuple[str, ...] = ()  # shown read-only to the sandboxed check_command
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class HealbotConfig:
     approval: ApprovalConfig
     services: Mapping[str, ServiceConfig]
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     log_format: str = "text"  # "json": one JSON object per log line, with service and incident ids
     host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
     heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
@@ -232,6 +235,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     claude = _claude(root.table("claude"))
     approval = _approval(root.table("approval"))
     policy = _policy(root.table("policy"))
+    sandbox = _sandbox(root.table("sandbox"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -252,6 +256,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         approval=approval,
         services=services,
         policy=policy,
+        sandbox=sandbox,
         log_format=log_format,
         host_name=host_name,
         heartbeat_url=heartbeat_url,
@@ -360,6 +365,31 @@ def _policy(t: _Table) -> PolicyConfig:
     return cfg
 
 
+# The least a check needs: a Python or Node toolchain reserves a few hundred MB of address space.
+_SANDBOX_MINIMUMS = {"memory_mb": 256, "max_processes": 8, "max_file_mb": 1, "tmp_mb": 16}
+
+
+def _sandbox(t: _Table) -> SandboxSettings:
+    """`[sandbox]`: how check_command is confined (bubblewrap); see healers/sandbox.py."""
+    defaults = SandboxSettings()
+    texts = {}
+    for key in ("bwrap", "user"):
+        value = t.get(key, str, getattr(defaults, key)).strip()
+        if not value:
+            raise t.error(key, "must not be empty")
+        texts[key] = value
+    if texts["user"] in ("root", "0"):
+        raise t.error("user", "must be an unprivileged user, not root: the check runs code no one approved")
+    numbers = {}
+    for key, minimum in _SANDBOX_MINIMUMS.items():
+        value = t.get(key, int, getattr(defaults, key))
+        if value < minimum:
+            raise t.error(key, f"must be at least {minimum}, not {value}")
+        numbers[key] = value
+    t.finish()
+    return SandboxSettings(bwrap=texts["bwrap"], user=texts["user"], **numbers)
+
+
 def _int_or_str_list(t: _Table, key: str) -> list[int | str]:
     value = t.get(key, list, [])
     for item in value:
@@ -408,6 +438,13 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
         if pattern.startswith("/") or ".." in Path(pattern).parts:
             raise t.error("allowed_paths", f"{pattern!r} must be relative to the repo and stay inside it")
 
+    read_only_paths = t.str_list("check_read_only_paths")
+    for ro_path in read_only_paths:
+        if not ro_path.startswith("/") or ro_path.rstrip("/") == "" or ".." in Path(ro_path).parts:
+            raise t.error(
+                "check_read_only_paths", f"{ro_path!r} must be an absolute path below / (not / itself)"
+            )
+
     cfg = ServiceConfig(
         name=name,
         repo=repo,
@@ -419,6 +456,7 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
         check_command=t.argv("check_command"),
         check_timeout_s=t.positive("check_timeout_s", 300.0),
         runbooks=runbooks,
+        check_read_only_paths=read_only_paths,
     )
     t.finish()
     return cfg
