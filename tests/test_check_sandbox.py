@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,10 +23,14 @@ import pytest
 
 from bot.errors import PatchError
 from bot.interfaces import HealContext, SandboxSettings
-from bot.models import Candidate, Edit, Fix, FixKind, Risk
+from bot.models import Candidate, Edit, Fix, FixKind, Incident, IncidentState, Proposal, ProposalStatus, Risk
+from bot.render import candidate_line
+from bot.telegram import cards
 from healers.patch import PatchHealer
 from healers.sandbox import Sandbox, scratch_copy
 from healers.sandbox_paths import ETC_WHITELIST, minimal, toolchain, visible_path_entries
+from tests.fakes.daemon_proc import HEALBOT
+from tests.fakes.world import toml_table
 from tests.helpers import git, make_repo
 
 PLACEHOLDER = 'print("nothing to see")\n'
@@ -459,3 +464,44 @@ def check_as_non_root(repo: Path, outside: Path, marker: str, case: str) -> None
     assert list(outside.iterdir()) == []
     if case == "fork bomb":
         assert int(output.split("forked", 1)[1].split()[0]) < 64
+
+
+# --- where the operator sees it ----------------------------------------------------------------------
+
+
+def test_cards_and_console_say_the_check_was_not_run_and_why(repo: Path, marker: str) -> None:
+    ctx = context(repo, marker, sandbox=SandboxSettings(bwrap="/nonexistent/bwrap"))
+    candidate = propose(repo, ctx, hostile("print(1)"))
+    line = candidate_line(candidate)
+    assert "check not run: sandbox unavailable: bwrap not found" in line
+    assert "check passed" not in line
+    now = time.time()
+    incident = Incident(1, "svc", "fp", "KeyError", IncidentState.AWAITING_APPROVAL, now, now, 1, ("x",))
+    proposal = Proposal(7, 1, "tok", "c0ffee" * 6, (candidate,), now, now + 60, ProposalStatus.PENDING)
+    card = cards.build_card(incident, proposal, [], diffs_inline=True)
+    assert "check not run: sandbox unavailable: bwrap not found" in card.text
+    assert "check passed" not in card.text
+
+
+def doctor(tmp_path: Path, repo: Path, bwrap: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "healbot.toml"
+    cfg.write_text(
+        toml_table("claude", {"binary": tmp_path / "no-such-claude"})
+        + toml_table("sandbox", {"bwrap": bwrap})
+        + toml_table("services.shop", {"repo": repo, "check_command": [sys.executable, "-c", "pass"]})
+        + toml_table("services.shop.manager", {"type": "command", "restart": ["true"]})
+    )
+    return subprocess.run(
+        [HEALBOT, "doctor", "-c", str(cfg)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_doctor_says_whether_the_check_runs_sandboxed_and_how_to_fix_it(tmp_path: Path, repo: Path) -> None:
+    works = doctor(tmp_path, repo, bwrap_binary())
+    assert "✓ shop: check_command runs sandboxed (bubblewrap)" in works.stdout, works.stdout
+    missing = doctor(tmp_path, repo, str(tmp_path / "no-bwrap"))
+    assert (
+        f"✗ shop: check_command will not run: bwrap not found: '{tmp_path / 'no-bwrap'}' "
+        "(install bubblewrap (apt-get install bubblewrap), or set sandbox.bwrap to its path)"
+    ) in missing.stdout, missing.stdout
+    assert missing.returncode == 1
