@@ -53,8 +53,9 @@ $(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
 
 tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(WHEELHOUSE_STAMP)
 
+# the demo's check runs sandboxed when bwrap is installed, or fetched by `make tools`
 demo: $(VENV_STAMP) $(CLAUDE_BIN)
-	$(BIN)/healbot demo --yes $(DEMO_ARGS)
+	PATH=$(abspath $(BWRAP_DIR))/usr/bin:$$PATH $(BIN)/healbot demo --yes $(DEMO_ARGS)
 
 lint: $(VENV_STAMP)
 	$(BIN)/ruff check bot healers tests

@@ -284,6 +284,8 @@ print('forked', made, flush=True)
 
 
 def test_fork_bomb_is_bounded_and_leaves_nothing(repo: Path, marker: str) -> None:
+    """Every fork carries the marker in its argv: none may be left on the host (a count of all of the
+    host's processes would also count other checks running as nobody)."""
     candidate = propose(repo, context(repo, marker), hostile(FORK_BOMB))
     forked = int(candidate.check_output.split("forked", 1)[1].split()[0])
     assert forked < 64, candidate.check_output
@@ -393,15 +395,20 @@ def test_check_runs_as_the_unprivileged_user_when_healbot_is_root(repo: Path, ma
 
 
 def test_the_toolchain_is_visible_but_not_the_home_it_lives_in(repo: Path, marker: str) -> None:
-    code = "import os, sys\nprint('prefix', sys.base_prefix)\n" + attempt("print(os.listdir('/root'))")
+    """The test's python is a venv whose interpreter lives in root's pyenv: that prefix alone is shown."""
+    code = (
+        "import os, sys\n"
+        "print('prefix', sys.prefix)\n"
+        "print('root has', sorted(os.listdir('/root')) if os.path.isdir('/root') else None)\n"
+        "print('ssh', os.path.exists(os.path.expanduser('~/.ssh')), os.path.exists('/root/.ssh'))\n"
+    )
     candidate = propose(repo, context(repo, marker), hostile(code))
     assert candidate.check_passed is True
+    assert f"prefix {sys.prefix}" in candidate.check_output
     real_prefix = os.path.realpath(sys.base_prefix)
-    assert f"prefix {sys.base_prefix}" in candidate.check_output
-    if real_prefix.startswith("/root/"):
-        first = real_prefix.split("/")[2]
-        listed = candidate.check_output.split("ESCAPED")[0]
-        assert f"['{first}']" in listed or "contained:" in candidate.check_output
+    expected = [real_prefix.split("/")[2]] if real_prefix.startswith("/root/") else None
+    assert f"root has {expected}" in candidate.check_output
+    assert "ssh False False" in candidate.check_output
 
 
 # --- healbot not root: the same sandbox run by an unprivileged uid -------------------------------------
