@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,40 +21,28 @@ from pathlib import Path
 import pytest
 
 from bot.errors import PatchError
-from bot.interfaces import HealContext, SandboxSettings
-from bot.models import Candidate, Edit, Fix, FixKind, Incident, IncidentState, Proposal, ProposalStatus, Risk
-from bot.render import candidate_line
-from bot.telegram import cards
-from healers.patch import PatchHealer
+from bot.interfaces import SandboxSettings
+from bot.models import Edit, Fix, FixKind, Risk
 from healers.sandbox import Sandbox, scratch_copy
 from healers.sandbox_paths import ETC_WHITELIST, minimal, toolchain, visible_path_entries
-from tests.fakes.daemon_proc import HEALBOT
-from tests.fakes.world import toml_table
-from tests.helpers import git, make_repo
-
-PLACEHOLDER = 'print("nothing to see")\n'
-NOBODY = 65534
-
-
-def bwrap_binary() -> str:
-    """CI runs `make test`, whose `tools` step fetches bwrap: missing here is a failure, never a skip."""
-    path = os.environ.get("HEALBOT_BWRAP_BIN", "")
-    if not path or not os.access(path, os.X_OK):
-        pytest.fail(f"HEALBOT_BWRAP_BIN={path!r} is not an executable bwrap; run `make tools`")
-    return path
+from tests.fakes.hostile_check import (
+    FORK_BOMB,
+    NOBODY,
+    OUTLIVER,
+    attempt,
+    bwrap_binary,
+    check_repo,
+    context,
+    hostile,
+    kill_marked,
+    marked_processes,
+    propose,
+)
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return make_repo(
-        tmp_path / "svc",
-        {
-            "app/main.py": "def total(items):\n    return sum(items)\n",
-            "check_me.py": f"# the check runs this file\n{PLACEHOLDER}",
-            "tests/test_main.py": "from app.main import total\n\n\ndef test_total():\n    assert total([]) == 0\n",
-            "app/__init__.py": "",
-        },
-    )
+    return check_repo(tmp_path)
 
 
 @pytest.fixture
@@ -63,69 +50,7 @@ def marker() -> Iterator[str]:
     """A unique argv word: every process a check starts carries it, so leftovers can be found."""
     word = f"healbot-sandbox-marker-{uuid.uuid4().hex}"
     yield word
-    for pid in marked_processes(word):  # only ever processes this test started
-        with _suppress_gone():
-            os.kill(pid, 9)
-
-
-def marked_processes(word: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if word.encode() in cmdline and int(entry) != os.getpid():
-            found.append(int(entry))
-    return found
-
-
-class _suppress_gone:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, ProcessLookupError)
-
-
-def context(repo: Path, marker: str, **options: object) -> HealContext:
-    ctx = HealContext(
-        service="svc",
-        repo=str(repo),
-        check_command=(sys.executable, "check_me.py", marker),
-        check_timeout_s=60.0,
-        sandbox=SandboxSettings(bwrap=bwrap_binary(), max_processes=64),
-    )
-    return replace(ctx, **options)  # type: ignore[arg-type]
-
-
-def hostile(code: str) -> Fix:
-    body = textwrap.dedent(code).strip() + "\n"
-    return Fix(
-        rank=1,
-        title="Harmless-looking fix",
-        rationale="trust me",
-        risk=Risk.LOW,
-        kind=FixKind.PATCH,
-        edits=(Edit("check_me.py", PLACEHOLDER, body),),
-    )
-
-
-def propose(repo: Path, ctx: HealContext, fix: Fix) -> Candidate:
-    return PatchHealer().prepare(ctx, fix, git(repo, "rev-parse", "HEAD"))
-
-
-def attempt(statement: str) -> str:
-    """Code that tries `statement` and prints what happened, never failing the check by itself."""
-    return (
-        "try:\n"
-        f"    {statement}\n"
-        "    print('ESCAPED', flush=True)\n"
-        "except Exception as exc:\n"
-        "    print('contained:', type(exc).__name__, exc, flush=True)\n"
-    )
+    kill_marked(word)
 
 
 # --- writes outside the tree --------------------------------------------------------------------------
@@ -265,24 +190,6 @@ def test_check_cannot_reach_a_listener_on_host_loopback(repo: Path, marker: str)
     assert "contained:" in candidate.check_output
 
 
-FORK_BOMB = """
-import os, sys, time
-read_end, write_end = os.pipe()
-made = 0
-while made < 1000:
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        os.close(write_end)
-        os.read(read_end, 1)  # until the bomb's parent is gone
-        os._exit(0)
-    made += 1
-print('forked', made, flush=True)
-"""
-
-
 def test_fork_bomb_is_bounded_and_leaves_nothing(repo: Path, marker: str) -> None:
     """Every fork carries the marker in its argv: none may be left on the host (a count of all of the
     host's processes would also count other checks running as nobody)."""
@@ -290,14 +197,6 @@ def test_fork_bomb_is_bounded_and_leaves_nothing(repo: Path, marker: str) -> Non
     forked = int(candidate.check_output.split("forked", 1)[1].split()[0])
     assert forked < 64, candidate.check_output
     assert marked_processes(marker) == []
-
-
-OUTLIVER = """
-import subprocess, sys
-subprocess.Popen(['setsid', 'sh', '-c', 'sleep 300; echo late > {late}', sys.argv[1]])
-subprocess.Popen(['sh', '-c', 'trap "" HUP TERM; sleep 300', sys.argv[1]], start_new_session=True)
-print('left two processes behind', flush=True)
-"""
 
 
 def test_nothing_the_check_starts_outlives_it(repo: Path, tmp_path: Path, marker: str) -> None:
@@ -354,37 +253,6 @@ def test_failing_check_still_fails_the_candidate(repo: Path, marker: str) -> Non
     ctx = context(repo, marker, check_command=(sys.executable, "-m", "py_compile", "app/main.py"))
     with pytest.raises(PatchError, match=r"(?s)failed \(exit 1\).*SyntaxError"):
         propose(repo, ctx, fix)
-
-
-@pytest.mark.parametrize(
-    ("settings", "why"),
-    [
-        (
-            SandboxSettings(bwrap="/nonexistent/bwrap"),
-            "bwrap not found: '/nonexistent/bwrap' (install bubblewrap",
-        ),
-        (SandboxSettings(bwrap="healbot-no-such-bwrap"), "bwrap not found: 'healbot-no-such-bwrap'"),
-        (SandboxSettings(bwrap="/bin/false"), "bwrap cannot set up the sandbox here"),
-    ],
-)
-def test_check_is_not_run_where_the_sandbox_cannot_be_set_up(
-    repo: Path, tmp_path: Path, marker: str, settings: SandboxSettings, why: str
-) -> None:
-    ran = tmp_path / "ran.txt"
-    code = f"open({str(ran)!r}, 'w').write('ran')\n"
-    candidate = propose(repo, context(repo, marker, sandbox=settings), hostile(code))
-    assert candidate.check_passed is None
-    assert candidate.check_output.startswith("check not run: sandbox unavailable: ")
-    assert why in candidate.check_output
-    assert not ran.exists()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can be asked to drop to a missing user")
-def test_check_is_not_run_when_the_sandbox_user_is_missing(repo: Path, marker: str) -> None:
-    ctx = context(repo, marker, sandbox=SandboxSettings(bwrap=bwrap_binary(), user="healbot-no-such-user"))
-    candidate = propose(repo, ctx, hostile("print(1)"))
-    assert candidate.check_passed is None
-    assert "sandbox.user 'healbot-no-such-user' does not exist" in candidate.check_output
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the drop from root to the sandbox user")
@@ -471,44 +339,3 @@ def check_as_non_root(repo: Path, outside: Path, marker: str, case: str) -> None
     assert list(outside.iterdir()) == []
     if case == "fork bomb":
         assert int(output.split("forked", 1)[1].split()[0]) < 64
-
-
-# --- where the operator sees it ----------------------------------------------------------------------
-
-
-def test_cards_and_console_say_the_check_was_not_run_and_why(repo: Path, marker: str) -> None:
-    ctx = context(repo, marker, sandbox=SandboxSettings(bwrap="/nonexistent/bwrap"))
-    candidate = propose(repo, ctx, hostile("print(1)"))
-    line = candidate_line(candidate)
-    assert "check not run: sandbox unavailable: bwrap not found" in line
-    assert "check passed" not in line
-    now = time.time()
-    incident = Incident(1, "svc", "fp", "KeyError", IncidentState.AWAITING_APPROVAL, now, now, 1, ("x",))
-    proposal = Proposal(7, 1, "tok", "c0ffee" * 6, (candidate,), now, now + 60, ProposalStatus.PENDING)
-    card = cards.build_card(incident, proposal, [], diffs_inline=True)
-    assert "check not run: sandbox unavailable: bwrap not found" in card.text
-    assert "check passed" not in card.text
-
-
-def doctor(tmp_path: Path, repo: Path, bwrap: str) -> subprocess.CompletedProcess[str]:
-    cfg = tmp_path / "healbot.toml"
-    cfg.write_text(
-        toml_table("claude", {"binary": tmp_path / "no-such-claude"})
-        + toml_table("sandbox", {"bwrap": bwrap})
-        + toml_table("services.shop", {"repo": repo, "check_command": [sys.executable, "-c", "pass"]})
-        + toml_table("services.shop.manager", {"type": "command", "restart": ["true"]})
-    )
-    return subprocess.run(
-        [HEALBOT, "doctor", "-c", str(cfg)], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def test_doctor_says_whether_the_check_runs_sandboxed_and_how_to_fix_it(tmp_path: Path, repo: Path) -> None:
-    works = doctor(tmp_path, repo, bwrap_binary())
-    assert "✓ shop: check_command runs sandboxed (bubblewrap)" in works.stdout, works.stdout
-    missing = doctor(tmp_path, repo, str(tmp_path / "no-bwrap"))
-    assert (
-        f"✗ shop: check_command will not run: bwrap not found: '{tmp_path / 'no-bwrap'}' "
-        "(install bubblewrap (apt-get install bubblewrap), or set sandbox.bwrap to its path)"
-    ) in missing.stdout, missing.stdout
-    assert missing.returncode == 1
