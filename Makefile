@@ -6,12 +6,17 @@ CACHE := .cache
 CLAUDE_SDK_VERSION := 0.2.187
 CLAUDE_BIN := $(CACHE)/claude-cli-$(CLAUDE_SDK_VERSION)/claude_agent_sdk/_bundled/claude
 PM2_BIN := tests/tools/node_modules/.bin/pm2
+# bubblewrap sandboxes check commands; the tests use this pinned Debian build (no setuid needed)
+BWRAP_VERSION := 0.8.0-2+deb12u1
+BWRAP_DIR := $(CACHE)/bwrap-0.8.0
+BWRAP_BIN := $(BWRAP_DIR)/usr/bin/bwrap
 VENV_STAMP := $(VENV)/.stamp-deps
 WHEELHOUSE := $(CACHE)/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
 
 export HEALBOT_CLAUDE_BIN := $(abspath $(CLAUDE_BIN))
 export HEALBOT_PM2_BIN := $(abspath $(PM2_BIN))
+export HEALBOT_BWRAP_BIN := $(abspath $(BWRAP_BIN))
 export HEALBOT_WHEELHOUSE := $(abspath $(WHEELHOUSE))
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -29,6 +34,14 @@ $(CLAUDE_BIN):
 		--target $(CACHE)/claude-cli-$(CLAUDE_SDK_VERSION) claude-agent-sdk==$(CLAUDE_SDK_VERSION)
 	test -x $@
 
+$(BWRAP_BIN):
+	mkdir -p $(BWRAP_DIR)
+	cd $(BWRAP_DIR) && rm -f bubblewrap_*.deb && \
+		{ apt-get download bubblewrap=$(BWRAP_VERSION) || \
+		  { apt-get update -qq && apt-get download bubblewrap=$(BWRAP_VERSION); }; }
+	dpkg -x $(BWRAP_DIR)/bubblewrap_*.deb $(BWRAP_DIR)
+	test -x $@
+
 $(PM2_BIN): tests/tools/package.json tests/tools/package-lock.json
 	cd tests/tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -38,10 +51,11 @@ $(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
 	$(BIN)/python tests/tools/fill_wheelhouse.py $(WHEELHOUSE)
 	touch $@
 
-tools: $(CLAUDE_BIN) $(PM2_BIN) $(WHEELHOUSE_STAMP)
+tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(WHEELHOUSE_STAMP)
 
+# the demo's check runs sandboxed when bwrap is installed, or fetched by `make tools`
 demo: $(VENV_STAMP) $(CLAUDE_BIN)
-	$(BIN)/healbot demo --yes $(DEMO_ARGS)
+	PATH=$(abspath $(BWRAP_DIR))/usr/bin:$$PATH $(BIN)/healbot demo --yes $(DEMO_ARGS)
 
 lint: $(VENV_STAMP)
 	$(BIN)/ruff check bot healers tests

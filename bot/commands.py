@@ -14,15 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot import audit_export, proc, registry
-from bot.config import HealbotConfig, load_config
+from bot.config import HealbotConfig, ServiceConfig, load_config
 from bot.console import ConsoleChannel
-from bot.daemon import Daemon, build_runner, build_services, state_dir_problem
+from bot.daemon import Daemon, build_runner, build_services, heal_context, state_dir_problem
 from bot.diagnose import diagnose
 from bot.errors import ConfigError, HealbotError
 from bot.evidence import collect_evidence
 from bot.heartbeat import load_scans, scan_lines
+from bot.interfaces import SandboxedCheck
 from bot.logging_setup import LogFormat, configure_logging
-from bot.models import Incident, IncidentState, Proposal, ProposalStatus
+from bot.models import FixKind, Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
 from bot.redact import redact, redact_env_values
 from bot.render import candidate_line, proposal_text, when
@@ -161,6 +162,12 @@ def doctor(config_path: Path) -> int:
             problems.append(f"{name}: {cfg.manager_type}: {manager_problem}")
         else:
             oks.append(f"{name}: {cfg.manager_type} reachable")
+        if cfg.check_command:
+            sandbox_problem = _sandbox_problem(config, cfg)
+            if sandbox_problem is None:
+                oks.append(f"{name}: check_command runs sandboxed (bubblewrap)")
+            else:
+                problems.append(f"{name}: check_command will not run: {sandbox_problem}")
         sources = build_sources(cfg, manager)
         asks_manager = {s.source_id for s in sources if isinstance(s, ManagerLogSources)}
         for row in probe_sources(name, sources):
@@ -178,6 +185,17 @@ def doctor(config_path: Path) -> int:
     for line in problems:
         print(f"✗ {line}")
     return 1 if problems else 0
+
+
+def _sandbox_problem(config: HealbotConfig, cfg: ServiceConfig) -> str | None:
+    """Whether the patch healer can run this service's check command in its sandbox."""
+    try:
+        healer = registry.healer(FixKind.PATCH)
+    except HealbotError as exc:
+        return str(exc)
+    if not isinstance(healer, SandboxedCheck):
+        return None
+    return healer.sandbox_problem(heal_context(cfg, config.sandbox))
 
 
 def _claude_problems(config: HealbotConfig) -> list[str]:

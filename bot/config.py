@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.errors import ConfigError
+from bot.interfaces import SandboxSettings
 from bot.policy import parse_window
 
 T = TypeVar("T")
@@ -79,6 +80,7 @@ class ServiceConfig:
     check_command: tuple[str, ...] = ()
     check_timeout_s: float = 300.0
     runbooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    check_read_only_paths: tuple[str, ...] = ()  # shown read-only to the sandboxed check_command
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class HealbotConfig:
     approval: ApprovalConfig
     services: Mapping[str, ServiceConfig]
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     log_format: str = "text"  # "json": one JSON object per log line, with service and incident ids
     host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
     heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
@@ -186,6 +189,11 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
     "policy.restart_window_minutes": _minutes(7 * 24 * 60.0),
     "policy.max_applies_per_day": _count(1, 10000),
     "policy.grace_after_restart_s": _seconds(_DAY_S, low_included=True),
+    # the least a check needs: a Python or Node toolchain reserves a few hundred MB of address space
+    "sandbox.memory_mb": _count(256, 1024 * 1024),
+    "sandbox.max_processes": _count(8, 100_000),
+    "sandbox.max_file_mb": _count(1, 1024 * 1024),
+    "sandbox.tmp_mb": _count(16, 1024 * 1024),
     "services.*.check_timeout_s": _seconds(_DAY_S),
     "services.*.health.http_timeout_s": _seconds(600.0),
     "services.*.health.tcp_port": _count(1, 65535),
@@ -368,6 +376,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     claude = _claude(root.table("claude"))
     approval = _approval(root.table("approval"))
     policy = _policy(root.table("policy"))
+    sandbox = _sandbox(root.table("sandbox"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -389,6 +398,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         approval=approval,
         services=services,
         policy=policy,
+        sandbox=sandbox,
         log_format=log_format,
         host_name=host_name,
         heartbeat_url=heartbeat_url,
@@ -501,6 +511,25 @@ def _policy(t: _Table) -> PolicyConfig:
     return cfg
 
 
+_SANDBOX_NUMBERS = ("memory_mb", "max_processes", "max_file_mb", "tmp_mb")
+
+
+def _sandbox(t: _Table) -> SandboxSettings:
+    """`[sandbox]`: how check_command is confined (bubblewrap); see healers/sandbox.py."""
+    defaults = SandboxSettings()
+    texts = {}
+    for key in ("bwrap", "user"):
+        value = t.get(key, str, getattr(defaults, key)).strip()
+        if not value:
+            raise t.error(key, "must not be empty")
+        texts[key] = value
+    if texts["user"] in ("root", "0"):
+        raise t.error("user", "must be an unprivileged user, not root: the check runs code no one approved")
+    numbers = {key: t.whole(key, getattr(defaults, key)) for key in _SANDBOX_NUMBERS}
+    t.finish()
+    return SandboxSettings(bwrap=texts["bwrap"], user=texts["user"], **numbers)
+
+
 def _int_or_str_list(t: _Table, key: str) -> list[int | str]:
     value = t.get(key, list, [])
     for item in value:
@@ -547,6 +576,13 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
         if pattern.startswith("/") or ".." in Path(pattern).parts:
             raise t.error("allowed_paths", f"{pattern!r} must be relative to the repo and stay inside it")
 
+    read_only_paths = t.str_list("check_read_only_paths")
+    for ro_path in read_only_paths:
+        if not ro_path.startswith("/") or ro_path.rstrip("/") == "" or ".." in Path(ro_path).parts:
+            raise t.error(
+                "check_read_only_paths", f"{ro_path!r} must be an absolute path below / (not / itself)"
+            )
+
     cfg = ServiceConfig(
         name=name,
         repo=repo,
@@ -558,6 +594,7 @@ def _service(name: str, t: _Table, base: Path, *, check_repos: bool) -> ServiceC
         check_command=t.argv("check_command"),
         check_timeout_s=t.number("check_timeout_s", 300.0),
         runbooks=runbooks,
+        check_read_only_paths=read_only_paths,
     )
     t.finish()
     return cfg

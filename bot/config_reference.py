@@ -171,6 +171,30 @@ REFERENCE: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "sandbox",
+        "how check_command is confined: it runs proposed code before anyone approved it (bubblewrap)",
+        (
+            Key("bwrap", "string", '"bwrap"', "the bubblewrap binary: a path, or a name on PATH"),
+            Key("user", "string", '"nobody"', "when healbot runs as root, the check runs as this user"),
+            Key(
+                "memory_mb", num("sandbox.memory_mb"), "4096", "address-space limit of the check (RLIMIT_AS)"
+            ),
+            Key(
+                "max_processes",
+                num("sandbox.max_processes"),
+                "256",
+                "process limit of the check (RLIMIT_NPROC)",
+            ),
+            Key(
+                "max_file_mb",
+                num("sandbox.max_file_mb"),
+                "1024",
+                "largest file the check may write (RLIMIT_FSIZE)",
+            ),
+            Key("tmp_mb", num("sandbox.tmp_mb"), "512", "size of the check's private /tmp"),
+        ),
+    ),
+    Table(
         "services.NAME",
         "one per watched service",
         (
@@ -179,8 +203,19 @@ REFERENCE: tuple[Table, ...] = (
             ),
             Key("logs", "list of paths", "[]", "log files to watch besides those the manager names"),
             Key("allowed_paths", "list of globs", "[]", "files a fix may touch, relative to the repo"),
-            Key("check_command", "argv list", "-", "run in a scratch worktree before a fix is proposed"),
+            Key(
+                "check_command",
+                "argv list",
+                "-",
+                "run in the sandbox on a copy of the fixed tree before a fix is proposed",
+            ),
             Key("check_timeout_s", num("services.*.check_timeout_s"), "300", "limit for check_command"),
+            Key(
+                "check_read_only_paths",
+                "list of paths",
+                "[]",
+                "absolute host paths the sandboxed check may read (a toolchain outside /usr)",
+            ),
             Key("manager", "table", "required", "how the service is restarted and its status read (below)"),
             Key("health", "table", "{}", "how health is judged before and after a change (below)"),
             Key("runbooks", "table", "{}", "NAME = argv list: the only commands a fix may run, by name"),

@@ -16,7 +16,7 @@ from bot.clock import SystemClock
 from bot.config import HealbotConfig, ServiceConfig, load_config
 from bot.errors import HealbotError, StoreError
 from bot.heartbeat import Heartbeat, heartbeat_path, ping, ping_target, source_states
-from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner
+from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner, SandboxSettings
 from bot.pipeline import Pipeline, ServiceRuntime
 from bot.reload import plan_reload
 from bot.runner.claude_cli import ClaudeCliRunner
@@ -32,7 +32,7 @@ EXPIRY_CHECK_S = 30.0
 BACKUP_CHECK_S = 3600.0  # the backup itself is daily; this only notices a new day
 
 
-def heal_context(cfg: ServiceConfig) -> HealContext:
+def heal_context(cfg: ServiceConfig, sandbox: SandboxSettings | None = None) -> HealContext:
     return HealContext(
         service=cfg.name,
         repo=str(cfg.repo),
@@ -40,6 +40,8 @@ def heal_context(cfg: ServiceConfig) -> HealContext:
         check_command=cfg.check_command,
         check_timeout_s=cfg.check_timeout_s,
         runbooks=dict(cfg.runbooks),
+        check_read_only_paths=cfg.check_read_only_paths,
+        sandbox=sandbox or SandboxSettings(),
     )
 
 
@@ -48,7 +50,9 @@ def build_services(config: HealbotConfig) -> dict[str, ServiceRuntime]:
     for name, cfg in config.services.items():
         manager = registry.service_manager(cfg.manager_type, name, cfg.manager_options, str(config.path))
         sources = build_sources(cfg, manager)
-        services[name] = ServiceRuntime(cfg=cfg, manager=manager, sources=sources, heal_ctx=heal_context(cfg))
+        services[name] = ServiceRuntime(
+            cfg=cfg, manager=manager, sources=sources, heal_ctx=heal_context(cfg, config.sandbox)
+        )
     return services
 
 

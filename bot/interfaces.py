@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.models import (
     AppliedChange,
@@ -68,6 +68,18 @@ class ServiceManagerFactory(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    """`[sandbox]`: how a check command, which runs code no human approved yet, is confined."""
+
+    bwrap: str = "bwrap"  # bubblewrap: a path, or a name looked up on PATH
+    user: str = "nobody"  # when healbot runs as root, the check runs as this user (name or uid)
+    memory_mb: int = 4096  # RLIMIT_AS
+    max_processes: int = 256  # RLIMIT_NPROC
+    max_file_mb: int = 1024  # RLIMIT_FSIZE
+    tmp_mb: int = 512  # size of the check's private /tmp
+
+
+@dataclass(frozen=True, slots=True)
 class HealContext:
     """What a healer may know about the service it changes."""
 
@@ -77,6 +89,8 @@ class HealContext:
     check_command: tuple[str, ...] = ()  # argv run in the scratch worktree before proposing
     check_timeout_s: float = 300.0
     runbooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    check_read_only_paths: tuple[str, ...] = ()  # host paths the sandboxed check may read, besides its own
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
 
 class Healer(Protocol):
@@ -94,6 +108,15 @@ class Healer(Protocol):
 
     def undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str:
         """`git revert` exactly `commit` (one new commit with trailers); return the revert commit."""
+        ...
+
+
+@runtime_checkable
+class SandboxedCheck(Protocol):
+    """A healer that runs the check command in a sandbox; `healbot doctor` asks it whether that works."""
+
+    def sandbox_problem(self, ctx: HealContext) -> str | None:
+        """None when the check of `ctx` can run sandboxed, else the problem and its fix in plain words."""
         ...
 
 

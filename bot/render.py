@@ -29,11 +29,19 @@ def sample_block(incident: Incident, max_lines: int = 12) -> str:
     return more + "\n".join(f"  | {line}" for line in shown)
 
 
+def check_result(candidate: Candidate) -> str:
+    """ " · check passed", " · check FAILED", " · check not run: why" (the check_output then), or ""."""
+    if candidate.check_passed is not None:
+        return " · check passed" if candidate.check_passed else " · check FAILED"
+    note = candidate.check_output.strip().splitlines()[:1]
+    return f" · {note[0][:160]}" if note else ""
+
+
 def candidate_line(candidate: Candidate) -> str:
     fix = candidate.fix
     stats = candidate.stats
     change = f"{stats.files} file(s) +{stats.added} -{stats.removed}" if candidate.diff else fix.kind.value
-    check = {True: " · check passed", False: " · check FAILED", None: ""}[candidate.check_passed]
+    check = check_result(candidate)
     return f"#{fix.rank} [{fix.risk.value} risk] {fix.title} ({change}{check})"
 
 

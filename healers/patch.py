@@ -17,13 +17,12 @@ from bot.models import AppliedChange, Candidate, DiffStats, Edit, Fix, FixKind
 from healers.base import (
     check_allowed,
     check_relative_path,
-    child_env,
     compute_digest,
     output_tail,
     resolve_inside,
-    run_command,
 )
 from healers.git_repo import DEFAULT_LOCK_TIMEOUT_S, GitRepo, check_sha, commit_message, first_lines, short
+from healers.sandbox import SandboxUnavailable, run_check, sandbox_problem
 
 __all__ = ["PatchHealer", "RevertCommitHealer", "compute_digest"]
 
@@ -71,6 +70,9 @@ class _CommitHealer:
             detail=f"committed {short(sha)}: {stats.files} file(s), +{stats.added} -{stats.removed}",
         )
 
+    def sandbox_problem(self, ctx: HealContext) -> str | None:
+        return sandbox_problem(ctx)
+
     def undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str:
         repo = GitRepo(ctx.repo)
         with repo.lock(self.lock_timeout_s):
@@ -81,15 +83,18 @@ class _CommitHealer:
     def finish(
         self, ctx: HealContext, fix: Fix, base: str, tree: Path, repo: GitRepo, diff: str
     ) -> Candidate:
-        """Shared tail of prepare(): guard the touched paths, measure, run the check, digest."""
+        """Shared tail of prepare(): guard the touched paths, measure, digest, then run the check.
+
+        The diff and its digest are fixed before the check runs; the check runs on a throwaway copy of
+        `tree` in the sandbox, so nothing it writes can become part of what the operator approves."""
         if not diff.strip():
             raise PatchError("the fix changes nothing")
         rows = repo.numstat(diff)
         for _, _, path in rows:
             _guard_diff_path(tree, path, ctx.allowed_paths)
         stats = DiffStats(files=len(rows), added=sum(r[0] for r in rows), removed=sum(r[1] for r in rows))
-        check_passed, check_output = _run_check(ctx, tree)
         digest = compute_digest(diff, base, self.kind, self.params(ctx, fix))
+        check_passed, check_output = _run_check(ctx, tree)
         return Candidate(fix, diff, digest, stats, check_passed, check_output)
 
 
@@ -193,13 +198,15 @@ def _count_occurrences(text: str, needle: str) -> int:
 
 
 def _run_check(ctx: HealContext, tree: Path) -> tuple[bool | None, str]:
+    """(True, output tail) when the check passed; (None, why) when it was not run; PatchError else."""
     if not ctx.check_command:
         return None, ""
     shown = " ".join(ctx.check_command)
     try:
-        result = run_command(
-            ctx.check_command, cwd=tree, timeout_s=ctx.check_timeout_s, env=child_env(), merge_stderr=True
-        )
+        result = run_check(ctx, tree)
+    except SandboxUnavailable as exc:
+        logger.warning("%s: check not run, sandbox unavailable: %s", ctx.service, exc)
+        return None, f"check not run: sandbox unavailable: {exc}"
     except HealerError as exc:
         raise PatchError(f"check command `{shown}` could not run: {exc}") from exc
     tail = output_tail(result.output)

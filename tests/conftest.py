@@ -20,6 +20,9 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("HEALBOT_TELEGRAM_TOKEN", raising=False)
+    bwrap = os.environ.get("HEALBOT_BWRAP_BIN")
+    if bwrap:  # as an operator's installed bubblewrap would be: check commands run sandboxed
+        monkeypatch.setenv("PATH", f"{Path(bwrap).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def claude_binary() -> str | None:

@@ -23,6 +23,7 @@ from bot import invisible
 from bot.models import Candidate, Change, Incident, Proposal, ProposalStatus
 from bot.operations import HistoryEntry, StatusSummary
 from bot.redact import MARK, redact, redacted
+from bot.render import check_result
 
 MAX_TEXT = 4096
 MAX_ANSWER = 200
@@ -158,7 +159,7 @@ def diff_stats(candidate: Candidate) -> str:
 
 def _candidate_block(candidate: Candidate, *, with_diff: bool, rationale_limit: int) -> str:
     fix = candidate.fix
-    check = {True: " · check passed", False: " · check FAILED", None: ""}[candidate.check_passed]
+    check = esc(redact(check_result(candidate)).text)
     lines = [
         f"<b>#{fix.rank}</b> [{esc(fix.risk.value)} risk] {esc(clip(redacted(fix.title), 200))} "
         f"({esc(diff_stats(candidate))}{check})",
