@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +13,10 @@ from bot.errors import RestartFailed
 from bot.models import ServiceState
 from bot.policy import manager_storm_reason
 from healers.services.systemd import SystemdManager
+from tests.fakes.daemon_proc import HEALBOT
 from tests.fakes.systemd_env import SystemdEnv
-from tests.helpers import wait_until
+from tests.fakes.world import toml_table
+from tests.helpers import make_repo, wait_until
 
 
 def manager(env: SystemdEnv, unit: str, timeout_s: float = 20.0) -> SystemdManager:
@@ -176,3 +181,70 @@ def test_restart_that_hangs_past_timeout_fails_in_time(systemd: SystemdEnv, serv
         assert "did not finish within 1.5s" in str(error.value)
         assert web.status().state is ServiceState.STARTING
         assert systemd.show("hb-hang.service", "ActiveState")["ActiveState"] == "activating"
+
+
+def test_check_of_a_failed_unit_reports_it_instead_of_reachable(systemd: SystemdEnv) -> None:
+    with systemd.unit("hb-failed.service", "[Service]\nExecStart=/bin/false\n", start=False):
+        systemd.systemctl("start", "hb-failed.service", check=False)
+        web = manager(systemd, "hb-failed.service")
+        wait_until(lambda: web.status().state is ServiceState.FATAL, what="failed")
+
+        problem = web.check()
+
+        assert problem is not None and "unit has failed: failed (failed), Result=exit-code" in problem
+        assert "systemctl reset-failed hb-failed.service" in problem
+
+
+def healbot(env: SystemdEnv, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI, finding the namespace's systemctl/journalctl wrappers first on PATH."""
+    return subprocess.run(
+        [HEALBOT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env.path_env(),
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_init_finds_the_running_units_and_writes_them(systemd: SystemdEnv, tmp_path: Path) -> None:
+    with systemd.unit("hb-shop.service", "[Service]\nExecStart=/bin/sleep 1000\n"):
+        result = healbot(systemd, "init", "--yes", "-o", str(tmp_path / "healbot.toml"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "found hb-shop" in result.stdout and "systemd" in result.stdout, result.stdout
+    written = tomllib.loads((tmp_path / "healbot.toml").read_text())  # repos are /srv placeholders
+    assert written["services"]["hb-shop"]["manager"] == {"type": "systemd", "unit": "hb-shop.service"}
+    assert "systemd-journald" in written["services"]  # the namespace's own running units, found the same way
+
+
+def doctor_config(tmp_path: Path, units: dict[str, str]) -> Path:
+    cfg = tmp_path / "healbot.toml"
+    text = toml_table("claude", {"binary": tmp_path / "no-such-claude"})
+    for name, unit in units.items():
+        text += toml_table(f"services.{name}", {"repo": make_repo(tmp_path / name, {"app.py": "x = 1\n"})})
+        text += toml_table(f"services.{name}.manager", {"type": "systemd", "unit": unit})
+    cfg.write_text(text)
+    return cfg
+
+
+def test_doctor_reports_a_missing_and_a_failed_unit_and_passes_a_running_one(
+    systemd: SystemdEnv, tmp_path: Path
+) -> None:
+    cfg = doctor_config(
+        tmp_path, {"up": "hb-doc-up.service", "gone": "hb-doc-gone.service", "down": "hb-doc-down.service"}
+    )
+    with (
+        systemd.unit("hb-doc-up.service", "[Service]\nExecStart=/bin/sleep 1000\n"),
+        systemd.unit("hb-doc-down.service", "[Service]\nExecStart=/bin/false\n", start=False),
+    ):
+        systemd.systemctl("start", "hb-doc-down.service", check=False)
+        wait_until(lambda: systemd.show("hb-doc-down.service", "ActiveState")["ActiveState"] == "failed")
+        result = healbot(systemd, "doctor", "-c", str(cfg), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "✓ up: systemd reachable" in result.stdout, result.stdout
+    assert "✓ up: journald:hb-doc-up.service" in result.stdout, result.stdout
+    assert "✗ gone: systemd: systemd: hb-doc-gone.service: unit not found" in result.stdout, result.stdout
+    assert "✗ down: systemd: systemd: hb-doc-down.service: unit has failed" in result.stdout, result.stdout

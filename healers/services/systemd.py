@@ -159,11 +159,18 @@ class SystemdManager:
                 )
                 hint = f": {scope} is not running here; choose another manager type"
             return f"{self.label}: `systemctl show` failed (exit {rc}): {problem}{hint}"
-        load_state = parse_properties(stdout).get("LoadState")
+        properties = parse_properties(stdout)
+        load_state = properties.get("LoadState")
         if load_state == "not-found":
             return f"{self.label}: unit not found; check the name with `systemctl list-units --all`"
         if load_state == "masked":
             return f"{self.label}: unit is masked: {MASKED_HINT.replace('UNIT', self.unit)}"
+        if properties.get("ActiveState") == "failed":
+            detail = parse_show(stdout, self.unit).detail
+            return (
+                f"{self.label}: unit has failed: {detail}; see `journalctl -u {self.unit}`, fix the cause, "
+                f"then `systemctl reset-failed {self.unit}` and start it"
+            )
         return None
 
     def _run_for_restart(self) -> tuple[int, str, str]:
