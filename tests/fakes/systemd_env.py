@@ -18,7 +18,9 @@ Nothing may reach the host: mount, pid, uts, ipc and net namespaces are new; /et
 /etc/systemd/system land there, and systemd-tmpfiles' `D /tmp` cannot empty the host's /tmp); /tmp,
 /run and /dev are private tmpfs (with the few device nodes bind-mounted); `shared` is the one host
 folder bound in, at the same path. Unit files are written through /proc/PID/root, i.e. into that
-overlay. The cgroups systemd creates in the host's (v1) hierarchies are removed after the kill.
+overlay. A cgroup namespace rooted at a fresh cgroup of our own in each host hierarchy (remounted
+inside) keeps two sessions' systemds, e.g. two test runs at once, out of each other's slices; those
+cgroups are removed after the kill.
 systemd as PID 1 ignores SIGTERM: `stop()` sends SIGKILL to that one pid, which ends everything in the
 namespace; it runs from the fixture's finalizer and from atexit, so also on failures and Ctrl-C.
 """
@@ -34,7 +36,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -43,9 +45,9 @@ import pytest
 from tests.helpers import wait_until
 
 SYSTEMD_BINARY = "/lib/systemd/systemd"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT_S = 60.0
 NSENTER_FLAGS = ("-m", "-p", "-u", "-i", "-n")
+UNSHARE = ("unshare", "--cgroup", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net")
 # Units of the host image that would only cost time inside (a database, timers, gettys).
 MASKED_AT_BOOT = (
     "postgresql.service",
@@ -67,6 +69,12 @@ set -eu
 base=$1
 layers=/run/healbot-test-layers
 mount --make-rprivate /
+mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+while read -r fstype options target; do  # remounted in the cgroup namespace: rooted at our own cgroup
+  mkdir -p "$target"
+  if [ "$fstype" = cgroup2 ]; then mount -t cgroup2 cgroup2 "$target"
+  else mount -t cgroup -o "$options" cgroup "$target"; fi
+done < "$base/cgroups"
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir "$layers"
 mount -t tmpfs -o mode=700 tmpfs "$layers"
@@ -115,7 +123,7 @@ class SystemdEnv:
     process: subprocess.Popen[bytes]
     boot_log: Path
     state: str = ""
-    _cgroups_before: frozenset[str] = field(default_factory=frozenset)
+    cgroups: tuple[Path, ...] = ()  # our own cgroup in each host hierarchy: the namespace's root
 
     @property
     def shared(self) -> Path:
@@ -201,7 +209,7 @@ class SystemdEnv:
             except subprocess.TimeoutExpired:
                 self.process.kill()  # the unshare parent, which we started too
                 self.process.wait(timeout=5)
-        _remove_new_cgroups(self._cgroups_before)
+        _remove_cgroups(self.cgroups)
         shutil.rmtree(self.base, ignore_errors=True)
 
     @classmethod
@@ -212,17 +220,23 @@ class SystemdEnv:
         script = base / "boot.sh"
         script.write_text(BOOT_SCRIPT)
         boot_log = base / "boot.log"
-        cgroups_before = _cgroup_dirs()
+        hierarchies = _cgroup_hierarchies()
+        (base / "cgroups").write_text("".join(f"{t} {o or '-'} {p}\n" for t, o, p in hierarchies))
+        cgroups = tuple(Path(p) / base.name for _, _, p in hierarchies)
+        for cgroup in cgroups:
+            cgroup.mkdir()
+            for inherited in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset takes no tasks
+                if (cgroup / inherited).exists():
+                    (cgroup / inherited).write_text((cgroup.parent / inherited).read_text())
+        enter = "".join(f'echo $$ > "{cgroup}/cgroup.procs"; ' for cgroup in cgroups)
         with open(boot_log, "wb") as log:
             process = subprocess.Popen(
                 [
-                    "unshare",
-                    "--pid",
-                    "--fork",
-                    "--mount",
-                    "--uts",
-                    "--ipc",
-                    "--net",
+                    "sh",
+                    "-c",
+                    f'{enter}exec "$@"',
+                    "enter-cgroup",
+                    *UNSHARE,
                     "sh",
                     str(script),
                     str(base),
@@ -233,7 +247,7 @@ class SystemdEnv:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        env = cls(0, base, process, boot_log, _cgroups_before=cgroups_before)
+        env = cls(0, base, process, boot_log, cgroups=cgroups)
         try:
             env.pid = wait_until(lambda: _systemd_child(process), timeout=BOOT_TIMEOUT_S, what="systemd exec")
             env._write_wrappers()
@@ -282,24 +296,25 @@ def _systemd_child(process: subprocess.Popen[bytes]) -> int | None:
     return None
 
 
-def _cgroup_dirs() -> frozenset[str]:
-    if not CGROUP_ROOT.is_dir():
-        return frozenset()
-    found: set[str] = set()
-    for hierarchy in CGROUP_ROOT.iterdir():
-        if hierarchy.is_dir() and not hierarchy.is_symlink():
-            found.update(dirpath for dirpath, _, _ in os.walk(hierarchy))
-    return frozenset(found)
+def _cgroup_hierarchies() -> list[tuple[str, str, str]]:
+    """(fstype, options, mount point) of each cgroup hierarchy mounted on the host."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        target, fstype, super_options = fields[4], fields[sep + 1], fields[sep + 3]
+        if fstype in ("cgroup", "cgroup2"):
+            options = ",".join(o for o in super_options.split(",") if o not in ("rw", "ro"))
+            found.append((fstype, options, target))
+    return found
 
 
-def _remove_new_cgroups(before: frozenset[str]) -> None:
-    """rmdir the cgroups the namespace's systemd made in the host hierarchies, deepest first."""
-    if not before:
-        return
+def _remove_cgroups(roots: tuple[Path, ...]) -> None:
+    """rmdir our cgroups (systemd's slices inside them first), once the killed tasks have left."""
     deadline = time.monotonic() + 10
     while True:
-        left = sorted(_cgroup_dirs() - before, key=len, reverse=True)
-        for path in left:
+        left = [dirpath for root in roots if root.is_dir() for dirpath, _, _ in os.walk(root)]
+        for path in sorted(left, key=len, reverse=True):
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # EBUSY while a killed task is still leaving
         if not left or time.monotonic() > deadline:
