@@ -36,3 +36,6 @@ def claude_binary() -> str | None:
 def pm2_binary() -> str | None:
     path = os.environ.get("HEALBOT_PM2_BIN") or str(REPO_ROOT / "tests/tools/node_modules/.bin/pm2")
     return path if os.access(path, os.X_OK) else None
+
+
+from tests.fakes.systemd_env import systemd  # noqa: E402,F401  (session fixture: one real systemd per run)

@@ -20,7 +20,7 @@ RECORDED = Path(__file__).resolve().parent / "data" / "recorded"
 DOCKER_SECRET = "hunter2-recorded-secret"  # in Config.Env of every recorded docker inspect
 SHOW_ARGV = [
     "systemctl", "show", "web.service", "--no-pager",
-    "--property=LoadState,ActiveState,SubState,Result,MainPID,NRestarts,ExecMainCode,ExecMainStatus,StatusText",
+    "--property=LoadState,ActiveState,SubState,Result,MainPID,NRestarts,ExecMainCode,ExecMainStatus,StatusText,Restart,StartLimitBurst",
 ]  # fmt: skip
 Answer = tuple[int, str, str]
 

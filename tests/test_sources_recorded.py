@@ -47,11 +47,14 @@ def test_journald_first_read_marks_the_end_then_reads_after_the_cursor(tmp_path:
     texts = [line.text for line in batch.lines]
     assert texts[0] == "request /error failed"
     assert texts[1] == "Traceback (most recent call last):" and texts[4] == "KeyError: 'item-1'"
-    assert texts[-1] == "bad\ufffd ERROR"  # MESSAGE as a byte array with invalid UTF-8
+    assert texts[-1] != "bad\ufffd ERROR"  # the entry at the cursor itself was read before: left out
+    other = source.read(json.dumps({"journal": "s=elsewhere"}))  # the replayer prints all entries again
+    assert other.lines[-1].text == "bad\ufffd ERROR"  # MESSAGE as a byte array with invalid UTF-8
     argv = calls(tmp_path)
     assert argv[0][-2:] == ["-n", "1"]
-    assert argv[1][argv[1].index("--after-cursor") + 1] == json.loads(first.cursor)["journal"]
-    assert json.loads(batch.cursor)["journal"].endswith("x=ab3")
+    assert argv[1][argv[1].index("--cursor") + 1] == json.loads(first.cursor)["journal"]
+    assert json.loads(batch.cursor)["journal"].endswith("x=ab2")  # the cursor entry (ab3) was skipped
+    assert json.loads(other.cursor)["journal"].endswith("x=ab3")
 
 
 def test_journald_without_journal_is_a_clear_error(tmp_path: Path) -> None:

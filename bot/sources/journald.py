@@ -1,4 +1,9 @@
-"""A systemd unit's journal, read by cursor: `journalctl -u UNIT -o json --after-cursor C`.
+"""A systemd unit's journal, read by cursor: `journalctl -u UNIT -o json --cursor C`, minus entry C itself.
+
+Not `--after-cursor`: journalctl 252 then skips one entry blindly, so when C's own entry was vacuumed
+(`journalctl --vacuum-files`) the next line would be lost; `--cursor` starts at C, or at the first
+entry after it when C is gone, and the source drops C's entry itself. (There is no `--head` either:
+getopt takes it for `--header`.)
 
 Each poll runs journalctl once (no long-lived `--follow` child to supervise). The first poll only
 records where the journal ends (`-n 1`), like the file source starting at the end. MESSAGE may be a
@@ -21,16 +26,27 @@ MAX_ENTRIES = 5000
 MAX_LINE_BYTES = 8192
 
 
-def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple[list[LogLine], str | None]:
+def parse_entries(
+    stdout: bytes,
+    source: str,
+    *,
+    complete: bool = True,
+    skip_cursor: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[LogLine], str | None]:
     """Lines of `journalctl -o json` output and the cursor of its last entry (None when empty).
 
     `complete=False`: the output was cut at the read cap, so its last entry may be partial; it is left
-    for the next read (after the cursor of the last whole entry).
+    for the next read (after the cursor of the last whole entry). The entry whose cursor is
+    `skip_cursor` (read before) is left out; after `limit` entries the rest is left for the next read.
     """
     lines: list[LogLine] = []
     cursor: str | None = None
+    entries = 0
     raws = stdout.splitlines()
     for index, raw in enumerate(raws):
+        if limit is not None and entries >= limit:
+            break
         if not raw.strip():
             continue
         try:
@@ -43,7 +59,10 @@ def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple
             ) from None
         if not isinstance(entry, dict) or not isinstance(entry.get("__CURSOR"), str):
             raise SourceError(f"{source}: journal entry without __CURSOR: {raw[:120]!r}")
+        if entry["__CURSOR"] == skip_cursor:
+            continue
         cursor = entry["__CURSOR"]
+        entries += 1
         message = entry.get("MESSAGE")
         if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
             data = bytes(message)
@@ -88,9 +107,9 @@ class JournaldSource:
         argv = [self.binary, *(["--user"] if self.user else []), "-u", self.unit, "-o", "json", "--no-pager"]
         if first:
             return [*argv, "-n", "1"]
-        if cursor is None:  # the unit had no entries when we started: read them all from the start
-            return [*argv, "--head", "-n", str(MAX_ENTRIES)]
-        return [*argv, "--after-cursor", cursor, "-n", str(MAX_ENTRIES)]
+        if cursor is None:  # the unit had no entries when we started: from the start (parse caps it)
+            return argv
+        return [*argv, "--cursor", cursor, "-n", str(MAX_ENTRIES + 1)]  # +1: entry `cursor` itself
 
     def read(self, cursor: str | None, max_bytes: int = 4 * 1024 * 1024) -> SourceBatch:
         journal_cursor = _load(cursor) if cursor is not None else None
@@ -100,7 +119,13 @@ class JournaldSource:
             raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
         if b"No journal files were found" in out.stderr + out.stdout[:200]:
             raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
-        lines, last = parse_entries(out.stdout, self.source_id, complete=len(out.stdout) < MAX_OUTPUT_BYTES)
+        lines, last = parse_entries(
+            out.stdout,
+            self.source_id,
+            complete=len(out.stdout) < MAX_OUTPUT_BYTES,
+            skip_cursor=journal_cursor,
+            limit=MAX_ENTRIES,
+        )
         if cursor is None:
             return SourceBatch(lines=(), cursor=json.dumps({"journal": last}))
         return SourceBatch(lines=tuple(lines), cursor=json.dumps({"journal": last or journal_cursor}))

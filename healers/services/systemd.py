@@ -7,8 +7,11 @@
     systemctl = "systemctl"  # optional: path to systemctl
     timeout_s = 90           # optional: limit for each systemctl call and for the unit to come up
 
-systemd's own protection is respected: a unit that hit its start limit (Result=start-limit-hit) or failed
-is reported FATAL with the reason, and a restart that systemd refuses says why and what to do.
+systemd's own protection is respected: a unit that hit its start limit or failed is reported FATAL with the
+reason, and a restart that systemd refuses says why and what to do. systemd 252 keeps the first failure's
+Result (e.g. exit-code) when its automatic restarts run into the start limit, so a failed unit with
+Restart= set and at least StartLimitBurst-1 restarts is read as "hit its start limit" too. A masked unit
+is STOPPED with "masked" in its detail (systemd refuses to start it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ PROPERTIES = (
     "ExecMainCode",
     "ExecMainStatus",
     "StatusText",
+    "Restart",
+    "StartLimitBurst",
 )
 _ACTIVE_STATES = {
     "active": ServiceState.RUNNING,
@@ -58,6 +63,7 @@ _RESULTS = {
     "oom-kill": "it was killed by the OOM killer",
     "protocol": "it violated the service protocol",
 }
+MASKED_HINT = "systemd refuses to start it; `systemctl unmask UNIT` allows it again"
 
 
 class SystemdManager:
@@ -153,8 +159,18 @@ class SystemdManager:
                 )
                 hint = f": {scope} is not running here; choose another manager type"
             return f"{self.label}: `systemctl show` failed (exit {rc}): {problem}{hint}"
-        if parse_properties(stdout).get("LoadState") == "not-found":
+        properties = parse_properties(stdout)
+        load_state = properties.get("LoadState")
+        if load_state == "not-found":
             return f"{self.label}: unit not found; check the name with `systemctl list-units --all`"
+        if load_state == "masked":
+            return f"{self.label}: unit is masked: {MASKED_HINT.replace('UNIT', self.unit)}"
+        if properties.get("ActiveState") == "failed":
+            detail = parse_show(stdout, self.unit).detail
+            return (
+                f"{self.label}: unit has failed: {detail}; see `journalctl -u {self.unit}`, fix the cause, "
+                f"then `systemctl reset-failed {self.unit}` and start it"
+            )
         return None
 
     def _run_for_restart(self) -> tuple[int, str, str]:
@@ -178,6 +194,10 @@ def parse_show(text: str, unit: str) -> ServiceStatus:
     props = parse_properties(text)
     if props.get("LoadState") == "not-found":
         return ServiceStatus(ServiceState.UNKNOWN, detail=f"unit {unit} not found")
+    if props.get("LoadState") == "masked":
+        return ServiceStatus(
+            ServiceState.STOPPED, detail=f"unit {unit} is masked: {MASKED_HINT.replace('UNIT', unit)}"
+        )
     active, sub, result = props.get("ActiveState", ""), props.get("SubState", ""), props.get("Result", "")
     state = _ACTIVE_STATES.get(active, ServiceState.UNKNOWN)
     if active == "activating" and sub == "auto-restart":
@@ -189,11 +209,25 @@ def parse_show(text: str, unit: str) -> ServiceStatus:
         detail += f", Result={result}: {_RESULTS.get(result, result)}"
         if result == "exit-code" and props.get("ExecMainStatus"):
             detail += f" ({props['ExecMainStatus']})"
+        if result != "start-limit-hit" and _gave_up_restarting(props, restarts):
+            detail += f"; systemd gave up restarting it: {_RESULTS['start-limit-hit']}"
     if restarts:
         detail += f", restarted {restarts} times by systemd"
     if props.get("StatusText"):
         detail += f", status: {props['StatusText']}"
     return ServiceStatus(state, pid=pid, restarts=restarts, detail=detail.replace("UNIT", unit))
+
+
+def _gave_up_restarting(props: Mapping[str, str], restarts: int | None) -> bool:
+    """Failed although Restart= would restart it, after at least StartLimitBurst-1 automatic restarts."""
+    burst = _int(props.get("StartLimitBurst"))
+    automatic = props.get("Restart", "no") not in ("", "no")
+    return (
+        props.get("ActiveState") == "failed"
+        and automatic
+        and bool(restarts)
+        and (burst is None or (restarts or 0) + 1 >= burst)
+    )
 
 
 def _int(value: str | None) -> int | None:
