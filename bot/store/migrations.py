@@ -158,6 +158,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX card_progress_card ON card_progress(proposal_id, id);
     """,
+    # next (issue 11 item 7; renumber freely at a merge, nothing refers to the number): the claude
+    # processes running now, so the next start kills what a killed daemon left behind; at most one per
+    # incident
+    """
+    CREATE TABLE claude_children (
+        id INTEGER PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL,
+        boot_id TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        incident_id INTEGER,
+        session_id TEXT,
+        started_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX claude_children_one_per_incident ON claude_children(incident_id)
+        WHERE incident_id IS NOT NULL;
+    """,
 )
 
 
