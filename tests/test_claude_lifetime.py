@@ -150,14 +150,22 @@ def test_a_claude_runner_child_dies_with_its_killed_parent(tmp_path: Path, start
 # --- the store remembers each child; the next start settles what is left -------------------------------
 
 
-def record(store: Store, pid: int, **changes: object) -> int:
+def start_ticks(pid: int) -> int:
     found = children.identity(pid)
     assert found is not None
+    return found.start_ticks
+
+
+def record(store: Store, pid: int, **changes: object) -> int:
+    """A row as a healbot that has died since would have left it (its owner: this process, which counts
+    as gone for the reaper it calls itself)."""
     values: dict[str, object] = {
         "pid": pid,
-        "start_ticks": found.start_ticks,
+        "start_ticks": start_ticks(pid),
         "boot_id": children.boot_id(),
         "argv": (),
+        "owner_pid": os.getpid(),
+        "owner_start_ticks": start_ticks(os.getpid()),
         "incident_id": None,
         "session_id": "s-1",
         "at": 1.0,
@@ -175,9 +183,11 @@ def spawn(tmp_path: Path, started: list[int], name: str) -> tuple[int, tuple[str
     return proc.pid, argv
 
 
+LIVE_OWNER = {"owner_pid": os.getppid(), "owner_start_ticks": start_ticks(os.getppid())}
 CASES = {
     # how the row differs from the live process → is it killed
     "the_same_process": ({}, True),
+    "the_same_process_of_a_healbot_that_still_runs": (LIVE_OWNER, False),
     "a_reused_pid_with_another_start_time": ({"start_ticks": -1}, False),
     "another_command_line": ({"argv": ("/usr/bin/something-else",)}, False),
     "another_boot": ({"boot_id": "another-boot"}, False),
@@ -198,6 +208,9 @@ def test_the_reaper_kills_only_the_process_it_recorded(
         wait_until(lambda: not alive(pid), 10, what="the left-over child to be killed")
     else:
         assert alive(pid)
+    if changes is LIVE_OWNER:  # another healbot's child, running now: its row stays
+        assert [c.pid for c in store.claude_children()] == [pid]
+        return
     assert store.claude_children() == []  # every row is settled, killed or not
     [line] = [e for e in store.audit_log(incident_id=7) if e.event == "claude_run_interrupted"]
     assert f"pid {pid}" in line.detail
@@ -211,8 +224,8 @@ def test_the_reaper_forgets_a_dead_pid_and_kills_the_childs_own_tool_processes(
     dead = subprocess.Popen(["true"])
     dead.wait()
     record_dead = store.add_claude_child(
-        pid=dead.pid, start_ticks=1, boot_id=children.boot_id(), argv=("true",), incident_id=1,
-        session_id=None, at=1.0,
+        pid=dead.pid, start_ticks=1, boot_id=children.boot_id(), argv=("true",), owner_pid=os.getpid(),
+        owner_start_ticks=start_ticks(os.getpid()), incident_id=1, session_id=None, at=1.0,
     )  # fmt: skip
     assert record_dead is not None
     grandchild = tmp_path / "grandchild.pid"

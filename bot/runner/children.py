@@ -3,7 +3,8 @@
 The first line of defence is the kernel's (bot/die_with_parent.py: a child dies with the daemon). This is
 the second: each child gets a row before it can spend anything (before its prompt is written) and loses it
 once it has ended; at the next start, before recovery re-runs the interrupted diagnoses, the rows left are
-settled. A left-over process is killed only if it is provably the one recorded: same boot, same pid, same
+settled: a row whose owner (the healbot that started the child) still runs is another live healbot's and
+is left alone. A left-over process is killed only if it is provably the one recorded: same boot, same pid, same
 start time (so a reused pid is never hit), and its command line is the recorded argv. It is killed through
 a pidfd opened before the check, so the pid cannot change hands between the check and the signal; its
 session (claude's own tool processes) goes with it. Anything else is left alone and only the row goes.
@@ -85,21 +86,26 @@ class ChildRegistry:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._boot = boot_id()
+        me = identity(os.getpid())
+        self._owner = (os.getpid(), me.start_ticks if me is not None else -1)
 
     def record(
         self, pid: int, argv: tuple[str, ...], *, incident_id: int | None, session_id: str | None, at: float
-    ) -> int:
-        """The row id. ClaudeBusy when another live claude holds the incident; a stale row (its process
-        gone, or not the recorded one) is replaced."""
+    ) -> int | None:
+        """The row id, or None when the child has ended already (it spends nothing then). ClaudeBusy when
+        another live claude holds the incident; a stale row (its process gone, or not the recorded one) is
+        replaced."""
         me = identity(pid)
         if me is None:
-            raise RunnerError(f"claude (pid {pid}) ended before it could be recorded")
+            return None
         for _ in range(2):
             row = self.store.add_claude_child(
                 pid=pid,
                 start_ticks=me.start_ticks,
                 boot_id=self._boot,
                 argv=argv,
+                owner_pid=self._owner[0],
+                owner_start_ticks=self._owner[1],
                 incident_id=incident_id,
                 session_id=session_id,
                 at=at,
@@ -125,6 +131,13 @@ def reap_left_over(store: Store, *, at: float) -> int:
     current_boot = boot_id()
     killed = 0
     for child in store.claude_children():
+        if _owner_runs(child, current_boot):
+            log.info(
+                "claude pid %d belongs to healbot pid %d, which still runs: left alone",
+                child.pid,
+                child.owner_pid,
+            )
+            continue
         outcome = _settle(child, current_boot)
         if outcome == KILLED:
             killed += 1
@@ -140,6 +153,13 @@ def reap_left_over(store: Store, *, at: float) -> int:
 KILLED = "killed at start-up"
 GONE = "already gone"
 NOT_OURS = "its pid belongs to another process now; left alone"
+
+
+def _owner_runs(child: ClaudeChild, current_boot: str) -> bool:
+    if child.boot_id != current_boot or child.owner_pid == os.getpid():
+        return False
+    owner = identity(child.owner_pid)
+    return owner is not None and owner.start_ticks == child.owner_start_ticks
 
 
 def _settle(child: ClaudeChild, current_boot: str) -> str:

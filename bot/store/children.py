@@ -14,13 +14,16 @@ from bot.store.connection import StoreBase
 @dataclass(frozen=True, slots=True)
 class ClaudeChild:
     """A started claude: its pid, its start time in clock ticks after boot (/proc/<pid>/stat field 22) and
-    that boot's id, so a reused pid is never taken for it, and the argv it was started with."""
+    that boot's id, so a reused pid is never taken for it, the argv it was started with, and the healbot
+    process that started it (its owner: pid and start time)."""
 
     id: int
     pid: int
     start_ticks: int
     boot_id: str
     argv: tuple[str, ...]
+    owner_pid: int
+    owner_start_ticks: int
     incident_id: int | None
     session_id: str | None
     started_at: float
@@ -34,6 +37,8 @@ class ChildQueries(StoreBase):
         start_ticks: int,
         boot_id: str,
         argv: tuple[str, ...],
+        owner_pid: int,
+        owner_start_ticks: int,
         incident_id: int | None,
         session_id: str | None,
         at: float,
@@ -41,9 +46,19 @@ class ChildQueries(StoreBase):
         """The new row's id, or None when a row for `incident_id` exists already (one claude per incident)."""
         with self._tx() as conn:
             cursor = conn.execute(
-                "INSERT INTO claude_children (pid, start_ticks, boot_id, argv, incident_id, session_id,"
-                " started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (pid, start_ticks, boot_id, json.dumps(list(argv)), incident_id, session_id, at),
+                "INSERT INTO claude_children (pid, start_ticks, boot_id, argv, owner_pid, owner_start_ticks,"
+                " incident_id, session_id, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    pid,
+                    start_ticks,
+                    boot_id,
+                    json.dumps(list(argv)),
+                    owner_pid,
+                    owner_start_ticks,
+                    incident_id,
+                    session_id,
+                    at,
+                ),
             )
             return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
 
@@ -75,6 +90,8 @@ def _child(row: sqlite3.Row) -> ClaudeChild:
         start_ticks=int(row["start_ticks"]),
         boot_id=str(row["boot_id"]),
         argv=tuple(str(a) for a in json.loads(row["argv"])),
+        owner_pid=int(row["owner_pid"]),
+        owner_start_ticks=int(row["owner_start_ticks"]),
         incident_id=None if row["incident_id"] is None else int(row["incident_id"]),
         session_id=row["session_id"],
         started_at=float(row["started_at"]),

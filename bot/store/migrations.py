@@ -168,6 +168,8 @@ MIGRATIONS: tuple[str, ...] = (
         start_ticks INTEGER NOT NULL,
         boot_id TEXT NOT NULL,
         argv TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        owner_start_ticks INTEGER NOT NULL,
         incident_id INTEGER,
         session_id TEXT,
         started_at REAL NOT NULL
