@@ -19,6 +19,7 @@ from bot.heartbeat import Heartbeat, heartbeat_path, ping, ping_target, source_s
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner, SandboxSettings
 from bot.pipeline import Pipeline, ServiceRuntime
 from bot.reload import plan_reload
+from bot.runner import children
 from bot.runner.claude_cli import ClaudeCliRunner
 from bot.runner.messages_api import MessagesApiRunner
 from bot.sources import build_sources, expand_sources
@@ -104,6 +105,7 @@ class Daemon:
         self._background: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
+        await self._settle_claude_children()
         self._prune_clusters()
         await self.channel.start(self.pipeline.decide)
         for note in await self.pipeline.recover():
@@ -140,6 +142,16 @@ class Daemon:
         )
         scheduler.start()
         self._scheduler = scheduler
+
+    async def _settle_claude_children(self) -> None:
+        """Before recovery re-runs an interrupted diagnosis: kill the claude processes a killed daemon left
+        (bot/runner/children.py), then record every new one."""
+        try:
+            await asyncio.to_thread(children.reap_left_over, self.store, at=self.clock.now())
+        except StoreError as exc:
+            log.warning("claude processes left by the previous run were not checked: %s", exc)
+        if isinstance(self.runner, ClaudeCliRunner):
+            self.runner.track_children(children.ChildRegistry(self.store))
 
     def _prune_clusters(self) -> None:
         """Forget the template clusters of removed services and those not matched for a month."""

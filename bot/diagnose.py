@@ -289,11 +289,20 @@ def _choice(raw: object, enum: type[C], where: str) -> C:
 
 
 async def diagnose(
-    runner: Runner, evidence: Evidence, cwd: str, *, persist_session: bool = True
+    runner: Runner,
+    evidence: Evidence,
+    cwd: str,
+    *,
+    persist_session: bool = True,
+    incident_id: int | None = None,
 ) -> Diagnosis:
     """Run one read-only diagnosis. Errors of a finished run carry its `stats` attribute (cost, turns)."""
     request = RunRequest(
-        prompt=build_prompt(evidence), schema=load_schema(), cwd=cwd, persist_session=persist_session
+        prompt=build_prompt(evidence),
+        schema=load_schema(),
+        cwd=cwd,
+        persist_session=persist_session,
+        incident_id=incident_id,
     )
     result = await runner.run(request)
     try:

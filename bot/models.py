@@ -303,6 +303,7 @@ class RunRequest:
     resume_session: str | None = None  # follow-ups: --resume <id>
     persist_session: bool = False  # keep the transcript so a later --resume works
     system_prompt: str | None = None
+    incident_id: int | None = None  # the incident it is for: at most one claude per incident at a time
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,16 @@
 - `env`, when given, is the child's whole environment: nothing is inherited from the bot.
 - A missing or non-executable binary raises the caller's error class with plain words; a non-zero exit
   or a timeout is reported in the result, not raised.
+- `die_with_parent=True` ties the command's life to this process (bot/die_with_parent.py): a kill -9 of
+  healbot kills it at once. Off by default: the callers' commands are short and bounded by their timeouts,
+  and some (a restart, a runbook) should rather finish than be cut in half; a caller whose command runs
+  untrusted code or spends money opts in. The errors are the same either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bot import die_with_parent as lifeline
 from bot.errors import HealbotError
 
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -77,6 +83,7 @@ def run(
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     kill_grace_s: float = KILL_GRACE_S,
     error: type[HealbotError] = HealbotError,
+    die_with_parent: bool = False,
 ) -> ProcResult:
     """Run `argv` to completion or until `timeout_s`; `error` is the class raised when it cannot start."""
     args = tuple(argv)
@@ -91,7 +98,8 @@ def run(
         out = files.enter_context(tempfile.TemporaryFile())
         err = out if merge_stderr else files.enter_context(tempfile.TemporaryFile())
         started = time.monotonic()
-        proc = _spawn(args, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err, error=error)
+        spawn = _spawn_tied if die_with_parent else _spawn
+        proc = spawn(args, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err, error=error)
         try:
             timed_out = _wait(proc, started + timeout_s, (out, err), DISK_BOUND_FACTOR * max_output_bytes)
         except BaseException:
@@ -139,6 +147,7 @@ def _spawn(
     stdout: IO[bytes],
     stderr: IO[bytes],
     error: type[HealbotError],
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
@@ -149,6 +158,7 @@ def _spawn(
             stdout=stdout,
             stderr=subprocess.STDOUT if stderr is stdout else stderr,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
     except FileNotFoundError as exc:
         if cwd is not None and exc.filename == str(cwd):
@@ -159,6 +169,55 @@ def _spawn(
         raise error(f"command not executable: {args[0]}") from None
     except OSError as exc:  # ENOEXEC (not a program), E2BIG, ...
         raise error(f"cannot run {args[0]}: {exc.strerror or exc}") from None
+
+
+def _spawn_tied(
+    args: tuple[str, ...],
+    *,
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
+    stdin: IO[bytes] | int,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    error: type[HealbotError],
+) -> subprocess.Popen[bytes]:
+    """`_spawn` through the die-with-parent wrapper. The wrapper reports a failed exec on a pipe, read
+    here until it closes (at the exec), so the errors are `_spawn`'s own."""
+    report_r, report_w = os.pipe()
+    try:
+        wrapped = tuple(lifeline.command(args, env=env, report_fd=report_w))
+        proc = _spawn(
+            wrapped,
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            error=error,
+            pass_fds=(report_w,),
+        )
+        os.close(report_w)
+        report_w = -1
+        with os.fdopen(report_r, "rb") as report:
+            report_r = -1
+            failure = report.read().decode("ascii", "replace")
+    finally:
+        for fd in (report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+    if not failure:
+        return proc
+    proc.wait()
+    stage, _, number = failure.partition(":")
+    errno_value = int(number) if number.isdigit() else 0
+    where = f" (cwd {cwd})" if cwd is not None else ""
+    if stage == "exec" and errno_value == errno.ENOENT:
+        raise error(f"command not found: {args[0]}{where}")
+    if stage == "exec" and errno_value == errno.EACCES:
+        raise error(f"command not executable: {args[0]}")
+    if stage == "prctl":
+        raise error(f"cannot run {args[0]}: cannot tie it to healbot's life: {os.strerror(errno_value)}")
+    raise error(f"cannot run {args[0]}: {os.strerror(errno_value)}")
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:

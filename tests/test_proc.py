@@ -62,10 +62,11 @@ def _spawn_grandchild_then_sleep(pids: Path, *, ignore_term: bool = False) -> li
 # --- timeouts kill the whole group ----------------------------------------------------------------------
 
 
-def test_timeout_kills_the_child_and_its_grandchild_by_pid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("die", [False, True], ids=["plain", "die_with_parent"])
+def test_timeout_kills_the_child_and_its_grandchild_by_pid(tmp_path: Path, die: bool) -> None:
     pids = tmp_path / "pids"
     started = time.monotonic()
-    result = proc.run(_spawn_grandchild_then_sleep(pids), timeout_s=1.0)
+    result = proc.run(_spawn_grandchild_then_sleep(pids), timeout_s=1.0, die_with_parent=die)
 
     assert result.timed_out and result.returncode is None and not result.ok
     assert time.monotonic() - started < 1.0 + proc.KILL_GRACE_S + 2
@@ -188,8 +189,10 @@ def test_input_reaches_the_command_and_a_command_that_never_reads_it_cannot_bloc
     assert deaf.ok and not deaf.timed_out
 
 
-def test_exit_code_cwd_and_duration_are_reported(tmp_path: Path) -> None:
-    result = proc.run(_python("import os, sys\nprint(os.getcwd())\nsys.exit(4)"), timeout_s=10, cwd=tmp_path)
+@pytest.mark.parametrize("die", [False, True], ids=["plain", "die_with_parent"])
+def test_exit_code_cwd_and_duration_are_reported(tmp_path: Path, die: bool) -> None:
+    code = "import os, sys\nprint(os.getcwd())\nsys.exit(4)"
+    result = proc.run(_python(code), timeout_s=10, cwd=tmp_path, die_with_parent=die)
 
     assert result == ProcResult(
         (PY, "-c", "import os, sys\nprint(os.getcwd())\nsys.exit(4)"),
@@ -202,43 +205,48 @@ def test_exit_code_cwd_and_duration_are_reported(tmp_path: Path) -> None:
     assert not result.ok and result.duration_s > 0
 
 
-# --- what cannot start is the caller's error, in plain words ---------------------------------------------
+# --- what cannot start is the caller's error, in plain words (the same with die_with_parent) ------------
 
 
-def test_a_missing_binary_raises_the_callers_error_class(tmp_path: Path) -> None:
+@pytest.mark.parametrize("die", [False, True], ids=["plain", "die_with_parent"])
+def test_a_missing_binary_raises_the_callers_error_class(tmp_path: Path, die: bool) -> None:
     with pytest.raises(SourceError, match=r"^command not found: /nonexistent/tool$"):
-        proc.run(["/nonexistent/tool", "--flag"], timeout_s=5, error=SourceError)
+        proc.run(["/nonexistent/tool", "--flag"], timeout_s=5, error=SourceError, die_with_parent=die)
     with pytest.raises(GitError, match=r"command not found: no-such-tool-healbot \(cwd "):
-        proc.run(["no-such-tool-healbot"], timeout_s=5, cwd=tmp_path, error=GitError)
+        proc.run(["no-such-tool-healbot"], timeout_s=5, cwd=tmp_path, error=GitError, die_with_parent=die)
     with pytest.raises(HealbotError, match="command not found"):
-        proc.run(["/nonexistent/tool"], timeout_s=5)
+        proc.run(["/nonexistent/tool"], timeout_s=5, die_with_parent=die)
 
 
-def test_a_non_executable_file_a_missing_cwd_and_an_empty_argv_are_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("die", [False, True], ids=["plain", "die_with_parent"])
+def test_a_non_executable_file_a_missing_cwd_and_an_empty_argv_are_named(tmp_path: Path, die: bool) -> None:
     script = tmp_path / "tool.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
     with pytest.raises(ServiceError, match=f"command not executable: {script}"):
-        proc.run([str(script)], timeout_s=5, error=ServiceError)
+        proc.run([str(script)], timeout_s=5, error=ServiceError, die_with_parent=die)
     with pytest.raises(ServiceError, match=f"working directory not found: {tmp_path / 'gone'}"):
-        proc.run([PY, "-V"], timeout_s=5, cwd=tmp_path / "gone", error=ServiceError)
+        proc.run([PY, "-V"], timeout_s=5, cwd=tmp_path / "gone", error=ServiceError, die_with_parent=die)
     with pytest.raises(ServiceError, match="empty command"):
-        proc.run([], timeout_s=5, error=ServiceError)
+        proc.run([], timeout_s=5, error=ServiceError, die_with_parent=die)
 
 
 # --- the environment -------------------------------------------------------------------------------------
 
 
-def test_a_given_env_is_the_whole_environment_nothing_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("die", [False, True], ids=["plain", "die_with_parent"])
+def test_a_given_env_is_the_whole_environment_nothing_leaks(
+    monkeypatch: pytest.MonkeyPatch, die: bool
+) -> None:
     monkeypatch.setenv("HEALBOT_TELEGRAM_TOKEN", "123:leaked")
     monkeypatch.setenv("HEALBOT_PROC_TEST_MARKER", "leaked")
     env_binary = shutil.which("env")
     assert env_binary is not None
 
-    scratch = proc.run([env_binary], timeout_s=10, env={"ONLY": "1"})
+    scratch = proc.run([env_binary], timeout_s=10, env={"ONLY": "1"}, die_with_parent=die)
     assert scratch.stdout_text.splitlines() == ["ONLY=1"]
 
-    inherited = proc.run([env_binary], timeout_s=10)  # no env given: the bot's own environment
+    inherited = proc.run([env_binary], timeout_s=10, die_with_parent=die)  # no env: the bot's own
     assert "HEALBOT_PROC_TEST_MARKER=leaked" in inherited.stdout_text.splitlines()
 
 

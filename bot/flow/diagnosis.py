@@ -43,7 +43,7 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
             past_outcomes=past,
             redact=flow.scrub,
         )
-        result = await diagnose(flow.runner, evidence, str(cfg.repo))
+        result = await diagnose(flow.runner, evidence, str(cfg.repo), incident_id=incident_id)
     except (RunnerError, DiagnosisError, HealbotError) as exc:
         message = f"diagnosis failed: {flow.scrub(str(exc))}"
         stats = exc.stats if isinstance(exc, RunnerError | DiagnosisError) else None

@@ -5,6 +5,16 @@ Cancellation: when the task awaiting `run()` is cancelled (asyncio), the process
 `CancelledError` is re-raised unchanged, so `asyncio.timeout`, `TaskGroup` and shutdown keep working.
 When the bot itself stops the runs with `cancel_all()` (shutdown, /pause), each affected `run()` raises
 `RunnerCancelled` instead.
+
+Lifetime: claude is started through bot/die_with_parent.py, so it dies with the daemon even on a kill -9.
+The fork happens on the event loop's thread (asyncio calls Popen there), which lives as long as the daemon,
+as PR_SET_PDEATHSIG needs. With `track_children(registry)` (the daemon does it at start-up) each child is
+recorded in the store before it gets its prompt, so it cannot spend anything unrecorded, and forgotten
+once it has ended (bot/runner/children.py); at most one claude runs per incident.
+
+Each new run gets its own `--session-id`: known before the start, recorded with the child. A run after a
+restart starts afresh rather than resuming the interrupted session: that one ended mid-turn (a tool call
+may lack its result), its evidence may be stale, and the prompt is rebuilt from the store anyway.
 """
 
 from __future__ import annotations
@@ -17,13 +27,23 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import die_with_parent as lifeline
 from bot.config import ClaudeConfig
-from bot.errors import RunnerCancelled, RunnerError, RunnerNotFound, RunnerOutputError, RunnerTimeout
+from bot.errors import (
+    HealbotError,
+    RunnerCancelled,
+    RunnerError,
+    RunnerNotFound,
+    RunnerOutputError,
+    RunnerTimeout,
+)
 from bot.models import RunRequest, RunResult
+from bot.runner.children import ChildRegistry, ClaudeBusy
 from bot.runner.env import PER_TOKEN_BILLING, build_env, scrubbed_request
 from bot.runner.stream import StreamState, finish
 
@@ -67,6 +87,12 @@ class ClaudeCliRunner:
         self._config_dir = config_dir
         self._semaphore = asyncio.Semaphore(cfg.max_concurrent)
         self._active: set[_ActiveRun] = set()
+        self._children: ChildRegistry | None = None
+        self._incidents: set[int] = set()  # incidents with a claude running in this process
+
+    def track_children(self, registry: ChildRegistry | None) -> None:
+        """Record every child in the store from now on (None: stop recording)."""
+        self._children = registry
 
     # --- what will be run ----------------------------------------------------------------------------
 
@@ -75,10 +101,11 @@ class ClaudeCliRunner:
             self.cfg, base_env=self._base_env, extra_env=self._extra_env, config_dir=self._config_dir
         )
 
-    def build_argv(self, binary: str, request: RunRequest) -> list[str]:
+    def build_argv(self, binary: str, request: RunRequest, *, session_id: str | None = None) -> list[str]:
         """The argv. Tools are limited to reading, and `dontAsk` denies whatever is not allowed without
         asking; Read is deliberately not in `--allowedTools`, because a bare `Read` rule allows reading
-        any file on the host, while `dontAsk` confines reads to the working directory."""
+        any file on the host, while `dontAsk` confines reads to the working directory. `session_id` names
+        a new session (not used with `resume_session`)."""
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--tools", READ_ONLY_TOOLS, "--permission-mode", "dontAsk"]
         argv += ["--max-turns", str(self.cfg.max_turns), "--max-budget-usd", str(self.cfg.max_budget_usd)]
@@ -87,8 +114,11 @@ class ClaudeCliRunner:
             argv += ["--json-schema", request.schema]
         if request.resume_session:
             argv += ["--resume", request.resume_session]
-        elif not request.persist_session:
-            argv.append("--no-session-persistence")
+        else:
+            if session_id:
+                argv += ["--session-id", session_id]
+            if not request.persist_session:
+                argv.append("--no-session-persistence")
         if self.cfg.model:
             argv += ["--model", self.cfg.model]
         if request.system_prompt:
@@ -129,8 +159,17 @@ class ClaudeCliRunner:
             )
         if not os.path.isdir(request.cwd):
             raise RunnerError(f"the working directory {request.cwd!r} for claude does not exist")
-        async with self._semaphore:
-            return await self._run(binary, request)
+        incident = request.incident_id
+        if incident is not None and incident in self._incidents:
+            raise ClaudeBusy(f"a claude run for #{incident} is in progress already; it was not started twice")
+        if incident is not None:
+            self._incidents.add(incident)
+        try:
+            async with self._semaphore:
+                return await self._run(binary, request)
+        finally:
+            if incident is not None:
+                self._incidents.discard(incident)
 
     async def cancel_all(self) -> int:
         """Stop every run in progress; each raises RunnerCancelled. Returns how many were stopped."""
@@ -145,14 +184,17 @@ class ClaudeCliRunner:
 
     async def _run(self, binary: str, request: RunRequest) -> RunResult:
         started = time.monotonic()
+        session_id = request.resume_session or str(uuid.uuid4())
+        argv = self.build_argv(binary, request, session_id=session_id)
+        env = self.build_env()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.build_argv(binary, request),
+                *lifeline.command(argv, env=env),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=request.cwd,
-                env=self.build_env(),
+                env=env,
                 start_new_session=True,
                 limit=LINE_LIMIT,
             )
@@ -162,6 +204,12 @@ class ClaudeCliRunner:
             ) from None
         run = _ActiveRun(process)
         self._active.add(run)
+        try:  # before the prompt: claude sends nothing until its stdin closes
+            row = self._record(process.pid, argv, request, session_id)
+        except BaseException:
+            self._active.discard(run)
+            await _terminate_group(process)
+            raise
         state = StreamState()
         stdin_task = asyncio.create_task(_feed_stdin(process, request.prompt))
         stderr_task = asyncio.create_task(_read_capped(process.stderr))
@@ -175,6 +223,7 @@ class ClaudeCliRunner:
         finally:
             self._active.discard(run)
             _signal_group(process.pid, signal.SIGKILL)  # anything the run left behind in its group
+            self._forget(row, process)
             stdin_task.cancel()
             stderr = await _finish_task(stderr_task)
         if run.cancelled_by_runner:
@@ -189,6 +238,22 @@ class ClaudeCliRunner:
             runner=self.name,
             duration_s=duration,
         )
+
+    def _record(self, pid: int, argv: list[str], request: RunRequest, session_id: str) -> int | None:
+        if self._children is None:
+            return None
+        return self._children.record(
+            pid, tuple(argv), incident_id=request.incident_id, session_id=session_id, at=time.time()
+        )
+
+    def _forget(self, row: int | None, process: asyncio.subprocess.Process) -> None:
+        """Forget the child's row once it has ended; one still running keeps it for the next start."""
+        if row is None or self._children is None or process.returncode is None:
+            return
+        try:
+            self._children.forget(row)
+        except HealbotError as exc:
+            log.warning("the ended claude (pid %d) is still recorded: %s", process.pid, exc)
 
     async def _supervise(
         self, process: asyncio.subprocess.Process, state: StreamState, started: float

@@ -17,6 +17,7 @@ log (UPDATE and DELETE on it are refused by triggers).
     outbox       the chat outbox
     progress     the progress lines of the incident cards
     clusters     template clusters
+    children     the claude processes running now (killed at the next start if a crash left them)
     settings     operator settings
     audit        the audit log
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 from bot.store.audit import AuditQueries
 from bot.store.backups import BACKUP_DIR, BACKUP_KEEP, backups
 from bot.store.changes import ChangeQueries
+from bot.store.children import ChildQueries, ClaudeChild
 from bot.store.clusters import CLUSTER_KEEP_DAYS, ClusterQueries
 from bot.store.incidents import SAMPLE_CAP_CHARS, IncidentQueries, Ingested, Observation
 from bot.store.maintenance import MaintenanceQueries
@@ -44,6 +46,7 @@ __all__ = [
     "PROGRESS_KEEP",
     "PROGRESS_LINE_CAP",
     "SAMPLE_CAP_CHARS",
+    "ClaudeChild",
     "Ingested",
     "Observation",
     "OutboxItem",
@@ -60,6 +63,7 @@ class Store(
     OutboxQueries,
     ProgressQueries,
     ClusterQueries,
+    ChildQueries,
     SettingQueries,
     AuditQueries,
     MaintenanceQueries,

@@ -164,6 +164,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN sending_since REAL;
     ALTER TABLE outbox ADD COLUMN after_message_id INTEGER;
     """,
+    # 8: the claude processes running now, so the next start kills what a killed daemon left behind; at
+    # most one per incident
+    """
+    CREATE TABLE claude_children (
+        id INTEGER PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL,
+        boot_id TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        owner_start_ticks INTEGER NOT NULL,
+        incident_id INTEGER,
+        session_id TEXT,
+        started_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX claude_children_one_per_incident ON claude_children(incident_id)
+        WHERE incident_id IS NOT NULL;
+    """,
 )
 
 

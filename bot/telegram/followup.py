@@ -94,6 +94,7 @@ class FollowUp:
                         schema=ANSWER_SCHEMA,
                         cwd=cwd,
                         resume_session=session,
+                        incident_id=incident_id,
                     )
                 )
                 text = answer_text(result.structured, result.text)
