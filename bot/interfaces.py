@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.models import (
     AppliedChange,
@@ -95,6 +95,21 @@ class Healer(Protocol):
     def undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str:
         """`git revert` exactly `commit` (one new commit with trailers); return the revert commit."""
         ...
+
+
+@runtime_checkable
+class CommitHealer(Healer, Protocol):
+    """A healer whose change is one commit, made in two steps so the caller can record the commit id
+    between them: `plan*` builds it out of sight, `land` makes it the checked-out state with the ref
+    moved last. `land` is idempotent: after a kill it finishes exactly that landing, or refuses."""
+
+    def plan(
+        self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
+    ) -> str: ...
+
+    def plan_undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str: ...
+
+    def land(self, ctx: HealContext, commit: str, checkpoint: Callable[[str], None] | None = None) -> str: ...
 
 
 class Runner(Protocol):

@@ -158,6 +158,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX card_progress_card ON card_progress(proposal_id, id);
     """,
+    # 7: the commit a change is about to land (its fix, then its revert), recorded before the repo is
+    # touched, so a restart finishes exactly a half-done healbot step
+    """
+    ALTER TABLE changes ADD COLUMN planned_commit TEXT;
+    ALTER TABLE changes ADD COLUMN planned_revert TEXT;
+    """,
 )
 
 
