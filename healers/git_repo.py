@@ -397,27 +397,6 @@ class GitRepo:
         )
         return result.stdout.decode().strip()
 
-    def restore_paths(self, paths: Sequence[str]) -> None:
-        """Put exactly `paths` back to HEAD in the index and the working tree; nothing else is touched."""
-        in_head = [p for p in paths if self.run("cat-file", "-e", f"HEAD:{p}", check=False).ok]
-        not_in_head = [p for p in paths if p not in in_head]
-        if in_head:
-            self.run("checkout", "HEAD", "--", *(f":(literal){p}" for p in in_head))
-        if not_in_head:
-            self.run(
-                "rm",
-                "--cached",
-                "--force",
-                "--quiet",
-                "--ignore-unmatch",
-                "--",
-                *(f":(literal){p}" for p in not_in_head),
-            )
-            for p in not_in_head:
-                target = self.root / p
-                if target.is_file() or target.is_symlink():
-                    target.unlink()
-
     def plan_apply(self, diff: str, base_commit: str, message: str) -> str:
         """The commit of exactly `diff` on `base_commit`, built out of sight (a temporary index): the
         operator's index, work tree and refs are untouched until `land`. Caller holds the lock."""
