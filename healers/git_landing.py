@@ -18,7 +18,6 @@ What a kill can leave, and how each is recognised as healbot's own (never guesse
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,7 +91,7 @@ def land(repo: GitRepo, new: str, checkpoint: Checkpoint | None = None) -> str:
             checkpoint(INDEX_UPDATED)
         repo.run("update-ref", "-m", f"healbot: commit {new[:12]}", "HEAD", new, base)
     except BaseException:
-        _undo_landing(repo, new, base, written, before, after, index_file, original)
+        _undo_landing(repo, new, base, paths, written, before, after, index_file, original)
         raise
     finally:
         staged.unlink(missing_ok=True)
@@ -183,6 +182,7 @@ def _undo_landing(
     repo: GitRepo,
     new: str,
     base: str,
+    paths: Sequence[str],
     written: Sequence[str],
     before: Mapping[str, Entry],
     after: Mapping[str, Entry],
@@ -197,13 +197,9 @@ def _undo_landing(
             write_path(repo, path, before.get(path), new)
     lock = index_file.with_name(index_file.name + ".lock")
     if not lock.exists() and index_file.exists() and index_file.read_bytes() != original:
-        repo.run(
-            "update-index",
-            "--index-info",
-            input_bytes="".join(
-                f"{m} {s}\t{p}\n" for p in written for m, s in [before.get(p) or ("0", _NULL_SHA)]
-            ).encode("utf-8", errors="surrogateescape"),
-        )
+        entries = [(p, before.get(p) or ("0", _NULL_SHA)) for p in paths]
+        lines = "".join(f"{mode} {sha}\t{path}\n" for path, (mode, sha) in entries)
+        repo.run("update-index", "--index-info", input_bytes=lines.encode("utf-8", errors="surrogateescape"))
 
 
 def _remove_own_leftovers(repo: GitRepo, new: str, paths: Sequence[str]) -> None:
@@ -226,5 +222,5 @@ def _remove_own_leftovers(repo: GitRepo, new: str, paths: Sequence[str]) -> None
 
 def _prune_empty_dirs(root: Path, directory: Path) -> None:
     while directory != root and directory.is_dir() and not any(directory.iterdir()):
-        shutil.rmtree(directory)
+        directory.rmdir()  # never a tree: only a directory that is empty
         directory = directory.parent
