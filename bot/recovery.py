@@ -10,6 +10,8 @@ Every state an incident or change can be found in at start is resumed or reporte
 - a change COMMITTED or RESTARTED: verified again, or its planned revert finished (the verdict was worse);
 - an incident APPLYING, VERIFYING or AWAITING_APPROVAL with nothing to drive it (no live change, no
   pending proposal): reported and opened again, so its error can be diagnosed and proposed again.
+- at rest, nothing to do: NEEDS_HUMAN (a person was told when it got there), DIAGNOSIS_FAILED (its
+  retries are scheduled in the store), the closed states; changes KEPT, REVERTED, FAILED, NEEDS_HUMAN.
 `sweep` repeats the last check while the daemon runs, so no fingerprint stays wedged in a busy state.
 An interrupted change resumes with the steps of `bot.flow.apply`, run in the pipeline's background tasks.
 """
@@ -76,6 +78,13 @@ async def recover(pipeline: Pipeline) -> list[str]:
 
 _LIVE_CHANGE = (ChangeStatus.APPLYING, ChangeStatus.COMMITTED, ChangeStatus.RESTARTED)
 _DRIVEN_BY_A_CHANGE = (IncidentState.APPLYING, IncidentState.VERIFYING)
+# Every state is in exactly one of these (tests hold a new state to that): resumed or reported at start
+# (and by `sweep`), or at rest.
+BUSY_INCIDENT_STATES = frozenset(
+    {IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.AWAITING_APPROVAL, *_DRIVEN_BY_A_CHANGE}
+)
+AT_REST_INCIDENT_STATES = frozenset(IncidentState) - BUSY_INCIDENT_STATES
+LIVE_CHANGE_STATUSES = frozenset(_LIVE_CHANGE)
 
 
 async def sweep(pipeline: Pipeline) -> list[str]:

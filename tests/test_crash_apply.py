@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bot import recovery
 from bot.demo.fake_messages_api import FakeMessagesApi
-from bot.models import Decision, DecisionAction, IncidentState, ProposalStatus
+from bot.models import ChangeStatus, Decision, DecisionAction, IncidentState, ProposalStatus
 from bot.store import Store
 from healers.git_repo import GitRepo
 from tests.fakes.blocking_git import BlockingGit
@@ -244,6 +245,20 @@ async def test_a_busy_incident_with_nothing_driving_it_is_reopened_by_the_sweep(
     await world.pipeline.wait_idle()
     assert world.store.incident(incident.id).state in (IncidentState.OPEN, IncidentState.AWAITING_APPROVAL)
     assert f"#{incident.id} svc: it was" in world.out.getvalue()
+
+
+def test_every_state_is_either_resumed_at_start_or_at_rest() -> None:
+    """A state added later must be placed: resumed/reported by recovery, or deliberately at rest."""
+    at_rest = {
+        IncidentState.NEEDS_HUMAN,
+        IncidentState.DIAGNOSIS_FAILED,
+        *(s for s in IncidentState if not s.is_open),
+    }
+    assert at_rest == recovery.AT_REST_INCIDENT_STATES
+    assert recovery.BUSY_INCIDENT_STATES | at_rest == set(IncidentState)
+    final = {ChangeStatus.KEPT, ChangeStatus.REVERTED, ChangeStatus.FAILED, ChangeStatus.NEEDS_HUMAN}
+    assert recovery.LIVE_CHANGE_STATUSES | final == set(ChangeStatus)
+    assert not recovery.LIVE_CHANGE_STATUSES & final
 
 
 async def test_the_approval_and_its_change_are_one_transaction(make_world) -> None:  # type: ignore[no-untyped-def]
