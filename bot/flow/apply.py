@@ -110,8 +110,9 @@ async def _land(
     faults.hit(Step.REVERT_PLANNED if revert else Step.COMMIT_PLANNED)
     try:
         return await asyncio.to_thread(healer.land, runtime.heal_ctx, planned, _checkpoint(revert))
-    except BaseException:
-        # not landed and backed out: nothing is left for a restart to finish
+    except HealbotError:
+        # refused or backed out, not landed: nothing is left for a restart to finish. Anything else
+        # (a cancel while the thread still lands) keeps the plan, so a restart finishes or refuses it.
         flow.store.plan_commit(change.id, None, revert=revert, at=flow.clock.now())
         raise
 
