@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from bot import recovery
 from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.models import ChangeStatus, Decision, DecisionAction, IncidentState, ProposalStatus
-from bot.store import Store
+from bot.store import MIGRATIONS, Store
 from healers.git_repo import GitRepo
 from tests.fakes.blocking_git import BlockingGit
 from tests.fakes.daemon_proc import StartDaemon, healbot_run_fixture
@@ -276,3 +277,32 @@ async def test_the_approval_and_its_change_are_one_transaction(make_world) -> No
     assert first is not None and second is None
     assert [c.id for c in world.store.changes(limit=10)] == [first.id]
     assert world.store.incident(proposal.incident_id).state is IncidentState.APPLYING
+
+
+def test_a_version_6_database_migrates_to_7_and_its_changes_have_no_plan(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:6]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 6")
+    conn.execute(
+        "INSERT INTO incidents (service, fingerprint, title, state, first_seen, last_seen, count, samples)"
+        " VALUES ('svc', 'k1', 'boom', 'applying', 1.0, 2.0, 7, '[\"s\"]')"
+    )
+    conn.execute(
+        "INSERT INTO proposals (incident_id, token, base_commit, candidates, summary, created_at, expires_at,"
+        " status) VALUES (1, 'tok', 'b', '[]', 'sum', 3.0, 9999.0, 'approved')"
+    )
+    conn.execute(
+        "INSERT INTO changes (incident_id, proposal_id, rank, service, kind, digest, status, approved_by,"
+        " created_at, updated_at) VALUES (1, 1, 1, 'svc', 'patch', 'd', 'applying', 'alice', 3.0, 3.0)"
+    )
+    conn.close()
+    store = Store.open(db)
+    assert store.schema_version() == 7 == len(MIGRATIONS)
+    assert store.planned_commits(1) == (None, None)
+    store.plan_commit(1, "ab" * 20, revert=False, at=4.0)
+    store.plan_commit(1, "cd" * 20, revert=True, at=5.0)
+    assert store.planned_commits(1) == ("ab" * 20, "cd" * 20)
+    assert [c.id for c in store.unlanded_reverts()] == [1]
+    store.close()

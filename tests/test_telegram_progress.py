@@ -261,7 +261,7 @@ def test_a_version_5_database_migrates_to_6_and_keeps_its_data(tmp_path: Path) -
     conn.close()
 
     store = Store.open(db)
-    assert store.schema_version() == 6 == len(MIGRATIONS)
+    assert store.schema_version() == len(MIGRATIONS) >= 6
     [incident] = store.incidents()
     assert (incident.fingerprint, incident.count, incident.samples) == ("k1", 7, ("s",))
     proposal = store.proposal_by_token("tok5")
