@@ -22,10 +22,16 @@ class Step(enum.StrEnum):
     WORKTREE_PREPARED = "worktree_prepared"
     PROPOSAL_STORED = "proposal_stored"
     CARD_SENT = "card_sent"
-    APPROVAL_RECORDED = "approval_recorded"
-    COMMIT_MADE = "commit_made"
+    APPROVAL_RECORDED = "approval_recorded"  # the proposal closed as approved and its change, in one go
+    COMMIT_PLANNED = "commit_planned"  # the fix's commit built out of sight and its id stored
+    WORKTREE_UPDATED = "worktree_updated"  # its files written in the work tree; index and ref not yet
+    INDEX_UPDATED = "index_updated"  # the index too; the ref not yet
+    COMMIT_MADE = "commit_made"  # the ref moved; the store not yet told
     RESTART_ISSUED = "restart_issued"
     VERIFICATION_RUNNING = "verification_running"
+    REVERT_PLANNED = "revert_planned"  # the revert's commit built and its id stored
+    REVERT_WORKTREE_UPDATED = "revert_worktree_updated"
+    REVERT_INDEX_UPDATED = "revert_index_updated"
     REVERT_MADE = "revert_made"
 
 

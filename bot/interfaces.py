@@ -120,6 +120,21 @@ class SandboxedCheck(Protocol):
         ...
 
 
+@runtime_checkable
+class CommitHealer(Healer, Protocol):
+    """A healer whose change is one commit, made in two steps so the caller can record the commit id
+    between them: `plan*` builds it out of sight, `land` makes it the checked-out state with the ref
+    moved last. `land` is idempotent: after a kill it finishes exactly that landing, or refuses."""
+
+    def plan(
+        self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
+    ) -> str: ...
+
+    def plan_undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str: ...
+
+    def land(self, ctx: HealContext, commit: str, checkpoint: Callable[[str], None] | None = None) -> str: ...
+
+
 class Runner(Protocol):
     name: str
 

@@ -173,6 +173,9 @@ class Pipeline:
         self.start_diagnosis(incident.id, f"diagnose-{incident.id}")
         return True
 
+    def is_diagnosing(self, incident_id: int) -> bool:
+        return incident_id in self._diagnosing
+
     def start_diagnosis(self, incident_id: int, task_name: str) -> None:
         """Diagnose in the background; the incident counts as being diagnosed from this call on, so a
         poll before the task starts does not start a second one."""
@@ -216,6 +219,7 @@ class Pipeline:
 
     async def expire_due(self) -> None:
         self._start_due_retries()
+        await recovery.sweep(self)
         now = self.clock.now()
         for proposal in self.store.pending_proposals():
             status = policy.expiry_status(

@@ -19,11 +19,12 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from bot.errors import DirtyTreeError, GitError, HealerError, StaleProposalError
+from healers import git_landing
 from healers.base import CommandResult, output_tail, run_command
 
 BOT_NAME = "healbot"
@@ -256,10 +257,7 @@ class GitRepo:
 
     def ensure_clean(self, touched: Sequence[str]) -> None:
         """Refuse operator work in progress: tracked changes anywhere, untracked files where we write."""
-        git_dir = self.git_dir()
-        for marker, what in _OPERATION_MARKERS.items():
-            if (git_dir / marker).exists():
-                raise DirtyTreeError(f"{self.root}: {what} is in progress; finish or abort it first")
+        self.ensure_no_operation()
         touched_set = set(touched)
         dirty = sorted(
             {
@@ -274,6 +272,13 @@ class GitRepo:
                 f"{self.root} has uncommitted changes ({named}); healbot never stashes: "
                 "commit or discard them, then approve again"
             )
+
+    def ensure_no_operation(self) -> None:
+        """Refuse while the operator is in the middle of a merge, revert, rebase, … of their own."""
+        git_dir = self.git_dir()
+        for marker, what in _OPERATION_MARKERS.items():
+            if (git_dir / marker).exists():
+                raise DirtyTreeError(f"{self.root}: {what} is in progress; finish or abort it first")
 
     @contextmanager
     def lock(self, timeout_s: float) -> Iterator[None]:
@@ -344,68 +349,81 @@ class GitRepo:
             "GIT_COMMITTER_EMAIL": email,
         }
 
-    def commit_index(self, message: str) -> str:
-        """Commit exactly what is staged, with `message` as written; return the new HEAD."""
-        self.run(
-            "commit",
-            "--quiet",
-            "--no-verify",
-            "--cleanup=whitespace",
-            "--file=-",
+    def index_path(self) -> Path:
+        path = Path(self.out("rev-parse", "--git-path", "index"))
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+    def head_ref_lock(self) -> Path:
+        """The lock file `git update-ref HEAD` takes: the checked-out branch's, or HEAD's when detached."""
+        ref = self.run("symbolic-ref", "-q", "HEAD", check=False).stdout.decode().strip()
+        if ref:
+            return self.common_dir() / f"{ref}.lock"
+        return self.git_dir() / "HEAD.lock"
+
+    def tree_entries(self, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """path -> (mode, blob sha) in `commit`, for those of `paths` it holds."""
+        raw = self.run(
+            "ls-tree", "-z", "--full-tree", commit, "--", *(f":(literal){p}" for p in paths)
+        ).stdout
+        return _entries(raw)
+
+    def index_entries(self, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """path -> (mode, blob sha) in the operator's index (a conflicted path shows its last stage)."""
+        raw = self.run("ls-files", "-z", "--stage", "--", *(f":(literal){p}" for p in paths)).stdout
+        return _entries(raw)
+
+    @contextmanager
+    def temporary_index(self, commit: str) -> Iterator[dict[str, str]]:
+        """An index of its own, loaded with `commit`, never the operator's: the env that selects it."""
+        parent = Path(tempfile.mkdtemp(prefix="healbot-index-"))
+        env = {"GIT_INDEX_FILE": str(parent / "index")}
+        try:
+            self.run("read-tree", commit, extra_env=env)
+            yield env
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    def commit_tree(self, tree: str, parent: str, message: str) -> str:
+        """A commit object for `tree` on `parent` by the bot identity; no ref, index or config is written."""
+        result = self.run(
+            "commit-tree",
+            tree,
+            "-p",
+            parent,
+            "-F",
+            "-",
             input_bytes=message.encode("utf-8"),
             extra_env=self.identity_env(),
         )
-        return self.head()
+        return result.stdout.decode().strip()
 
-    def restore_paths(self, paths: Sequence[str]) -> None:
-        """Put exactly `paths` back to HEAD in the index and the working tree; nothing else is touched."""
-        in_head = [p for p in paths if self.run("cat-file", "-e", f"HEAD:{p}", check=False).ok]
-        not_in_head = [p for p in paths if p not in in_head]
-        if in_head:
-            self.run("checkout", "HEAD", "--", *(f":(literal){p}" for p in in_head))
-        if not_in_head:
-            self.run(
-                "rm",
-                "--cached",
-                "--force",
-                "--quiet",
-                "--ignore-unmatch",
-                "--",
-                *(f":(literal){p}" for p in not_in_head),
-            )
-            for p in not_in_head:
-                target = self.root / p
-                if target.is_file() or target.is_symlink():
-                    target.unlink()
-
-    def apply_and_commit(self, diff: str, base_commit: str, message: str) -> str:
-        """Apply exactly `diff` on a clean tree at `base_commit` and commit it; caller holds the lock."""
+    def plan_apply(self, diff: str, base_commit: str, message: str) -> str:
+        """The commit of exactly `diff` on `base_commit`, built out of sight (a temporary index): the
+        operator's index, work tree and refs are untouched until `land`. Caller holds the lock."""
         head = self.head()
         if head != base_commit:
             raise stale_head(head, base_commit)
         touched = self.paths_in_diff(diff)
         self.ensure_clean(touched)
-        data = diff.encode("utf-8")
-        check = self.run("apply", "--check", "--index", "--whitespace=nowarn", input_bytes=data, check=False)
-        if not check.ok:
-            raise GitError(f"the approved diff no longer applies: {output_tail(check.output, 10, 1500)}")
-        try:
-            self.run("apply", "--index", "--whitespace=nowarn", input_bytes=data)
-            return self.commit_index(message)
-        except BaseException:
-            self._restore_after_failure(base_commit, touched)
-            raise
+        with self.temporary_index(base_commit) as env:
+            applied = self.run(
+                "apply",
+                "--cached",
+                "--whitespace=nowarn",
+                input_bytes=diff.encode("utf-8"),
+                extra_env=env,
+                check=False,
+            )
+            if not applied.ok:
+                raise GitError(
+                    f"the approved diff no longer applies: {output_tail(applied.output, 10, 1500)}"
+                )
+            tree = self.run("write-tree", extra_env=env).stdout.decode().strip()
+        return self.commit_tree(tree, base_commit, message)
 
-    def _restore_after_failure(self, base_commit: str, touched: Sequence[str]) -> None:
-        """Undo a half-done apply (no commit landed) for exactly `touched`; never hide the first error."""
-        try:
-            if self.head() == base_commit:
-                self.restore_paths(touched)
-        except HealerError:
-            logger.exception("could not restore %s in %s after a failed apply", ", ".join(touched), self.root)
-
-    def revert(self, commit: str, trailers: Mapping[str, str]) -> str:
-        """`git revert` exactly `commit` as one new commit carrying `trailers`; a conflict is aborted."""
+    def plan_revert(self, commit: str, trailers: Mapping[str, str]) -> str:
+        """The commit that undoes exactly `commit` on HEAD (its reverse diff, three-way where later
+        changes moved the lines), built out of sight like `plan_apply`. Caller holds the lock."""
         sha = self.resolve_commit(check_sha(commit))
         if sha is None:
             raise GitError(f"commit {commit} does not exist in {self.root}")
@@ -414,36 +432,62 @@ class GitRepo:
             raise GitError(f"commit {short(sha)} is not in the history of HEAD ({short(head)})")
         if len(self.parents(sha)) > 1:
             raise GitError(f"commit {short(sha)} is a merge; healbot does not revert merges")
-        touched = self.touched_by_commit(sha)
-        self.ensure_clean(touched)
-        subject = self.subject(sha)
-        result = self.run("revert", "--no-commit", "--no-edit", sha, check=False)
-        if not result.ok:
-            self._abort_revert(touched)
-            raise GitError(
-                f"reverting {short(sha)} conflicts with later changes; aborted, the tree is as it was: "
-                f"{output_tail(result.output, 10, 1500)}"
+        self.ensure_clean(self.touched_by_commit(sha))
+        patch = self.run("diff-tree", "--root", "-p", *DIFF_OPTIONS, sha).stdout
+        if not patch.strip():
+            raise GitError(f"reverting {short(sha)} changes nothing (it changed nothing)")
+        with self.temporary_index(head) as env:
+            result = self.run(
+                "apply",
+                "--cached",
+                "--reverse",
+                "--3way",
+                "--whitespace=nowarn",
+                input_bytes=patch,
+                extra_env=env,
+                check=False,
             )
-        if self.run("diff", "--cached", "--quiet", check=False).ok:
-            self._abort_revert(touched)
+            if not result.ok:
+                raise GitError(
+                    f"reverting {short(sha)} conflicts with later changes; aborted, the tree is as it was: "
+                    f"{output_tail(result.output, 10, 1500)}"
+                )
+            tree = self.run("write-tree", extra_env=env).stdout.decode().strip()
+        if tree == self.out("rev-parse", f"{head}^{{tree}}"):
             raise GitError(f"reverting {short(sha)} changes nothing (already reverted?)")
         message = commit_message(
-            f'Revert "{subject}"',
+            f'Revert "{self.subject(sha)}"',
             f"This reverts commit {sha}.",
             {"Healbot-Revert-Of": sha, **{k: v for k, v in trailers.items() if k != "Healbot-Revert-Of"}},
         )
-        try:
-            return self.commit_index(message)
-        except BaseException:
-            if self.head() == head:
-                self._abort_revert(touched)
-            raise
+        return self.commit_tree(tree, head, message)
 
-    def _abort_revert(self, touched: Sequence[str]) -> None:
-        self.run("revert", "--abort", check=False)
-        if (self.git_dir() / "REVERT_HEAD").exists():
-            self.run("revert", "--quit", check=False)
-        self.restore_paths(touched)
+    def land(self, commit: str, checkpoint: Callable[[str], None] | None = None) -> str:
+        """Make a commit from `plan_apply`/`plan_revert` the checked-out state, ref last; also finishes
+        one a kill interrupted (see healers.git_landing). Caller holds the lock."""
+        return git_landing.land(self, check_sha(commit), checkpoint)
+
+    def apply_and_commit(self, diff: str, base_commit: str, message: str) -> str:
+        """Apply exactly `diff` on a clean tree at `base_commit` as one commit; caller holds the lock."""
+        return self.land(self.plan_apply(diff, base_commit, message))
+
+    def revert(self, commit: str, trailers: Mapping[str, str]) -> str:
+        """Revert exactly `commit` as one new commit carrying `trailers`; a conflict changes nothing."""
+        return self.land(self.plan_revert(commit, trailers))
+
+
+def _entries(raw: bytes) -> dict[str, tuple[str, str]]:
+    """`ls-tree -z` ("mode type sha<TAB>path") or `ls-files -z --stage` ("mode sha stage<TAB>path")
+    records as path -> (mode, sha)."""
+    found: dict[str, tuple[str, str]] = {}
+    for record in raw.decode("utf-8", errors="surrogateescape").split("\0"):
+        meta, tab, path = record.partition("\t")
+        parts = meta.split()
+        if not tab or len(parts) < 3:
+            continue
+        sha = parts[2] if parts[1] in ("blob", "tree", "commit") else parts[1]
+        found[path] = (parts[0], sha)
+    return found
 
 
 def stale_head(head: str, base_commit: str) -> StaleProposalError:

@@ -2,13 +2,15 @@
 
 prepare() materialises the change in a scratch worktree at the base commit and returns the exact diff
 and its digest; apply() commits exactly that diff, once, under the repo lock, only if HEAD is still the
-base and the digest still matches; undo() is `git revert` of exactly that commit. Nothing is stashed.
+base and the digest still matches; undo() reverts exactly that commit. Both are plan() / plan_undo()
+(the commit built out of sight) then land() (work tree and index, the ref last), so the pipeline can
+record the planned commit in between and a restart can finish exactly that landing. Nothing is stashed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bot.errors import HealerError, PatchError, StaleProposalError
@@ -44,9 +46,18 @@ class _CommitHealer:
     def message_body(self, fix: Fix) -> str:
         return first_lines(fix.rationale)
 
-    def apply(
+    def plan(
         self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
-    ) -> AppliedChange:
+    ) -> str:
+        """The commit of exactly `candidate`, built without touching the operator's tree or refs."""
+        repo, base, message = self._checked(ctx, candidate, base_commit, trailers)
+        with repo.lock(self.lock_timeout_s):
+            return repo.plan_apply(candidate.diff, base, message)
+
+    def _checked(
+        self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
+    ) -> tuple[GitRepo, str, str]:
+        """The repo, the base and the commit message, once the candidate is known to be the approved one."""
         if candidate.fix.kind != self.kind:
             raise HealerError(f"{type(self).__name__} cannot apply a {candidate.fix.kind.value} fix")
         repo = GitRepo(ctx.repo)
@@ -61,6 +72,26 @@ class _CommitHealer:
             self.message_body(candidate.fix),
             {**trailers, DIGEST_TRAILER: candidate.digest},
         )
+        return repo, base, message
+
+    def plan_undo(self, ctx: HealContext, commit: str, trailers: Mapping[str, str]) -> str:
+        """The commit reverting exactly `commit`, built without touching the operator's tree or refs."""
+        repo = GitRepo(ctx.repo)
+        with repo.lock(self.lock_timeout_s):
+            return repo.plan_revert(commit, trailers)
+
+    def land(self, ctx: HealContext, commit: str, checkpoint: Callable[[str], None] | None = None) -> str:
+        """Make a planned commit the checked-out state (ref last), or finish one a kill interrupted."""
+        repo = GitRepo(ctx.repo)
+        with repo.lock(self.lock_timeout_s):
+            sha = repo.land(commit, checkpoint)
+        logger.info("landed %s on %s", short(sha), ctx.service)
+        return sha
+
+    def apply(
+        self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
+    ) -> AppliedChange:
+        repo, base, message = self._checked(ctx, candidate, base_commit, trailers)
         with repo.lock(self.lock_timeout_s):
             sha = repo.apply_and_commit(candidate.diff, base, message)
         logger.info("committed %s on %s: %s", short(sha), ctx.service, candidate.fix.title)

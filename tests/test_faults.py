@@ -39,6 +39,17 @@ BUSY_INCIDENT = {
 }
 BUSY_CHANGE = {ChangeStatus.APPLYING, ChangeStatus.COMMITTED, ChangeStatus.RESTARTED}
 
+# A kill while the fix's planned commit lands: the landing is finished, then restart and verify (before
+# issue 11 a commit that landed was only reported, and a half-landed one was left staged).
+LANDED = "the approved commit is now in place, nothing was repeated; restarting svc and verifying"
+REVERTED = "interrupted while reverting change {commit}: the revert"
+REVERT_STEPS = {
+    Step.REVERT_PLANNED,
+    Step.REVERT_WORKTREE_UPDATED,
+    Step.REVERT_INDEX_UPDATED,
+    Step.REVERT_MADE,
+}
+
 # What the restarted daemon must say, and how many commits healbot leaves (apply, apply + revert).
 EXPECTED: dict[Step, tuple[str, int]] = {
     Step.INCIDENT_STORED: ("", 1),
@@ -47,10 +58,16 @@ EXPECTED: dict[Step, tuple[str, int]] = {
     Step.PROPOSAL_STORED: ("--yes: approving #1", 1),
     Step.CARD_SENT: ("the daemon stopped before the fix was applied; nothing was changed", 0),
     Step.APPROVAL_RECORDED: ("the daemon stopped before the fix was applied; nothing was changed", 0),
-    Step.COMMIT_MADE: ("but the daemon stopped before the restart; nothing was repeated", 1),
+    Step.COMMIT_PLANNED: (LANDED, 1),
+    Step.WORKTREE_UPDATED: (LANDED, 1),
+    Step.INDEX_UPDATED: (LANDED, 1),
+    Step.COMMIT_MADE: (LANDED, 1),
     Step.RESTART_ISSUED: ("interrupted while verifying change {commit}: verifying again", 1),
     Step.VERIFICATION_RUNNING: ("interrupted while verifying change {commit}: verifying again", 1),
-    Step.REVERT_MADE: ("interrupted while reverting change {commit}: the revert", 2),
+    Step.REVERT_PLANNED: (REVERTED, 2),
+    Step.REVERT_WORKTREE_UPDATED: (REVERTED, 2),
+    Step.REVERT_INDEX_UPDATED: (REVERTED, 2),
+    Step.REVERT_MADE: (REVERTED, 2),
 }
 
 
@@ -109,7 +126,7 @@ def test_sigkill_at_each_step_then_a_restart_keeps_every_promise(
     service = scratch_service(tmp_path)
     repo, log, db = service.repo, service.log, service.db_path
     # A failing restart makes health worse, which is the only way to reach the revert step.
-    config = write_config(service, fake, "false" if step is Step.REVERT_MADE else "true")
+    config = write_config(service, fake, "false" if step in REVERT_STEPS else "true")
 
     first = healbot_run(config, "--yes", env=fault_env(step))
     try:
@@ -152,8 +169,11 @@ def test_sigkill_at_each_step_then_a_restart_keeps_every_promise(
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     text = (repo / "app.py").read_text()
     assert text in (APP, APP.replace("return PRICES[name]", "return PRICES.get(name, 0)"))
-    if step is Step.REVERT_MADE:
+    if step in REVERT_STEPS:
         assert text == APP
+    git_dir = repo / ".git"
+    assert not (git_dir / "index.lock").exists() and not (git_dir / "REVERT_HEAD").exists()
+    assert not list(git_dir.glob("healbot-index-*")), "no staged index of healbot's left behind"
 
     # The operator is told what happened.
     applied = next((c for c in changes if c.commit), None)

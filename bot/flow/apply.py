@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from bot import faults, policy
 from bot.errors import DirtyTreeError, HealbotError, HealerError, StaleProposalError
@@ -15,7 +16,9 @@ from bot.faults import Step
 from bot.flow.context import LOGGER_NAME, Flow, FlowResult, ServiceRuntime
 from bot.flow.gates import RESTART_EVENT_PREFIX
 from bot.health import probe, snapshot, verdict
+from bot.interfaces import CommitHealer, Healer
 from bot.models import (
+    AppliedChange,
     Candidate,
     Change,
     ChangeStatus,
@@ -53,9 +56,7 @@ async def apply_and_verify(
     }
     await flow.channel.progress(incident, f"applying #{candidate.fix.rank}: {candidate.fix.title}")
     try:
-        applied = await asyncio.to_thread(
-            healer.apply, runtime.heal_ctx, candidate, proposal.base_commit, trailers
-        )
+        applied = await _apply(flow, runtime, healer, candidate, proposal.base_commit, trailers, change)
     except (DirtyTreeError, StaleProposalError, HealerError) as exc:
         detail = f"not applied: {flow.scrub(str(exc))}"
         return await _settle(
@@ -72,6 +73,60 @@ async def apply_and_verify(
         detail=applied.detail or (commit or ""),
     )
     return await restart_and_verify(flow, runtime, incident, change, before, restart=True)
+
+
+async def _apply(
+    flow: Flow,
+    runtime: ServiceRuntime,
+    healer: Healer,
+    candidate: Candidate,
+    base_commit: str,
+    trailers: dict[str, str],
+    change: Change,
+) -> AppliedChange:
+    """A commit is planned, its id stored, then landed: a kill in between leaves a step recovery knows."""
+    if not isinstance(healer, CommitHealer):
+        return await asyncio.to_thread(healer.apply, runtime.heal_ctx, candidate, base_commit, trailers)
+    planned = await asyncio.to_thread(healer.plan, runtime.heal_ctx, candidate, base_commit, trailers)
+    sha = await _land(flow, runtime, healer, change, planned, revert=False)
+    stats = candidate.stats
+    return AppliedChange(sha, f"committed {sha[:10]}: {stats.files} file(s), +{stats.added} -{stats.removed}")
+
+
+async def undo(flow: Flow, runtime: ServiceRuntime, change: Change, trailers: dict[str, str]) -> str:
+    """Revert exactly the change's commit: planned, its id stored, then landed (like `_apply`)."""
+    healer = flow.healers[change.kind]
+    assert change.commit is not None
+    if not isinstance(healer, CommitHealer):
+        return await asyncio.to_thread(healer.undo, runtime.heal_ctx, change.commit, trailers)
+    planned = await asyncio.to_thread(healer.plan_undo, runtime.heal_ctx, change.commit, trailers)
+    return await _land(flow, runtime, healer, change, planned, revert=True)
+
+
+async def _land(
+    flow: Flow, runtime: ServiceRuntime, healer: CommitHealer, change: Change, planned: str, *, revert: bool
+) -> str:
+    flow.store.plan_commit(change.id, planned, revert=revert, at=flow.clock.now())
+    faults.hit(Step.REVERT_PLANNED if revert else Step.COMMIT_PLANNED)
+    try:
+        return await asyncio.to_thread(healer.land, runtime.heal_ctx, planned, _checkpoint(revert))
+    except HealbotError:
+        # refused or backed out, not landed: nothing is left for a restart to finish. Anything else
+        # (a cancel while the thread still lands) keeps the plan, so a restart finishes or refuses it.
+        flow.store.plan_commit(change.id, None, revert=revert, at=flow.clock.now())
+        raise
+
+
+def _checkpoint(revert: bool) -> Callable[[str], None]:
+    steps = {
+        "worktree_updated": Step.REVERT_WORKTREE_UPDATED if revert else Step.WORKTREE_UPDATED,
+        "index_updated": Step.REVERT_INDEX_UPDATED if revert else Step.INDEX_UPDATED,
+    }
+
+    def hit(name: str) -> None:
+        faults.hit(steps[name])
+
+    return hit
 
 
 async def restart_and_verify(
@@ -155,11 +210,8 @@ async def revert_by_operator(flow: Flow, change_id: int, actor: str) -> str:
         raise HealbotError(f"change #{change_id} was already reverted by {change.revert_commit[:10]}")
     runtime = flow.runtime(change.service)
     async with runtime.repo_lock:
-        revert_commit = await asyncio.to_thread(
-            flow.healers[change.kind].undo,
-            runtime.heal_ctx,
-            change.commit,
-            {"Healbot-Incident": str(change.incident_id), "Approved-By": actor},
+        revert_commit = await undo(
+            flow, runtime, change, {"Healbot-Incident": str(change.incident_id), "Approved-By": actor}
         )
         flow.store.update_change(
             change.id,
@@ -189,9 +241,8 @@ async def _revert(
         return await _needs_human(flow, incident, change, Verdict.WORSE, text, why)
     await flow.channel.progress(incident, f"worse ({why}) → reverting {change.commit[:10]}")
     trailers = {"Healbot-Incident": str(incident.id), "Healbot-Revert-Reason": why[:200]}
-    healer = flow.healers[change.kind]
     try:
-        revert_commit = await asyncio.to_thread(healer.undo, runtime.heal_ctx, change.commit, trailers)
+        revert_commit = await undo(flow, runtime, change, trailers)
         faults.hit(Step.REVERT_MADE)
     except HealbotError as exc:
         text = f"health got worse ({why}) and the revert failed: {flow.scrub(str(exc))}; please look now"

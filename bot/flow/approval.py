@@ -131,18 +131,11 @@ async def _approve(
     if quorum is not None:
         return quorum
     msg = f"approved #{candidate.fix.rank} by {decision.actor}"
-    if not flow.store.close_proposal(
-        proposal,
-        ProposalStatus.APPROVED,
-        decision,
-        incident_state=IncidentState.APPLYING,
-        message=msg,
-        at=now,
-    ):
-        return _already(flow, proposal, decision)
-    change = flow.store.create_change(
-        proposal, candidate, service=incident.service, approved_by=decision.actor, at=now
+    change = flow.store.approve_proposal(
+        proposal, candidate, decision, service=incident.service, message=msg, at=now
     )
+    if change is None:
+        return _already(flow, proposal, decision)
     faults.hit(Step.APPROVAL_RECORDED)
     flow.spawn(flow.apply_and_verify(proposal, candidate, change), f"apply-{change.id}")
     return DecisionResult(True, f"{msg}: applying")

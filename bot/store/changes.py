@@ -13,49 +13,76 @@ from bot.models import (
     Candidate,
     Change,
     ChangeStatus,
+    Decision,
     FixKind,
     HealthSnapshot,
     IncidentState,
     Outcome,
     Proposal,
+    ProposalStatus,
     Verdict,
 )
 from bot.store.audit import append_audit
 from bot.store.connection import StoreBase
 from bot.store.incidents import set_incident_state
-from bot.store.proposals import candidate_from_json
+from bot.store.proposals import candidate_from_json, close_pending
 
 
 class ChangeQueries(StoreBase):
+    def approve_proposal(
+        self,
+        proposal: Proposal,
+        candidate: Candidate,
+        decision: Decision,
+        *,
+        service: str,
+        message: str,
+        at: float,
+    ) -> Change | None:
+        """One decision, one transaction: the proposal closed as approved, its incident APPLYING and the
+        change to apply recorded together. None (nothing written) when the proposal was no longer pending."""
+        with self._tx() as conn:
+            if not close_pending(
+                conn,
+                proposal,
+                ProposalStatus.APPROVED,
+                decision,
+                incident_state=IncidentState.APPLYING,
+                message=message,
+                at=at,
+            ):
+                return None
+            return _insert_change(
+                conn, proposal, candidate, service=service, approved_by=decision.actor, at=at
+            )
+
     def create_change(
         self, proposal: Proposal, candidate: Candidate, *, service: str, approved_by: str, at: float
     ) -> Change:
         with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO changes (incident_id, proposal_id, rank, service, kind, digest, status, approved_by,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    proposal.incident_id,
-                    proposal.id,
-                    candidate.fix.rank,
-                    service,
-                    candidate.fix.kind.value,
-                    candidate.digest,
-                    ChangeStatus.APPLYING.value,
-                    approved_by,
-                    at,
-                    at,
-                ),
+            return _insert_change(conn, proposal, candidate, service=service, approved_by=approved_by, at=at)
+
+    def plan_commit(self, change_id: int, sha: str | None, *, revert: bool, at: float) -> None:
+        """The commit a change is about to land (its fix, or with `revert` its revert), stored before the
+        repo is touched: after a crash, recovery finishes exactly this step. None: the landing backed out."""
+        column = "planned_revert" if revert else "planned_commit"
+        with self._tx() as conn:
+            conn.execute(
+                f"UPDATE changes SET {column} = ?, updated_at = ? WHERE id = ?", (sha, at, change_id)
             )
-            append_audit(
-                conn,
-                at,
-                approved_by,
-                "change:applying",
-                proposal.incident_id,
-                f"#{candidate.fix.rank} {candidate.fix.title[:150]}",
-            )
-            return _change_row(conn, int(cur.lastrowid or 0))
+            row = conn.execute("SELECT incident_id FROM changes WHERE id = ?", (change_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"change #{change_id} does not exist")
+            what = "revert" if revert else "commit"
+            event = f"change:{what}_planned" if sha else f"change:{what}_backed_out"
+            append_audit(conn, at, "healbot", event, int(row["incident_id"]), sha or "")
+
+    def planned_commits(self, change_id: int) -> tuple[str | None, str | None]:
+        """(planned fix commit, planned revert commit) of a change, each None until planned."""
+        row = self._query_one("SELECT planned_commit, planned_revert FROM changes WHERE id = ?", (change_id,))
+        if row is None:
+            raise StoreError(f"change #{change_id} does not exist")
+        return row["planned_commit"], row["planned_revert"]
 
     def update_change(
         self,
@@ -83,6 +110,15 @@ class ChangeQueries(StoreBase):
                     conn, change.incident_id, incident_state, at=at, actor="healbot", detail=detail
                 )
             return change
+
+    def unlanded_reverts(self) -> list[Change]:
+        """Changes whose revert was planned (its commit id stored) but not recorded as made."""
+        rows = self._query(
+            "SELECT * FROM changes WHERE planned_revert IS NOT NULL AND revert_commit IS NULL"
+            " AND status != ? ORDER BY id",
+            (ChangeStatus.REVERTED.value,),
+        )
+        return [_change_from_row(r) for r in rows]
 
     def change(self, change_id: int) -> Change | None:
         row = self._query_one("SELECT * FROM changes WHERE id = ?", (change_id,))
@@ -204,6 +240,42 @@ class ChangeQueries(StoreBase):
                 f"{r['kind']} {sha} → {r['status']} ({r['verdict'] or 'no verdict'}: {reasons})".strip()
             )
         return lines
+
+
+def _insert_change(
+    conn: sqlite3.Connection,
+    proposal: Proposal,
+    candidate: Candidate,
+    *,
+    service: str,
+    approved_by: str,
+    at: float,
+) -> Change:
+    cur = conn.execute(
+        "INSERT INTO changes (incident_id, proposal_id, rank, service, kind, digest, status, approved_by,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            proposal.incident_id,
+            proposal.id,
+            candidate.fix.rank,
+            service,
+            candidate.fix.kind.value,
+            candidate.digest,
+            ChangeStatus.APPLYING.value,
+            approved_by,
+            at,
+            at,
+        ),
+    )
+    append_audit(
+        conn,
+        at,
+        approved_by,
+        "change:applying",
+        proposal.incident_id,
+        f"#{candidate.fix.rank} {candidate.fix.title[:150]}",
+    )
+    return _change_row(conn, int(cur.lastrowid or 0))
 
 
 def _change_row(conn: sqlite3.Connection, change_id: int) -> Change:

@@ -182,6 +182,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX claude_children_one_per_incident ON claude_children(incident_id)
         WHERE incident_id IS NOT NULL;
     """,
+    # 9: the commit a change is about to land (its fix, then its revert), recorded before the repo is
+    # touched, so a restart finishes exactly a half-done healbot step
+    """
+    ALTER TABLE changes ADD COLUMN planned_commit TEXT;
+    ALTER TABLE changes ADD COLUMN planned_revert TEXT;
+    """,
 )
 
 

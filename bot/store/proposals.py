@@ -113,21 +113,9 @@ class ProposalQueries(StoreBase):
         """Move a PENDING proposal to `status` (and its incident), recording the decision. False if it
         was no longer pending: somebody else acted first."""
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE proposals SET status = ? WHERE id = ? AND status = ?",
-                (status.value, proposal.id, ProposalStatus.PENDING.value),
+            return close_pending(
+                conn, proposal, status, decision, incident_state=incident_state, message=message, at=at
             )
-            if cur.rowcount != 1:
-                return False
-            actor = decision.actor if decision else "healbot"
-            if decision is not None:
-                _insert_decision(conn, proposal.id, decision, accepted=True, message=message, at=at)
-            append_audit(conn, at, actor, f"proposal:{status.value}", proposal.incident_id, message)
-            if incident_state is not None:
-                set_incident_state(
-                    conn, proposal.incident_id, incident_state, at=at, actor=actor, detail=message
-                )
-            return True
 
     def record_refused_decision(
         self, proposal: Proposal | None, decision: Decision, message: str, *, at: float
@@ -151,6 +139,32 @@ class ProposalQueries(StoreBase):
             (proposal_id,),
         )
         return (str(row["actor"]), str(row["action"])) if row else None
+
+
+def close_pending(
+    conn: sqlite3.Connection,
+    proposal: Proposal,
+    status: ProposalStatus,
+    decision: Decision | None,
+    *,
+    incident_state: IncidentState | None,
+    message: str,
+    at: float,
+) -> bool:
+    """Inside a transaction: close a PENDING proposal; False (nothing written) if it was not pending."""
+    cur = conn.execute(
+        "UPDATE proposals SET status = ? WHERE id = ? AND status = ?",
+        (status.value, proposal.id, ProposalStatus.PENDING.value),
+    )
+    if cur.rowcount != 1:
+        return False
+    actor = decision.actor if decision else "healbot"
+    if decision is not None:
+        _insert_decision(conn, proposal.id, decision, accepted=True, message=message, at=at)
+    append_audit(conn, at, actor, f"proposal:{status.value}", proposal.incident_id, message)
+    if incident_state is not None:
+        set_incident_state(conn, proposal.incident_id, incident_state, at=at, actor=actor, detail=message)
+    return True
 
 
 def _insert_decision(
