@@ -14,7 +14,7 @@ from bot.errors import HealbotError, SourceError, StoreError
 from bot.faults import Step
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.interfaces import LogSource
-from bot.models import Incident
+from bot.models import Incident, SourceBatch
 from bot.records import RecordAssembler
 from bot.sources import expand_sources
 from bot.store import Observation
@@ -75,16 +75,21 @@ class Observer:
 
     async def _poll_source(self, runtime: ServiceRuntime, source: LogSource) -> list[Incident]:
         flow = self._flow
-        cursor = flow.store.get_cursor(source.source_id)
+        stored = flow.store.get_cursor(source.source_id)
         assembler = runtime.assemblers.setdefault(
             source.source_id, RecordAssembler(runtime.cfg.name, source.source_id)
         )
+        cursor = assembler.read_cursor if assembler.read_cursor is not None else stored
         nothing_new = getattr(source, "nothing_new", None)
         if callable(nothing_new) and not assembler.has_pending and nothing_new(cursor):
             return []  # an idle source costs one stat on the loop, not a thread hop
         batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
-        records = assembler.feed(batch.lines, now) if batch.lines else assembler.flush()
+        if batch.lines:
+            records = assembler.feed(batch.lines, now, resume=batch.resume, read_from=cursor)
+        else:
+            records = assembler.flush()
+        keep = _cursor_to_keep(assembler, batch)
         max_samples = flow.config.max_samples
         observations = []
         sampled: dict[str, int] = {}
@@ -97,11 +102,34 @@ class Observer:
             sampled[fp.key] = sampled.get(fp.key, 0) + 1
             sample = flow.scrub(record.text) if sampled[fp.key] <= max_samples else ""
             observations.append(Observation(fp, sample, now))
-        if not observations and cursor == batch.cursor:
+        if not observations and keep == stored:
+            assembler.read_cursor = batch.cursor
             return []
-        ingested = flow.store.ingest(
-            source.source_id, batch.cursor, observations, max_samples=max_samples, at=now
-        )
+        try:
+            ingested = flow.store.ingest(
+                source.source_id, keep, observations, max_samples=max_samples, at=now
+            )
+        except StoreError:
+            # Nothing of this batch is stored: forget what was assembled, read it all again from `stored`.
+            runtime.assemblers.pop(source.source_id, None)
+            raise
+        assembler.read_cursor = batch.cursor
         if any(i.is_new for i in ingested):
             faults.hit(Step.INCIDENT_STORED)
         return [i.incident for i in ingested]
+
+
+def _cursor_to_keep(assembler: RecordAssembler, batch: SourceBatch) -> str:
+    """The cursor to persist: past the batch, unless a record is still pending; then at its first line,
+    so that a crash before it is stored reads it again (and nothing stored before it twice).
+
+    A source that cannot say where each line starts (`SourceBatch.resume` is None) resumes at the cursor
+    the batch was read from: a crash then reads that batch again, so a record it completed may be counted
+    twice, but none is lost. All built-in sources say where each line starts (the journal and PM2's JSON
+    log type per entry: a record pending from the middle of an entry resumes at the whole entry).
+    """
+    if assembler.has_pending:
+        resume = assembler.resume_cursor
+        if resume is not None:
+            return resume
+    return batch.cursor

@@ -10,6 +10,7 @@ found." when there is no journal at all: that is reported as a source error, not
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
@@ -27,8 +28,35 @@ def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple
     `complete=False`: the output was cut at the read cap, so its last entry may be partial; it is left
     for the next read (after the cursor of the last whole entry).
     """
+    parsed = _parse(stdout, source, complete=complete)
+    return parsed.lines, parsed.cursors[-1] if parsed.cursors else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    lines: list[LogLine]
+    cursors: list[str]  # of every entry, in order
+    entry_of: list[int]  # the index in `cursors` of the entry each line came from
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterPreviousEntry:
+    """`SourceBatch.resume` of a journal batch: a line resumes after the entry before its own (entries are
+    the journal's unit; a line from the middle of a multi-line MESSAGE resumes at its whole entry)."""
+
+    before: str | None  # the cursor the batch was read after
+    parsed: _Parsed
+
+    def __call__(self, index: int) -> str:
+        entry = self.parsed.entry_of[index]
+        previous = self.parsed.cursors[entry - 1] if entry > 0 else self.before
+        return json.dumps({"journal": previous})
+
+
+def _parse(stdout: bytes, source: str, *, complete: bool) -> _Parsed:
     lines: list[LogLine] = []
-    cursor: str | None = None
+    cursors: list[str] = []
+    entry_of: list[int] = []
     raws = stdout.splitlines()
     for index, raw in enumerate(raws):
         if not raw.strip():
@@ -43,7 +71,7 @@ def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple
             ) from None
         if not isinstance(entry, dict) or not isinstance(entry.get("__CURSOR"), str):
             raise SourceError(f"{source}: journal entry without __CURSOR: {raw[:120]!r}")
-        cursor = entry["__CURSOR"]
+        cursors.append(entry["__CURSOR"])
         message = entry.get("MESSAGE")
         if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
             data = bytes(message)
@@ -60,7 +88,8 @@ def parse_entries(stdout: bytes, source: str, *, complete: bool = True) -> tuple
                     truncated=len(part) > MAX_LINE_BYTES,
                 )
             )
-    return lines, cursor
+            entry_of.append(len(cursors) - 1)
+    return _Parsed(lines, cursors, entry_of)
 
 
 class JournaldSource:
@@ -100,10 +129,15 @@ class JournaldSource:
             raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
         if b"No journal files were found" in out.stderr + out.stdout[:200]:
             raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
-        lines, last = parse_entries(out.stdout, self.source_id, complete=len(out.stdout) < MAX_OUTPUT_BYTES)
+        parsed = _parse(out.stdout, self.source_id, complete=len(out.stdout) < MAX_OUTPUT_BYTES)
+        last = parsed.cursors[-1] if parsed.cursors else None
         if cursor is None:
             return SourceBatch(lines=(), cursor=json.dumps({"journal": last}))
-        return SourceBatch(lines=tuple(lines), cursor=json.dumps({"journal": last or journal_cursor}))
+        return SourceBatch(
+            lines=tuple(parsed.lines),
+            cursor=json.dumps({"journal": last or journal_cursor}),
+            resume=_AfterPreviousEntry(journal_cursor, parsed),
+        )
 
 
 def _load(cursor: str) -> str | None:
