@@ -94,6 +94,22 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """`[limits]`: what a flood of distinct errors may cost, per service and in all, per `period_s`.
+
+    Beyond `new_incidents_per_service` (or `new_incidents` in all) an error with no incident yet is still
+    counted, into one "error storm" incident of its service, announced once. Beyond the diagnosis caps an
+    incident waits, open, for the next period.
+    """
+
+    period_s: float = 600.0
+    new_incidents_per_service: int = 20
+    new_incidents: int = 50
+    diagnoses_per_service: int = 5
+    diagnoses: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class HealbotConfig:
     path: Path
     state_dir: Path
@@ -104,6 +120,7 @@ class HealbotConfig:
     approval: ApprovalConfig
     services: Mapping[str, ServiceConfig]
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_format: str = "text"  # "json": one JSON object per log line, with service and incident ids
     host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
     heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
@@ -232,6 +249,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     claude = _claude(root.table("claude"))
     approval = _approval(root.table("approval"))
     policy = _policy(root.table("policy"))
+    limits = _limits(root.table("limits"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -252,6 +270,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         approval=approval,
         services=services,
         policy=policy,
+        limits=limits,
         log_format=log_format,
         host_name=host_name,
         heartbeat_url=heartbeat_url,
@@ -358,6 +377,36 @@ def _policy(t: _Table) -> PolicyConfig:
     )
     t.finish()
     return cfg
+
+
+_DEFAULT_LIMITS = LimitsConfig()
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    period_s = t.positive("period_s", _DEFAULT_LIMITS.period_s)
+    counts: dict[str, int] = {}
+    for key, default in (
+        ("new_incidents_per_service", _DEFAULT_LIMITS.new_incidents_per_service),
+        ("new_incidents", _DEFAULT_LIMITS.new_incidents),
+        ("diagnoses_per_service", _DEFAULT_LIMITS.diagnoses_per_service),
+        ("diagnoses", _DEFAULT_LIMITS.diagnoses),
+    ):
+        value = t.get(key, int, default)
+        if isinstance(value, bool) or value < 1:
+            raise t.error(key, f"must be a whole number of at least 1, not {value!r}")
+        counts[key] = value
+    for per_service, total in (
+        ("new_incidents_per_service", "new_incidents"),
+        ("diagnoses_per_service", "diagnoses"),
+    ):
+        if counts[per_service] > counts[total]:
+            raise t.error(
+                per_service,
+                f"must not exceed {total} ({counts[per_service]} > {counts[total]}): one service could"
+                " then use up what the others need",
+            )
+    t.finish()
+    return LimitsConfig(period_s=period_s, **counts)
 
 
 def _int_or_str_list(t: _Table, key: str) -> list[int | str]:

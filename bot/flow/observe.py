@@ -13,6 +13,7 @@ from bot import faults
 from bot.errors import HealbotError, SourceError, StoreError
 from bot.faults import Step
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
+from bot.flow.storm import StormGate
 from bot.interfaces import LogSource
 from bot.models import Incident, SourceBatch
 from bot.records import RecordAssembler
@@ -20,6 +21,8 @@ from bot.sources import expand_sources
 from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
+
+YIELD_EVERY_RECORDS = 256
 
 
 class Observer:
@@ -29,6 +32,7 @@ class Observer:
         self._flow = flow
         self._poll_lock = asyncio.Lock()
         self._store_problem: str | None = None
+        self._storms = StormGate()
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -93,7 +97,9 @@ class Observer:
         max_samples = flow.config.max_samples
         observations = []
         sampled: dict[str, int] = {}
-        for record in records:
+        for done, record in enumerate(records, 1):
+            if done % YIELD_EVERY_RECORDS == 0:
+                await asyncio.sleep(0)  # a big batch of a flood leaves the loop to the timers in between
             fp = flow.grouper.fingerprint(record)
             if not fp.is_error:
                 continue
@@ -105,15 +111,24 @@ class Observer:
         if not observations and keep == stored:
             assembler.read_cursor = batch.cursor
             return []
+        service = runtime.cfg.name
+        limits = flow.config.limits
         try:
             ingested = flow.store.ingest(
-                source.source_id, keep, observations, max_samples=max_samples, at=now
+                source.source_id,
+                keep,
+                observations,
+                max_samples=max_samples,
+                at=now,
+                max_new=self._storms.allowance(limits, service, now),
+                overflow=self._storms.overflow(limits, service),
             )
         except StoreError:
             # Nothing of this batch is stored: forget what was assembled, read it all again from `stored`.
             runtime.assemblers.pop(source.source_id, None)
             raise
         assembler.read_cursor = batch.cursor
+        await self._storms.counted(flow, service, ingested, now)
         if any(i.is_new for i in ingested):
             faults.hit(Step.INCIDENT_STORED)
         return [i.incident for i in ingested]
