@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.flow.observe import chunk_end
 from bot.models import SourceBatch
 from bot.sources.command import Output
 from bot.sources.docker import DockerLogsSource
@@ -114,3 +115,17 @@ def test_a_docker_batch_resumes_at_the_line_stamp_skipping_the_lines_before_it()
     assert batch.resume is not None
     for index in range(3):
         assert texts(source.read(batch.resume(index))) == texts(batch)[index:]
+
+
+def test_a_poll_cut_short_never_splits_an_entry(tmp_path: Path) -> None:
+    """A poll whose budget is spent resumes the rest at a chunk end: never inside a PM2 JSON entry, whose
+    lines share one resume cursor (they would be read twice)."""
+    log = tmp_path / "svc-error.log"
+    log.write_text("")
+    source = Pm2LogSource("svc", log)
+    cursor = source.start_cursor()
+    entry = {"message": "a\nb\nc\n", "timestamp": "t", "type": "err", "app_name": "svc"}
+    log.write_text("one\n" + json.dumps(entry) + "\nlast\n")
+    batch = source.read(cursor)
+    assert texts(batch) == ["one", "a", "b", "c", "last"]
+    assert [chunk_end(batch, wanted) for wanted in range(1, 6)] == [1, 4, 4, 4, 5]

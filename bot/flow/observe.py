@@ -159,7 +159,7 @@ class Observer:
         deadline = loop.time() + POLL_BUDGET_S
         start = 0
         while True:
-            end = _chunk_end(batch, start + CHUNK_LINES)
+            end = chunk_end(batch, start + CHUNK_LINES)
             records = assembler.feed(
                 lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
             )
@@ -204,7 +204,7 @@ class _Shifted:
         return self.resume(self.start + index)
 
 
-def _chunk_end(batch: SourceBatch, wanted: int) -> int:
+def chunk_end(batch: SourceBatch, wanted: int) -> int:
     """The first line index from `wanted` on where a read may resume without repeating a line: several
     lines of one journal entry or PM2 JSON entry share their resume cursor, so a chunk never splits one."""
     lines, resume = batch.lines, batch.resume
