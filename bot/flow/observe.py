@@ -24,7 +24,7 @@ from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
 
-CHUNK_LINES = 256  # lines assembled and fingerprinted between two yields to the loop
+CHUNK_LINES = 32  # lines assembled and fingerprinted between two yields to the loop
 POLL_BUDGET_S = 0.2  # per source and poll; a flood's rest is read by the next polls (the cursor says where)
 BACKLOG_GAP_S = 0.02  # between a poll that left a backlog and the next one
 
