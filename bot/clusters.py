@@ -23,6 +23,7 @@ about once an hour, never per line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -43,6 +44,13 @@ _VARIABLE_PART = re.compile(
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
 _PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_plain(token: str) -> bool:
+    return _PLAIN_WORD.match(token) is not None
+
+
 _WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
 # "1.2 MB (1258291 bytes)": a value in brackets right after a value restates it.
 _RESTATED = re.compile(r"(<(?:size|num)>) \(<(?:size|num)>\)")
@@ -83,23 +91,27 @@ class Cluster:
     def template(self) -> str:
         return " ".join(self.tokens)
 
-    def similarity(self, tokens: tuple[str, ...]) -> float:
+    def similarity(self, tokens: tuple[str, ...], floor: float = 0.0) -> float:
         """Share of equal tokens among the positions not yet known to vary (two variables are skipped).
 
         Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
         otherwise (`user=root` / `user=guest`, `SOCKS<*>` / `HTTPS`) the shapes differ: another event.
+        0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
         """
         same = compared = 0
+        count = len(tokens)
         for i, (mine, theirs) in enumerate(zip(self.tokens, tokens, strict=True)):
             if i in self.learned or (mine == theirs == WILDCARD):
                 continue
             compared += 1
             if mine == theirs:
                 same += 1
-            elif not (_PLAIN_WORD.match(mine) and _PLAIN_WORD.match(theirs)) and not (
-                WILDCARD in mine and WILDCARD in theirs
-            ):
+                continue
+            if not (_is_plain(mine) and _is_plain(theirs)) and not (WILDCARD in mine and WILDCARD in theirs):
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
+            rest = count - i - 1
+            if (same + rest) / (compared + rest) < floor:
+                return 0.0  # even if every other position were equal
         return same / compared if compared else 1.0
 
     def absorb(self, tokens: tuple[str, ...]) -> bool:
@@ -280,7 +292,7 @@ class TemplateClusters:
         best: Cluster | None = None
         best_score = -1.0
         for cluster in self._by_length.get(len(tokens), ()):
-            score = cluster.similarity(tokens)
+            score = cluster.similarity(tokens, max(self.similarity, best_score))
             if score > best_score:
                 best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:

@@ -98,6 +98,22 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """`[limits]`: what a flood of distinct errors may cost, per service and in all, per `period_s`.
+
+    Beyond `new_incidents_per_service` (or `new_incidents` in all) an error with no incident yet is still
+    counted, into one "error storm" incident of its service, announced once. Beyond the diagnosis caps an
+    incident waits, open, for the next period.
+    """
+
+    period_s: float = 600.0
+    new_incidents_per_service: int = 20
+    new_incidents: int = 50
+    diagnoses_per_service: int = 5
+    diagnoses: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class HealbotConfig:
     path: Path
     state_dir: Path
@@ -109,6 +125,7 @@ class HealbotConfig:
     services: Mapping[str, ServiceConfig]
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_format: str = "text"  # "json": one JSON object per log line, with service and incident ids
     host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
     heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
@@ -194,6 +211,11 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
     "sandbox.max_processes": _count(8, 100_000),
     "sandbox.max_file_mb": _count(1, 1024 * 1024),
     "sandbox.tmp_mb": _count(16, 1024 * 1024),
+    "limits.period_s": _seconds(_DAY_S),
+    "limits.new_incidents_per_service": _count(1, 100_000),
+    "limits.new_incidents": _count(1, 100_000),
+    "limits.diagnoses_per_service": _count(1, 10_000),
+    "limits.diagnoses": _count(1, 10_000),
     "services.*.check_timeout_s": _seconds(_DAY_S),
     "services.*.health.http_timeout_s": _seconds(600.0),
     "services.*.health.tcp_port": _count(1, 65535),
@@ -377,6 +399,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     approval = _approval(root.table("approval"))
     policy = _policy(root.table("policy"))
     sandbox = _sandbox(root.table("sandbox"))
+    limits = _limits(root.table("limits"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -399,6 +422,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         services=services,
         policy=policy,
         sandbox=sandbox,
+        limits=limits,
         log_format=log_format,
         host_name=host_name,
         heartbeat_url=heartbeat_url,
@@ -528,6 +552,29 @@ def _sandbox(t: _Table) -> SandboxSettings:
     numbers = {key: t.whole(key, getattr(defaults, key)) for key in _SANDBOX_NUMBERS}
     t.finish()
     return SandboxSettings(bwrap=texts["bwrap"], user=texts["user"], **numbers)
+
+
+_DEFAULT_LIMITS = LimitsConfig()
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    period_s = t.number("period_s", _DEFAULT_LIMITS.period_s)
+    counts = {
+        key: t.whole(key, getattr(_DEFAULT_LIMITS, key))
+        for key in ("new_incidents_per_service", "new_incidents", "diagnoses_per_service", "diagnoses")
+    }
+    for per_service, total in (
+        ("new_incidents_per_service", "new_incidents"),
+        ("diagnoses_per_service", "diagnoses"),
+    ):
+        if counts[per_service] > counts[total]:
+            raise t.error(
+                per_service,
+                f"must not exceed {total} ({counts[per_service]} > {counts[total]}): one service could"
+                " then use up what the others need",
+            )
+    t.finish()
+    return LimitsConfig(period_s=period_s, **counts)
 
 
 def _int_or_str_list(t: _Table, key: str) -> list[int | str]:

@@ -195,6 +195,29 @@ REFERENCE: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "limits",
+        "what a flood of distinct errors may cost, per period; beyond a cap errors are still counted",
+        (
+            Key("period_s", num("limits.period_s"), "600", "the window of every cap below"),
+            Key(
+                "new_incidents_per_service",
+                num("limits.new_incidents_per_service"),
+                "20",
+                "new incidents a service may open per period; more new kinds of errors are counted in one "
+                '"error storm" incident of the service, announced once; ≤ new_incidents',
+            ),
+            Key("new_incidents", num("limits.new_incidents"), "50", "new incidents per period, all services"),
+            Key(
+                "diagnoses_per_service",
+                num("limits.diagnoses_per_service"),
+                "5",
+                "diagnoses queued per service per period (FIFO; claude.max_concurrent run at once); "
+                "beyond it an incident waits, open; ≤ diagnoses",
+            ),
+            Key("diagnoses", num("limits.diagnoses"), "10", "diagnoses queued per period, all services"),
+        ),
+    ),
+    Table(
         "services.NAME",
         "one per watched service",
         (

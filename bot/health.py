@@ -12,7 +12,7 @@ import contextlib
 import http.client
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -66,20 +66,21 @@ class ErrorLedger:
         self.bucket_s = bucket_s
         self.horizon_s = horizon_s
         self.max_fingerprints = max_fingerprints
-        self._series: dict[str, dict[str, _Series]] = {}
+        self._series: dict[str, OrderedDict[str, _Series]] = {}  # per service, least recently recorded first
         self._newest = float("-inf")
         self._pruned_at = float("-inf")
         self._lock = threading.Lock()
 
     def record(self, service: str, fingerprint: str, at: float) -> None:
         with self._lock:
-            by_fingerprint = self._series.setdefault(service, {})
+            by_fingerprint = self._series.setdefault(service, OrderedDict())
             series = by_fingerprint.get(fingerprint)
             if series is None:
                 if len(by_fingerprint) >= self.max_fingerprints:
-                    stalest = min(by_fingerprint, key=lambda key: by_fingerprint[key].last_seen)
-                    del by_fingerprint[stalest]
+                    by_fingerprint.popitem(last=False)  # O(1): a flood of new kinds must not cost O(n) each
                 series = by_fingerprint[fingerprint] = _Series(deque(maxlen=self.max_timestamps))
+            else:
+                by_fingerprint.move_to_end(fingerprint)
             if len(series.recent) == self.max_timestamps:
                 folded = series.recent.popleft()
                 index = int(folded // self.bucket_s)

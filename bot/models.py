@@ -6,6 +6,7 @@ Every other module speaks in these types; no dicts of strings cross a module bou
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -289,10 +290,17 @@ class AuditEvent:
 
 @dataclass(frozen=True, slots=True)
 class SourceBatch:
-    """Lines read since a cursor, and the cursor to persist once they are committed."""
+    """Lines read since a cursor, and the cursor to persist once they are committed.
+
+    `resume(i)` is the cursor at the *start* of `lines[i]`: reading from it gives `lines[i]` first. The
+    pipeline persists it while a multi-line record that began at `lines[i]` is still being assembled, so a
+    crash re-reads that record rather than losing it. It is computed only when asked (a flood has many
+    lines). None: the source cannot say where each line starts (see `bot.flow.observe`).
+    """
 
     lines: tuple[LogLine, ...]
     cursor: str  # opaque to everyone but the source that made it (JSON text)
+    resume: Callable[[int], str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

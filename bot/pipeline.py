@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -52,6 +53,8 @@ __all__ = [
 log = logging.getLogger(LOGGER_NAME)
 
 BREAKER_NOTICE_PREFIX = "breaker_notice:"
+# what a queued diagnosis may still start on (DIAGNOSING: resumed after a restart; FAILED: a retry)
+_DIAGNOSABLE = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.DIAGNOSIS_FAILED})
 
 
 class Pipeline:
@@ -78,7 +81,10 @@ class Pipeline:
         self.ledger = ledger or ErrorLedger()
         self._environ = dict(os.environ if environ is None else environ)
         self._tasks = BackgroundTasks(log, "background step")
-        self._diagnosing: set[int] = set()
+        self._diagnosing: set[int] = set()  # queued or running
+        self._diagnosis_queue: deque[tuple[int, str]] = deque()
+        self._diagnoses_running = 0
+        self._diagnosis_budget: policy.WindowBudget | None = None
         self.results: list[FlowResult] = []
         self.grouper = Grouper(persistence=store, now=clock.now)
         self._observer = Observer(self)
@@ -152,6 +158,8 @@ class Pipeline:
     def maybe_diagnose(self, incident: Incident) -> bool:
         if incident.state is not IncidentState.OPEN or incident.id in self._diagnosing:
             return False
+        if policy.is_storm(incident.fingerprint):
+            return False  # the count of many kinds of errors: there is no one error to diagnose
         if self.hold_reason() is not None or self.is_muted(incident.fingerprint):
             return False
         runtime = self.services.get(incident.service)
@@ -170,17 +178,53 @@ class Pipeline:
         last = self.store.last_diagnosis_at(incident.service, incident.fingerprint)
         if not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
             return False
+        budget = self._diagnoses_budget()
+        now = self.clock.now()
+        if budget.allowance(incident.service, now) < 1 or len(self._diagnosis_queue) >= budget.total:
+            return False  # over the [limits] diagnosis caps: stays open, diagnosed when next seen in budget
+        budget.charge(incident.service, now)
         self.start_diagnosis(incident.id, f"diagnose-{incident.id}")
         return True
 
     def is_diagnosing(self, incident_id: int) -> bool:
         return incident_id in self._diagnosing
 
+    def _diagnoses_budget(self) -> policy.WindowBudget:
+        limits = self.config.limits
+        budget = self._diagnosis_budget
+        wanted = (limits.diagnoses_per_service, limits.diagnoses, limits.period_s)
+        if budget is None or (budget.per_key, budget.total, budget.period_s) != wanted:
+            budget = self._diagnosis_budget = policy.WindowBudget(*wanted)
+        return budget
+
     def start_diagnosis(self, incident_id: int, task_name: str) -> None:
-        """Diagnose in the background; the incident counts as being diagnosed from this call on, so a
-        poll before the task starts does not start a second one."""
+        """Queue a diagnosis (FIFO); at most `claude.max_concurrent` run at once, each in the background.
+        The incident counts as being diagnosed from this call on, so a poll before it starts does not queue
+        a second one; it stays open (not "diagnosing") until it starts."""
+        if incident_id in self._diagnosing:
+            return
         self._diagnosing.add(incident_id)
-        self.spawn(self.diagnose_incident(incident_id), task_name)
+        self._diagnosis_queue.append((incident_id, task_name))
+        self._start_queued()
+
+    def queued_diagnoses(self) -> int:
+        return len(self._diagnosis_queue)
+
+    def _start_queued(self) -> None:
+        while self._diagnosis_queue and self._diagnoses_running < max(1, self.config.claude.max_concurrent):
+            incident_id, task_name = self._diagnosis_queue.popleft()
+            self._diagnoses_running += 1
+            self.spawn(self._run_queued(incident_id), task_name)
+
+    async def _run_queued(self, incident_id: int) -> None:
+        try:
+            if self.store.incident(incident_id).state in _DIAGNOSABLE:
+                await self.diagnose_incident(incident_id)
+            else:
+                self._diagnosing.discard(incident_id)  # moved on while it waited (muted, resolved)
+        finally:
+            self._diagnoses_running -= 1
+            self._start_queued()
 
     async def diagnose_incident(self, incident_id: int, *, actor: str = "healbot") -> Proposal | None:
         """Read-only diagnosis, then candidates materialised in scratch worktrees, then a proposal."""

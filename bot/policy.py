@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.models import Candidate, Fix, FixKind, Proposal, ServiceState
+from bot.models import Candidate, Fingerprint, Fix, FixKind, Proposal, ServiceState
 
 PAUSED_UNTIL = "paused_until"
 MUTE_PREFIX = "mute:"
@@ -217,3 +218,63 @@ def baseline_start(
     `max_lookback_s`. Counts are compared as rates, so a longer window does not inflate "before"."""
     start = min(now - window_s, last_seen - 0.001)
     return max(start, now - max(window_s, max_lookback_s))
+
+
+# --- flood limits ----------------------------------------------------------------------------------
+
+STORM_KEY_PREFIX = "storm:"  # the fingerprint key of a service's "error storm" summary incident
+
+
+def storm_fingerprint(service: str, cap: int, period_s: float) -> Fingerprint:
+    """The one incident per service that counts the errors found beyond its cap of new incidents."""
+    minutes = f"{period_s / 60:g} min" if period_s >= 60 else f"{period_s:g} s"
+    return Fingerprint(
+        key=f"{STORM_KEY_PREFIX}{service}",
+        service=service,
+        is_error=True,
+        exception_type=None,
+        template=f"error storm: more than {cap} new distinct errors in {minutes}; the rest are counted here",
+    )
+
+
+def is_storm(fingerprint_key: str) -> bool:
+    return fingerprint_key.startswith(STORM_KEY_PREFIX)
+
+
+class WindowBudget:
+    """At most `per_key` uses per key and `total` in all within any `period_s`. Memory is bounded by the
+    caps: only the times of the uses still inside the period are kept. Times are passed in (pure)."""
+
+    def __init__(self, per_key: int, total: int, period_s: float) -> None:
+        if per_key < 1 or total < 1 or period_s <= 0:
+            raise ValueError(
+                f"WindowBudget needs caps >= 1 and a period > 0, not {per_key}, {total}, {period_s}"
+            )
+        self.per_key = per_key
+        self.total = total
+        self.period_s = period_s
+        self._by_key: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
+
+    def allowance(self, key: str, now: float) -> int:
+        """How many more uses `key` may have now."""
+        self._expire(now)
+        used = len(self._by_key.get(key, ()))
+        return max(0, min(self.per_key - used, self.total - len(self._all)))
+
+    def charge(self, key: str, now: float, uses: int = 1) -> None:
+        self._expire(now)
+        times = self._by_key.setdefault(key, deque())
+        for _ in range(uses):
+            times.append(now)
+            self._all.append(now)
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.period_s
+        while self._all and self._all[0] <= horizon:
+            self._all.popleft()
+        for key, times in list(self._by_key.items()):
+            while times and times[0] <= horizon:
+                times.popleft()
+            if not times:
+                del self._by_key[key]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bot.models import LogLine, LogRecord
@@ -72,6 +72,8 @@ class _Pending:
     first: LogLine
     at: float
     state: _State
+    index: int = 0  # of `first` in the batch that brought it
+    resume: str | None = None  # the source cursor at `first`, once the batch that brought it is fed
     head: list[str] = field(default_factory=list)
     tail: deque[str] = field(default_factory=deque)
     head_bytes: int = 0
@@ -114,23 +116,45 @@ class RecordAssembler:
 
     A record is only complete when the next line shows it has ended, so the last one stays pending
     until `flush()` (call it when a poll brings nothing new).
+
+    Where the pending record began is kept as a source cursor (`resume_cursor`): the caller persists that
+    one rather than the cursor past the batch, so a crash re-reads the record instead of losing it.
+    `read_cursor` is the caller's: where the next read starts (it lives as long as the pending record).
     """
 
     def __init__(self, service: str, source: str) -> None:
         self.service = service
         self.source = source
         self._pending: _Pending | None = None
+        self.read_cursor: str | None = None
 
-    def feed(self, lines: Iterable[LogLine], at: float) -> list[LogRecord]:
+    def feed(
+        self,
+        lines: Iterable[LogLine],
+        at: float,
+        *,
+        resume: Callable[[int], str] | None = None,
+        read_from: str | None = None,
+    ) -> list[LogRecord]:
+        """The records `lines` completed. `resume(i)`: the cursor at the start of line i (`SourceBatch`);
+        without it a record still pending resumes at `read_from`, the cursor this batch was read from."""
         done: list[LogRecord] = []
-        for line in lines:
-            self._feed_one(line, at, done)
+        for index, line in enumerate(lines):
+            self._feed_one(line, index, at, done)
+        pending = self._pending
+        if pending is not None and pending.resume is None:
+            pending.resume = resume(pending.index) if resume is not None else read_from
         return done
 
     @property
     def has_pending(self) -> bool:
         """A record is waiting for the line that shows it has ended (a quiet poll flushes it)."""
         return self._pending is not None
+
+    @property
+    def resume_cursor(self) -> str | None:
+        """The source cursor at the first line of the pending record (None: none pending, or not known)."""
+        return self._pending.resume if self._pending is not None else None
 
     def flush(self) -> list[LogRecord]:
         done: list[LogRecord] = []
@@ -139,21 +163,21 @@ class RecordAssembler:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _feed_one(self, line: LogLine, at: float, done: list[LogRecord]) -> None:
+    def _feed_one(self, line: LogLine, index: int, at: float, done: list[LogRecord]) -> None:
         body = strip_line_prefix(line.text)
         pending = self._pending
         if pending is not None and self._continues(pending, line, body):
             return
         self._finish(done)
-        self._start(line, body, at)
+        self._start(line, index, body, at)
 
-    def _start(self, line: LogLine, body: str, at: float) -> None:
+    def _start(self, line: LogLine, index: int, body: str, at: float) -> None:
         state = _State.LINE
         if PY_TRACEBACK.match(body):
             state = _State.PY_FRAMES
         elif JAVA_FRAME.match(body):
             state = _State.JAVA
-        self._pending = _Pending(first=line, at=at, state=state)
+        self._pending = _Pending(first=line, at=at, state=state, index=index)
         self._pending.add(line.text)
 
     def _continues(self, pending: _Pending, line: LogLine, body: str) -> bool:

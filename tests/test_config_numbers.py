@@ -41,6 +41,13 @@ BASE: dict[str, dict[str, str]] = {
         "max_applies_per_day": "10",
         "grace_after_restart_s": "0",
     },
+    "limits": {
+        "period_s": "600",
+        "new_incidents_per_service": "20",
+        "new_incidents": "50",
+        "diagnoses_per_service": "5",
+        "diagnoses": "10",
+    },
     "sandbox": {"memory_mb": "4096", "max_processes": "256", "max_file_mb": "1024", "tmp_mb": "512"},
     "services.web": {"repo": '"{repo}"', "logs": '["web.log"]', "check_timeout_s": "300"},
     "services.web.manager": {"type": '"command"', "restart": '["true"]', "timeout_s": "30"},

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot import faults
 from bot.errors import HealbotError, SourceError, StoreError
 from bot.faults import Step
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
+from bot.flow.storm import StormGate
 from bot.interfaces import LogSource
-from bot.models import Incident
+from bot.models import Incident, LogRecord, SourceBatch
 from bot.records import RecordAssembler
 from bot.sources import expand_sources
 from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
+
+CHUNK_LINES = 32  # lines assembled and fingerprinted between two yields to the loop
+POLL_BUDGET_S = 0.2  # per source and poll; a flood's rest is read by the next polls (the cursor says where)
+BACKLOG_GAP_S = 0.02  # between a poll that left a backlog and the next one
 
 
 class Observer:
@@ -29,11 +36,15 @@ class Observer:
         self._flow = flow
         self._poll_lock = asyncio.Lock()
         self._store_problem: str | None = None
+        self._storms = StormGate()
+        self._backlog = False  # a source has more to read than the last poll's budget allowed
+        self._follow_up_due = False
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
         touched: list[Incident] = []
         async with self._poll_lock:
+            self._backlog = False
             for runtime in self._flow.services.values():
                 for source in expand_sources(runtime.sources):
                     try:
@@ -47,7 +58,16 @@ class Observer:
                         await self._store_unwritable(str(exc))
                         return touched  # the cursors did not move: the same lines are read again later
             await self._store_writable()
+            if self._backlog and not self._follow_up_due:
+                self._follow_up_due = True
+                self._flow.spawn(self._follow_up(), "poll-backlog")
         return touched
+
+    async def _follow_up(self) -> None:
+        """A poll left lines unread (its budget was spent): poll again soon, the loop free in between."""
+        await asyncio.sleep(BACKLOG_GAP_S)
+        self._follow_up_due = False
+        await self._flow.poll_once()
 
     async def _store_unwritable(self, problem: str) -> None:
         """The state database refused a write (a full disk): said once; detection retries every poll."""
@@ -75,19 +95,93 @@ class Observer:
 
     async def _poll_source(self, runtime: ServiceRuntime, source: LogSource) -> list[Incident]:
         flow = self._flow
-        cursor = flow.store.get_cursor(source.source_id)
+        stored = flow.store.get_cursor(source.source_id)
         assembler = runtime.assemblers.setdefault(
             source.source_id, RecordAssembler(runtime.cfg.name, source.source_id)
         )
+        cursor = assembler.read_cursor if assembler.read_cursor is not None else stored
         nothing_new = getattr(source, "nothing_new", None)
         if callable(nothing_new) and not assembler.has_pending and nothing_new(cursor):
             return []  # an idle source costs one stat on the loop, not a thread hop
         batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
-        records = assembler.feed(batch.lines, now) if batch.lines else assembler.flush()
-        max_samples = flow.config.max_samples
-        observations = []
+        observations: list[Observation] = []
         sampled: dict[str, int] = {}
+        if not batch.lines:
+            self._observe(runtime, assembler.flush(), now, observations, sampled)
+            read_to = batch.cursor
+        else:
+            read_to = await self._observe_batch(runtime, assembler, batch, cursor, now, observations, sampled)
+        keep = _cursor_to_keep(assembler, read_to)
+        if not observations and keep == stored:
+            assembler.read_cursor = read_to
+            return []
+        service = runtime.cfg.name
+        limits = flow.config.limits
+        try:
+            ingested = flow.store.ingest(
+                source.source_id,
+                keep,
+                observations,
+                max_samples=flow.config.max_samples,
+                at=now,
+                max_new=self._storms.allowance(limits, service, now),
+                overflow=self._storms.overflow(limits, service),
+            )
+        except StoreError:
+            # Nothing of this batch is stored: forget what was assembled, read it all again from `stored`.
+            runtime.assemblers.pop(source.source_id, None)
+            raise
+        assembler.read_cursor = read_to
+        await self._storms.counted(flow, service, ingested, now)
+        if any(i.is_new for i in ingested):
+            faults.hit(Step.INCIDENT_STORED)
+        return [i.incident for i in ingested]
+
+    async def _observe_batch(
+        self,
+        runtime: ServiceRuntime,
+        assembler: RecordAssembler,
+        batch: SourceBatch,
+        read_from: str | None,
+        now: float,
+        observations: list[Observation],
+        sampled: dict[str, int],
+    ) -> str:
+        """Assemble and fingerprint the batch chunk by chunk, yielding to the loop in between; once
+        `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at."""
+        lines = batch.lines
+        if batch.resume is None:  # it cannot be cut: all of it, now
+            records = assembler.feed(lines, now, read_from=read_from)
+            self._observe(runtime, records, now, observations, sampled)
+            return batch.cursor
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POLL_BUDGET_S
+        start = 0
+        while True:
+            end = chunk_end(batch, start + CHUNK_LINES)
+            records = assembler.feed(
+                lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
+            )
+            self._observe(runtime, records, now, observations, sampled)
+            if end >= len(lines):
+                return batch.cursor
+            start = end
+            if loop.time() >= deadline:
+                self._backlog = True
+                return batch.resume(start)  # a flood: the rest is read by the next poll, soon
+            await asyncio.sleep(0)  # a big batch leaves the loop to the timers between chunks
+
+    def _observe(
+        self,
+        runtime: ServiceRuntime,
+        records: list[LogRecord],
+        now: float,
+        observations: list[Observation],
+        sampled: dict[str, int],
+    ) -> None:
+        flow = self._flow
+        max_samples = flow.config.max_samples
         for record in records:
             fp = flow.grouper.fingerprint(record)
             if not fp.is_error:
@@ -97,11 +191,43 @@ class Observer:
             sampled[fp.key] = sampled.get(fp.key, 0) + 1
             sample = flow.scrub(record.text) if sampled[fp.key] <= max_samples else ""
             observations.append(Observation(fp, sample, now))
-        if not observations and cursor == batch.cursor:
-            return []
-        ingested = flow.store.ingest(
-            source.source_id, batch.cursor, observations, max_samples=max_samples, at=now
-        )
-        if any(i.is_new for i in ingested):
-            faults.hit(Step.INCIDENT_STORED)
-        return [i.incident for i in ingested]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shifted:
+    """`SourceBatch.resume` for a chunk of the batch that starts at line `start`."""
+
+    resume: Callable[[int], str]
+    start: int
+
+    def __call__(self, index: int) -> str:
+        return self.resume(self.start + index)
+
+
+def chunk_end(batch: SourceBatch, wanted: int) -> int:
+    """The first line index from `wanted` on where a read may resume without repeating a line: several
+    lines of one journal entry or PM2 JSON entry share their resume cursor, so a chunk never splits one."""
+    lines, resume = batch.lines, batch.resume
+    if wanted >= len(lines) or resume is None:
+        return len(lines)
+    end = wanted
+    before = resume(end - 1)
+    while end < len(lines) and resume(end) == before:
+        end += 1
+    return end
+
+
+def _cursor_to_keep(assembler: RecordAssembler, read_to: str) -> str:
+    """The cursor to persist: past the batch, unless a record is still pending; then at its first line,
+    so that a crash before it is stored reads it again (and nothing stored before it twice).
+
+    A source that cannot say where each line starts (`SourceBatch.resume` is None) resumes at the cursor
+    the batch was read from: a crash then reads that batch again, so a record it completed may be counted
+    twice, but none is lost. All built-in sources say where each line starts (the journal and PM2's JSON
+    log type per entry: a record pending from the middle of an entry resumes at the whole entry).
+    """
+    if assembler.has_pending:
+        resume = assembler.resume_cursor
+        if resume is not None:
+            return resume
+    return read_to

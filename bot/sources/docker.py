@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
@@ -71,6 +72,9 @@ class DockerLogsSource:
             return SourceBatch(lines=(), cursor=_dump(last, count))
         skip = seen if since is not None else 0
         lines: list[LogLine] = []
+        starts: list[
+            tuple[str, int]
+        ] = []  # where each line resumes: its stamp, lines of that stamp before it
         last, count = since, seen
         for stamp, raw in entries:
             if since is not None and stamp < since:
@@ -78,6 +82,7 @@ class DockerLogsSource:
             if stamp == since and skip > 0:
                 skip -= 1
                 continue
+            starts.append((stamp, count if stamp == last else 0))
             count = count + 1 if stamp == last else 1
             last = stamp
             lines.append(
@@ -88,7 +93,18 @@ class DockerLogsSource:
                     truncated=len(raw) > MAX_LINE_BYTES,
                 )
             )
-        return SourceBatch(lines=tuple(lines), cursor=_dump(last, count))
+        return SourceBatch(lines=tuple(lines), cursor=_dump(last, count), resume=_AtStamp(tuple(starts)))
+
+
+@dataclass(frozen=True, slots=True)
+class _AtStamp:
+    """`SourceBatch.resume` of a docker batch: `--since` the line's stamp, skipping the lines of that stamp
+    that came before it."""
+
+    starts: tuple[tuple[str, int], ...]
+
+    def __call__(self, index: int) -> str:
+        return _dump(*self.starts[index])
 
 
 def _dump(since: str | None, seen: int) -> str:

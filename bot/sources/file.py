@@ -122,9 +122,11 @@ class _LineReader:
         self.source = source
         self.max_line_bytes = max_line_bytes
 
-    def read(self, cursor: FileCursor, max_bytes: int) -> tuple[list[LogLine], FileCursor]:
+    def read(self, cursor: FileCursor, max_bytes: int) -> tuple[list[LogLine], list[int], FileCursor]:
+        """The lines, the byte offset each one starts at, and the cursor after them."""
         self.fh.seek(cursor.offset)
         lines: list[LogLine] = []
+        starts: list[int] = []
         offset = cursor.offset  # start of the current (unfinished) line
         line_count = cursor.lines
         skipping = cursor.skipping
@@ -157,6 +159,7 @@ class _LineReader:
                 else:
                     line_count += 1
                     lines.append(self.line(pending, line_count, truncated=pending_full))
+                    starts.append(offset)
                 pending.clear()
                 pending_full = False
                 offset = position
@@ -168,11 +171,12 @@ class _LineReader:
             # A partial line already longer than the cap: emit it now and skip the rest when it comes.
             line_count += 1
             lines.append(self.line(pending, line_count, truncated=True))
+            starts.append(offset)
             offset = position
             skipping = True
         elif skipping:
             offset = position  # the skipped tail is consumed; its newline has not come yet
-        return lines, replace(cursor, offset=offset, lines=line_count, skipping=skipping)
+        return lines, starts, replace(cursor, offset=offset, lines=line_count, skipping=skipping)
 
     def remainder(self, cursor: FileCursor) -> LogLine | None:
         """The unterminated last line after `cursor`, when nothing more will be appended to it."""
@@ -187,6 +191,40 @@ class _LineReader:
 
     def line(self, raw: bytearray | bytes, line_no: int, *, truncated: bool) -> LogLine:
         return LogLine(text=clean_line(bytes(raw)), source=self.source, line_no=line_no, truncated=truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """The lines a batch read from one file: `after` is the cursor past them (that file's inode and head)."""
+
+    after: FileCursor
+    first_index: int  # of the segment's first line in the batch
+    starts: tuple[int, ...]  # byte offset where each line starts
+    lines_before: tuple[int, ...]  # complete lines before each one (the cursor's `lines`)
+
+
+def _lines_before(lines: list[LogLine]) -> tuple[int, ...]:
+    return tuple(line.line_no - 1 for line in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class _ResumeAt:
+    """`SourceBatch.resume` of a file batch: the cursor at the start of its line `index`."""
+
+    segments: tuple[_Segment, ...]
+
+    def __call__(self, index: int) -> str:
+        for segment in reversed(self.segments):
+            if index >= segment.first_index:
+                i = index - segment.first_index
+                return replace(
+                    segment.after, offset=segment.starts[i], lines=segment.lines_before[i], skipping=False
+                ).dump()
+        raise IndexError(f"no line {index} in this batch")
+
+
+def _batch(lines: list[LogLine], cursor: FileCursor, segments: list[_Segment]) -> SourceBatch:
+    return SourceBatch(lines=tuple(lines), cursor=cursor.dump(), resume=_ResumeAt(tuple(segments)))
 
 
 class FileSource:
@@ -256,21 +294,27 @@ class FileSource:
             if inode == cursor.inode and stat.st_size == cursor.offset and not cursor.skipping:
                 return SourceBatch(lines=(), cursor=cursor_text)  # nothing new: the idle poll's fast path
             lines: list[LogLine] = []
+            segments: list[_Segment] = []
             if inode != cursor.inode:
-                rotated_lines, cursor_after = self._finish_rotated(cursor, max_bytes)
+                rotated_lines, rotated_starts, rotated_cursor, done = self._finish_rotated(cursor, max_bytes)
+                segments.append(
+                    _Segment(rotated_cursor, 0, tuple(rotated_starts), _lines_before(rotated_lines))
+                )
                 lines.extend(rotated_lines)
-                if cursor_after is not None:
-                    return SourceBatch(lines=tuple(lines), cursor=cursor_after.dump())
+                if not done:
+                    return _batch(lines, rotated_cursor, segments)
                 cursor = self._fresh(fh)
             elif not _same_file(fh, cursor):
                 cursor = self._fresh(fh)  # truncated or copytruncated: start over
-            new_lines, cursor = _LineReader(fh, self.source_id, self.max_line_bytes).read(cursor, max_bytes)
-            lines.extend(new_lines)
+            reader = _LineReader(fh, self.source_id, self.max_line_bytes)
+            new_lines, starts, cursor = reader.read(cursor, max_bytes)
             if cursor.head_len < HEAD_BYTES:
                 head_len, head = _head(fh)
                 if head_len >= cursor.head_len:
                     cursor = replace(cursor, head_len=head_len, head_sha256=head)
-            return SourceBatch(lines=tuple(lines), cursor=cursor.dump())
+            segments.append(_Segment(cursor, len(lines), tuple(starts), _lines_before(new_lines)))
+            lines.extend(new_lines)
+            return _batch(lines, cursor, segments)
 
     def _fresh(self, fh: BinaryIO) -> FileCursor:
         head_len, head = _head(fh)
@@ -291,28 +335,32 @@ class FileSource:
             offset = 0
         return replace(self._fresh(fh), offset=offset)
 
-    def _finish_rotated(self, cursor: FileCursor, max_bytes: int) -> tuple[list[LogLine], FileCursor | None]:
+    def _finish_rotated(
+        self, cursor: FileCursor, max_bytes: int
+    ) -> tuple[list[LogLine], list[int], FileCursor, bool]:
         """Read what is left of the renamed file (same inode next to the new one, e.g. app.log.1).
 
-        Returns the lines and the cursor to keep on the old file, or None when it is done or gone.
+        Returns the lines, where each starts, the cursor after them on the old file, and whether the old
+        file is done (or gone): then the new file is read next.
         """
         rotated = self._find_inode(cursor.inode)
         if rotated is None:
-            return [], None
+            return [], [], cursor, True
         try:
             with rotated.open("rb") as old:
                 if not _same_file(old, cursor):
-                    return [], None
+                    return [], [], cursor, True
                 reader = _LineReader(old, self.source_id, self.max_line_bytes)
-                lines, after = reader.read(cursor, max_bytes)
+                lines, starts, after = reader.read(cursor, max_bytes)
                 if after.offset - cursor.offset >= max_bytes:
-                    return lines, after  # budget spent; the rest next time
+                    return lines, starts, after, False  # budget spent; the rest next time
                 last = reader.remainder(after)  # the writer has moved on: its last line stays unterminated
         except OSError:
-            return [], None
+            return [], [], cursor, True
         if last is not None:
             lines.append(last)
-        return lines, None  # done; continue with the new file, whose line numbers start again at 1
+            starts.append(after.offset)
+        return lines, starts, after, True  # continue with the new file, whose line numbers start again at 1
 
     def _find_inode(self, inode: int) -> Path | None:
         try:

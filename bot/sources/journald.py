@@ -15,6 +15,7 @@ found." when there is no journal at all: that is reported as a source error, not
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from bot.errors import SourceError
 from bot.models import LogLine, SourceBatch
@@ -40,12 +41,40 @@ def parse_entries(
     for the next read (after the cursor of the last whole entry). The entry whose cursor is
     `skip_cursor` (read before) is left out; after `limit` entries the rest is left for the next read.
     """
+    parsed = _parse(stdout, source, complete=complete, skip_cursor=skip_cursor, limit=limit)
+    return parsed.lines, parsed.cursors[-1] if parsed.cursors else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    lines: list[LogLine]
+    cursors: list[str]  # of every entry kept, in order
+    entry_of: list[int]  # the index in `cursors` of the entry each line came from
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterPreviousEntry:
+    """`SourceBatch.resume` of a journal batch: a line resumes after the entry before its own (entries are
+    the journal's unit; a line from the middle of a multi-line MESSAGE resumes at its whole entry)."""
+
+    before: str | None  # the cursor the batch was read after
+    parsed: _Parsed
+
+    def __call__(self, index: int) -> str:
+        entry = self.parsed.entry_of[index]
+        previous = self.parsed.cursors[entry - 1] if entry > 0 else self.before
+        return json.dumps({"journal": previous})
+
+
+def _parse(
+    stdout: bytes, source: str, *, complete: bool, skip_cursor: str | None = None, limit: int | None = None
+) -> _Parsed:
     lines: list[LogLine] = []
-    cursor: str | None = None
-    entries = 0
+    cursors: list[str] = []
+    entry_of: list[int] = []
     raws = stdout.splitlines()
     for index, raw in enumerate(raws):
-        if limit is not None and entries >= limit:
+        if limit is not None and len(cursors) >= limit:
             break
         if not raw.strip():
             continue
@@ -61,8 +90,7 @@ def parse_entries(
             raise SourceError(f"{source}: journal entry without __CURSOR: {raw[:120]!r}")
         if entry["__CURSOR"] == skip_cursor:
             continue
-        cursor = entry["__CURSOR"]
-        entries += 1
+        cursors.append(entry["__CURSOR"])
         message = entry.get("MESSAGE")
         if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
             data = bytes(message)
@@ -79,7 +107,8 @@ def parse_entries(
                     truncated=len(part) > MAX_LINE_BYTES,
                 )
             )
-    return lines, cursor
+            entry_of.append(len(cursors) - 1)
+    return _Parsed(lines, cursors, entry_of)
 
 
 class JournaldSource:
@@ -119,16 +148,21 @@ class JournaldSource:
             raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
         if b"No journal files were found" in out.stderr + out.stdout[:200]:
             raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
-        lines, last = parse_entries(
+        parsed = _parse(
             out.stdout,
             self.source_id,
             complete=len(out.stdout) < MAX_OUTPUT_BYTES,
             skip_cursor=journal_cursor,
             limit=MAX_ENTRIES,
         )
+        last = parsed.cursors[-1] if parsed.cursors else None
         if cursor is None:
             return SourceBatch(lines=(), cursor=json.dumps({"journal": last}))
-        return SourceBatch(lines=tuple(lines), cursor=json.dumps({"journal": last or journal_cursor}))
+        return SourceBatch(
+            lines=tuple(parsed.lines),
+            cursor=json.dumps({"journal": last or journal_cursor}),
+            resume=_AfterPreviousEntry(journal_cursor, parsed),
+        )
 
 
 def _load(cursor: str) -> str | None:

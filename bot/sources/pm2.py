@@ -12,6 +12,8 @@ log type keeps working and a plain app logging its own JSON is left alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.models import LogLine, SourceBatch
@@ -72,12 +74,30 @@ class Pm2LogSource:
     def read(self, cursor: str | None, max_bytes: int = POLL_MAX_BYTES) -> SourceBatch:
         batch = self._file.read(cursor, max_bytes)
         lines: list[LogLine] = []
-        for line in batch.lines:
+        origin: list[int] = []  # the file line each output line came from
+        for index, line in enumerate(batch.lines):
             unwrapped = unwrap_pm2_json(line, self.max_line_bytes)
             if unwrapped is not None:
                 lines.extend(unwrapped)
+                origin.extend([index] * len(unwrapped))
             elif len(line.text) > self.max_line_bytes:
                 lines.append(LogLine(line.text[: self.max_line_bytes], line.source, line.line_no, True))
+                origin.append(index)
             else:
                 lines.append(line)
-        return SourceBatch(lines=tuple(lines), cursor=batch.cursor)
+                origin.append(index)
+        resume = None if batch.resume is None else _EntryStart(batch.resume, tuple(origin))
+        return SourceBatch(lines=tuple(lines), cursor=batch.cursor, resume=resume)
+
+
+@dataclass(frozen=True, slots=True)
+class _EntryStart:
+    """Where an output line resumes: at the start of the file line it came from. A line from the middle of
+    a JSON entry resumes at the whole entry, so the entry's earlier lines are read again after a crash
+    (counted twice rather than lost)."""
+
+    file_resume: Callable[[int], str]
+    origin: tuple[int, ...]
+
+    def __call__(self, index: int) -> str:
+        return self.file_resume(self.origin[index])

@@ -29,6 +29,8 @@ class Observation:
 class Ingested:
     incident: Incident
     is_new: bool
+    folded: int = 0  # errors of other fingerprints counted into this (storm) incident by this call
+    folded_templates: tuple[str, ...] = ()  # the first few of their templates, most frequent first
 
 
 class IncidentQueries(StoreBase):
@@ -39,10 +41,24 @@ class IncidentQueries(StoreBase):
         return str(row["cursor"]) if row else None
 
     def ingest(
-        self, source_id: str, cursor: str, observations: Sequence[Observation], *, max_samples: int, at: float
+        self,
+        source_id: str,
+        cursor: str,
+        observations: Sequence[Observation],
+        *,
+        max_samples: int,
+        at: float,
+        max_new: int | None = None,
+        overflow: Fingerprint | None = None,
     ) -> list[Ingested]:
-        """Count observations into open incidents and move the cursor, in one transaction."""
+        """Count observations into open incidents and move the cursor, in one transaction.
+
+        With `max_new`, at most that many incidents are opened; an observation that would open one more
+        is counted into the open incident of `overflow` instead (opened if need be, not counted in
+        `max_new`)."""
         touched: dict[int, bool] = {}
+        opened = 0
+        folded: dict[int, dict[str, int]] = {}
         with self._tx() as conn:
             for obs in observations:
                 fp = obs.fingerprint
@@ -50,6 +66,18 @@ class IncidentQueries(StoreBase):
                     "SELECT id, count, samples FROM incidents WHERE service = ? AND fingerprint = ? AND is_open = 1",
                     (fp.service, fp.key),
                 ).fetchone()
+                if row is None and overflow is not None and max_new is not None and opened >= max_new:
+                    template = fp.template[:200]
+                    fp = overflow
+                    row = conn.execute(
+                        "SELECT id, count, samples FROM incidents"
+                        " WHERE service = ? AND fingerprint = ? AND is_open = 1",
+                        (fp.service, fp.key),
+                    ).fetchone()
+                    folded_here = folded.setdefault(-1 if row is None else int(row["id"]), {})
+                    folded_here[template] = folded_here.get(template, 0) + 1
+                elif row is None:
+                    opened += 1
                 sample = obs.sample[:SAMPLE_CAP_CHARS]
                 if row is None:
                     cur = conn.execute(
@@ -69,6 +97,8 @@ class IncidentQueries(StoreBase):
                     )
                     incident_id = int(cur.lastrowid or 0)
                     touched[incident_id] = True
+                    if -1 in folded:
+                        folded[incident_id] = folded.pop(-1)
                     append_audit(
                         conn,
                         at,
@@ -92,7 +122,10 @@ class IncidentQueries(StoreBase):
                 " ON CONFLICT(source_id) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 (source_id, cursor, at),
             )
-            result = [Ingested(incident_row(conn, iid), is_new) for iid, is_new in touched.items()]
+            result = [
+                Ingested(incident_row(conn, iid), is_new, *_folded(folded.get(iid, {})))
+                for iid, is_new in touched.items()
+            ]
         return result
 
     # --- incidents ---------------------------------------------------------------------------------
@@ -247,3 +280,8 @@ def _incident_from_row(row: sqlite3.Row) -> Incident:
         last_diagnosed_at=row["last_diagnosed_at"],
         error=row["error"],
     )
+
+
+def _folded(templates: dict[str, int], shown: int = 5) -> tuple[int, tuple[str, ...]]:
+    top = sorted(templates.items(), key=lambda item: -item[1])[:shown]
+    return sum(templates.values()), tuple(template for template, _ in top)

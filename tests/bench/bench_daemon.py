@@ -5,7 +5,12 @@ the real claude binary against the fake Messages API, console channel. Three pha
 2. latency: a line appended to a watched file -> the incident row's count committed (read from SQLite
    by this process), p50/p95 over N appends;
 3. flood: 1 M error lines in 10 s across two fingerprints: incidents opened, proposals presented (the
-   messages that would go to the chat), extra RSS (peak during the flood and its catch-up - before).
+   messages that would go to the chat), extra RSS (peak during the flood and its catch-up - before);
+4. high-cardinality flood, on a second `healbot run` with two services and a heartbeat every second:
+   200 k *distinct* error lines in 10 s into one service: incidents opened, diagnoses started, extra RSS,
+   the longest gap between heartbeats (timer lag; reference: the same daemon before the flood) and how
+   long an unrelated error of the other service, logged mid-flood, takes to become an incident
+   (reference: the same before the flood).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from bot.demo.fake_messages_api import FakeMessagesApi
+from tests.bench import bench_high_cardinality
 from tests.conftest import claude_binary
 from tests.fakes.daemon_proc import FAKE_CLAUDE_ENV, DaemonProcess
 from tests.fakes.world import FIX_ONLY, claude_via_fake_api, healbot_toml, scratch_service
@@ -99,6 +105,7 @@ def run(workdir: Path, *, idle_s: float = 30.0, appends: int = 200, flood_lines:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(floor.pid, signal.SIGKILL)
             floor.wait()
+        bench_high_cardinality.run(workdir / "high-cardinality", api.url)
 
 
 def _idle(daemon: psutil.Process, floor: psutil.Process, seconds: float) -> None:

@@ -1,0 +1,194 @@
+"""A flood of distinct errors stays bounded (issue 11 item 5): at most the `[limits]` caps of new incidents
+and of diagnoses per period, every line still counted (the rest in one "error storm" incident per service,
+announced once), and an unrelated error of another service still gets its own incident.
+
+The pipeline world: the real daemon objects, the console channel, the real claude binary against the fake
+Messages API, real log files read by cursor.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot import policy
+from bot.config import load_config
+from bot.daemon import Daemon
+from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.errors import ConfigError
+from bot.models import Incident
+from bot.store import Store
+from tests.fakes.world import (
+    DEFAULT_ANSWER,
+    ShiftedClock,
+    console_daemon,
+    fake_api_runner,
+    healbot_toml,
+    in_process_claude,
+    scratch_service,
+    toml_table,
+)
+
+pytestmark = pytest.mark.real_cli
+
+LIMITS = {
+    "period_s": 600,
+    "new_incidents_per_service": 5,
+    "new_incidents": 8,
+    "diagnoses_per_service": 2,
+    "diagnoses": 3,
+}
+STORM_NOTE = "errors of new kinds were counted here"
+LETTERS = "bcdfghjklmnpqrstvwxz"
+
+
+def word(n: int) -> str:
+    """A word of letters only (digits are masked when grouping): distinct for distinct n."""
+    letters = []
+    for _ in range(5):
+        n, digit = divmod(n, len(LETTERS))
+        letters.append(LETTERS[digit])
+    return "".join(letters)
+
+
+def distinct_errors(first: int, count: int) -> str:
+    """`count` error lines that share no word: each one a kind of its own for the template clusters."""
+    return "".join(f"ERROR {' '.join(word((first + i) * 8 + k) for k in range(6))}\n" for i in range(count))
+
+
+@dataclass
+class FloodWorld:
+    daemon: Daemon
+    out: io.StringIO
+    clock: ShiftedClock
+    flooded: Path
+    other: Path
+    fake: FakeMessagesApi
+
+    @property
+    def store(self) -> Store:
+        return self.daemon.store
+
+    async def log(self, path: Path, text: str) -> None:
+        with path.open("a") as handle:
+            handle.write(text)
+        for _ in range(50):  # each poll reads at most POLL_MAX_BYTES per source
+            await self.daemon.pipeline.poll_once()
+            if all(self._read_to_the_end(p) for p in (self.flooded, self.other)):
+                break
+        await self.daemon.pipeline.poll_once()  # a quiet poll flushes the last record
+        await self.daemon.pipeline.wait_idle()
+
+    def _read_to_the_end(self, path: Path) -> bool:
+        cursor = self.store.get_cursor(f"file:{path}")
+        return cursor is not None and f'"offset": {path.stat().st_size}' in cursor
+
+    def incidents(self, service: str) -> list[Incident]:
+        return self.store.incidents(service=service, limit=10_000)
+
+    def storm_messages(self) -> int:
+        return self.out.getvalue().count(STORM_NOTE)
+
+
+@pytest.fixture(name="world")
+async def world_fixture(tmp_path: Path) -> Iterator[FloodWorld]:
+    service = scratch_service(tmp_path, name="shop")
+    other = tmp_path / "billing.log"
+    other.write_text("starting\n")
+    text = healbot_toml(
+        service.state_dir,
+        service.repo,
+        [service.log],
+        service="shop",
+        healbot={"poll_interval_s": 0.1},
+        claude=in_process_claude(idle_timeout_s=20),
+        tables={"limits": LIMITS},
+    )
+    text += toml_table("services.billing", {"repo": service.repo, "logs": [other]})
+    text += toml_table("services.billing.manager", {"type": "command", "restart": ["true"]})
+    service.config_path.write_text(text)
+    config = load_config(service.config_path)
+    fake = FakeMessagesApi(structured=DEFAULT_ANSWER).start()
+    runner = fake_api_runner(config, fake.url, tmp_path / "claude")
+    out, clock = io.StringIO(), ShiftedClock()
+    daemon = await console_daemon(config, runner, out, clock)
+    await daemon.pipeline.poll_once()  # first run: the cursors at the end
+    try:
+        yield FloodWorld(daemon, out, clock, service.log, other, fake)
+    finally:
+        await daemon.pipeline.cancel_all()
+        fake.stop()
+        daemon.store.close()
+
+
+def _own(incidents: list[Incident]) -> list[Incident]:
+    return [i for i in incidents if not policy.is_storm(i.fingerprint)]
+
+
+def _storms(incidents: list[Incident]) -> list[Incident]:
+    return [i for i in incidents if policy.is_storm(i.fingerprint)]
+
+
+@pytest.mark.parametrize("flood", [40, 400])
+async def test_high_cardinality_flood_opens_bounded_incidents(world: FloodWorld, flood: int) -> None:
+    await world.log(world.flooded, distinct_errors(0, flood))
+
+    shop = world.incidents("shop")
+    assert len(_own(shop)) == LIMITS["new_incidents_per_service"]
+    [storm] = _storms(shop)
+    assert sum(i.count for i in shop) == flood  # every line counted
+    assert storm.count == flood - LIMITS["new_incidents_per_service"]
+    assert world.storm_messages() == 1
+    diagnosed = [i for i in shop if i.last_diagnosed_at is not None]
+    assert len(diagnosed) <= LIMITS["diagnoses_per_service"]
+    assert storm not in diagnosed
+    assert world.daemon.pipeline.queued_diagnoses() == 0
+
+    # the storm goes on: still one message, still one storm incident, every line counted
+    await world.log(world.flooded, distinct_errors(flood, flood))
+    shop = world.incidents("shop")
+    assert len(_own(shop)) == LIMITS["new_incidents_per_service"]
+    assert len(_storms(shop)) == 1
+    assert sum(i.count for i in shop) == 2 * flood
+    assert world.storm_messages() == 1
+
+    # an unrelated error in another service gets an incident of its own, and a diagnosis
+    await world.log(world.other, "ERROR billing ledger locked by another writer\n")
+    [billing] = world.incidents("billing")
+    assert not policy.is_storm(billing.fingerprint)
+    assert "ledger locked" in billing.title
+    assert billing.last_diagnosed_at is not None
+    everything = world.incidents("shop") + world.incidents("billing")
+    assert len(_own(everything)) <= LIMITS["new_incidents"]
+    assert len([i for i in everything if i.last_diagnosed_at is not None]) <= LIMITS["diagnoses"]
+
+    # a period later the storm is over: a new kind of error opens its own incident again
+    world.clock.offset += LIMITS["period_s"] + 1
+    await world.log(world.flooded, distinct_errors(10 * flood, 1))
+    assert len(_own(world.incidents("shop"))) == LIMITS["new_incidents_per_service"] + 1
+    assert world.storm_messages() == 1
+
+
+@pytest.mark.parametrize(
+    ("limits", "key"),
+    [
+        ({"new_incidents_per_service": 0}, "limits.new_incidents_per_service"),
+        ({"diagnoses": -1}, "limits.diagnoses"),
+        ({"period_s": 0}, "limits.period_s"),
+        ({"new_incidents_per_service": 60, "new_incidents": 50}, "limits.new_incidents_per_service"),
+        ({"diagnoses_per_service": 11}, "limits.diagnoses_per_service"),
+        ({"new_incidents": "many"}, "limits.new_incidents"),
+        ({"new_incidents": True}, "limits.new_incidents"),
+        ({"burst": 3}, "limits"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_key(tmp_path: Path, limits: dict[str, object], key: str) -> None:
+    service = scratch_service(tmp_path)
+    path = service.write_config(tables={"limits": limits})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert key in str(caught.value)
