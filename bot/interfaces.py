@@ -121,6 +121,15 @@ class SandboxedCheck(Protocol):
 
 
 @runtime_checkable
+class PreflightHealer(Healer, Protocol):
+    """A healer that can tell, before an approval is taken, that its apply would be refused now."""
+
+    def preflight(self, ctx: HealContext, candidate: Candidate) -> None:
+        """Raise DirtyTreeError when the repo holds work in progress where the change would go."""
+        ...
+
+
+@runtime_checkable
 class CommitHealer(Healer, Protocol):
     """A healer whose change is one commit, made in two steps so the caller can record the commit id
     between them: `plan*` builds it out of sight, `land` makes it the checked-out state with the ref

@@ -46,6 +46,13 @@ class _CommitHealer:
     def message_body(self, fix: Fix) -> str:
         return first_lines(fix.rationale)
 
+    def preflight(self, ctx: HealContext, candidate: Candidate) -> None:
+        """Before an approval is taken: DirtyTreeError when operator work in progress would block the
+        apply, so the proposal can stay open instead of being used up by a refusal."""
+        if candidate.diff:
+            repo = GitRepo(ctx.repo)
+            repo.ensure_clean(repo.paths_in_diff(candidate.diff))
+
     def plan(
         self, ctx: HealContext, candidate: Candidate, base_commit: str, trailers: Mapping[str, str]
     ) -> str:

@@ -61,3 +61,18 @@ def test_sigterm_during_start_up_still_stops_cleanly(tmp_path: Path, healbot_run
     daemon = healbot_run(service.write_config())
     wait_until(service.db_path.exists, 20, what="the store being opened")
     assert daemon.stop() == 0, daemon.output()
+
+
+def test_a_missing_log_file_did_not_say_when_it_appeared(tmp_path: Path, healbot_run: StartDaemon) -> None:
+    """Issue 12.2: the start warns that the file is missing; its appearance is said too, and it is read."""
+    service = scratch_service(tmp_path, log_text=None)
+    daemon = healbot_run(service.write_config(healbot={"poll_interval_s": 0.1}))
+    try:
+        daemon.wait_for(f"{service.log}: file not found", 20)
+        service.append("starting\n")
+        daemon.wait_for(
+            f"source file:{service.log}: readable again (it was: {service.log}: file not found)", 20
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+    assert daemon.output().count("file not found") == 2  # said once when missing, once in the recovery line

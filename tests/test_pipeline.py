@@ -170,14 +170,14 @@ async def test_a_dirty_tree_is_refused_and_the_operators_work_is_untouched(make_
     world: World = await make_world()
     incident, proposal = await world.incident_with_proposal()
     (world.repo / "app.py").write_text(APP + "# operator's uncommitted edit\n")
-    await world.approve(proposal)
+    refused = await world.approve(proposal)
     await world.pipeline.wait_idle()
-    [result] = world.pipeline.results
-    assert result.action == "failed" and "not applied" in result.detail
+    assert "uncommitted changes" in refused and "press Approve again" in refused
+    assert world.pipeline.results == [] and world.store.changes() == []
     assert (world.repo / "app.py").read_text().endswith("# operator's uncommitted edit\n")
     assert git(world.repo, "stash", "list") == ""
     assert git(world.repo, "rev-list", "--count", "HEAD") == "1"
-    assert world.store.incident(incident.id).state is IncidentState.NEEDS_HUMAN
+    assert world.store.incident(incident.id).state is IncidentState.AWAITING_APPROVAL  # approvable again
 
 
 async def test_health_worse_reverts_exactly_the_commit(make_world) -> None:  # type: ignore[no-untyped-def]

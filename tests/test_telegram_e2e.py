@@ -92,6 +92,38 @@ async def test_a_stale_approval_after_a_manual_commit_re_diagnoses(telegram_worl
     assert world.store.changes() == []
 
 
+@pytest.mark.parametrize("work", ["edit", "staged", "untracked where the fix writes"])
+async def test_approve_again_had_no_way_to_after_a_dirty_tree_refusal(telegram_world, work: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.6: uncommitted work where the fix goes refuses the press before the approval is taken,
+    so the card keeps its buttons and a press after the tree is clean applies (digest and HEAD checked)."""
+    world: TelegramWorld = await telegram_world(window_s=0.3)
+    await world.start_daemon()
+    card = await world.error_to_card()
+    app = world.repo / "app.py"
+    original = app.read_text()
+    if work == "untracked where the fix writes":
+        git(world.repo, "rm", "-q", "--cached", "app.py")
+    else:
+        app.write_text(original + "# the operator's own work in progress\n")
+        if work == "staged":
+            git(world.repo, "add", "app.py")
+    world.bot_api.press(APPROVER, CHAT, card.message_id, text="Approve #1")
+    answer = await until(lambda: world.bot_api.calls("answerCallbackQuery", ok=True), what="an answer")
+    said = answer[0].params["text"]
+    assert "uncommitted changes" in said and "press Approve again" in said, said
+    assert world.store.changes() == [] and world.store.pending_proposals()
+    assert world.bot_api.message(CHAT, card.message_id).reply_markup is not None  # still approvable
+    if work == "untracked where the fix writes":
+        git(world.repo, "add", "app.py")
+    else:
+        git(world.repo, "checkout", "HEAD", "--", "app.py")
+    assert git(world.repo, "status", "--porcelain") == ""
+    world.bot_api.press(APPROVER, CHAT, card.message_id, text="Approve #1")
+    await world.card_shows(card.message_id, "→ committed")
+    [change] = world.store.changes()
+    assert change.commit and git(world.repo, "rev-parse", "HEAD") == change.commit
+
+
 async def test_a_second_press_by_another_approver_says_who_acted(telegram_world) -> None:  # type: ignore[no-untyped-def]
     world: TelegramWorld = await telegram_world()
     await world.start_daemon()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from bot import faults, gitinfo, repolock
+from bot.errors import DirtyTreeError, HealbotError
 from bot.faults import Step
 from bot.flow.context import Flow, ServiceRuntime
+from bot.interfaces import PreflightHealer
 from bot.models import (
     Candidate,
     Decision,
@@ -115,6 +117,14 @@ async def _approve(
             decision,
             f"{locked}: nothing was applied; the proposal stays open: approve again when the lock is gone",
         )
+    dirty = await _work_in_progress(flow, runtime, candidate)
+    if dirty is not None:
+        return _refuse(
+            flow,
+            proposal,
+            decision,
+            f"{dirty}; then press Approve again (nothing was applied; the proposal stays open)",
+        )
     head = await asyncio.to_thread(gitinfo.head, runtime.cfg.repo)
     if head != proposal.base_commit:
         msg = (
@@ -139,6 +149,24 @@ async def _approve(
     faults.hit(Step.APPROVAL_RECORDED)
     flow.spawn(flow.apply_and_verify(proposal, candidate, change), f"apply-{change.id}")
     return DecisionResult(True, f"{msg}: applying")
+
+
+async def _work_in_progress(flow: Flow, runtime: ServiceRuntime, candidate: Candidate) -> str | None:
+    """Uncommitted operator work where the change would go (scrubbed), checked before the approval is
+    taken, so that "commit or discard them, then approve again" is possible on the same card."""
+    healer = flow.healers.get(candidate.fix.kind)
+    if not isinstance(healer, PreflightHealer):
+        return None
+    try:
+        await asyncio.to_thread(healer.preflight, runtime.heal_ctx, candidate)
+    except DirtyTreeError as exc:
+        said = str(exc).replace(", then approve again", "")
+        for root in {str(runtime.cfg.repo), str(runtime.cfg.repo.resolve())}:
+            said = said.replace(f"{root}: ", "").replace(f"{root} ", "the repo ")  # the card has no room
+        return flow.scrub(said)
+    except HealbotError:
+        return None  # anything else is the apply's to find and report, as before
+    return None
 
 
 async def _repo_locked(runtime: ServiceRuntime, kind: FixKind) -> str | None:

@@ -49,7 +49,9 @@ class Observer:
                 for source in expand_sources(runtime.sources):
                     try:
                         touched.extend(await self._poll_source(runtime, source))
-                        runtime.source_errors.pop(source.source_id, None)
+                        problem = runtime.source_errors.pop(source.source_id, None)
+                        if problem is not None:  # a log file that appeared, a manager that came back
+                            log.warning("source %s: readable again (it was: %s)", source.source_id, problem)
                     except SourceError as exc:
                         if runtime.source_errors.get(source.source_id) != str(exc):
                             log.warning("source %s: %s", source.source_id, exc)
