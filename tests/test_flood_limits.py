@@ -20,6 +20,7 @@ from bot.config import load_config
 from bot.daemon import Daemon
 from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError
+from bot.flow import observe
 from bot.models import Incident
 from bot.store import Store
 from tests.fakes.world import (
@@ -192,3 +193,27 @@ def test_bad_limits_are_refused_naming_the_key(tmp_path: Path, limits: dict[str,
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert key in str(caught.value)
+
+
+async def test_a_batch_cut_by_the_poll_budget_was_read_again_from_disk(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: after a poll spent its budget, the next poll read (and decoded) the whole rest of the
+    file again to process one more chunk; a 1 M-line flood went at half the speed. The rest of the batch
+    is kept: one read serves every poll until it is done, and every line is still counted once."""
+    monkeypatch.setattr(observe, "POLL_BUDGET_S", 0.0)  # one chunk per poll
+    [runtime] = [r for r in world.daemon.pipeline.services.values() if r.cfg.name == "shop"]
+    [source] = [s for s in runtime.sources if s.source_id == f"file:{world.flooded}"]
+    reads: list[str | None] = []
+    real_read = source.read
+
+    def counting_read(cursor: str | None, *args: object, **kwargs: object) -> object:
+        reads.append(cursor)
+        return real_read(cursor, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(source, "read", counting_read)
+    lines = 20 * observe.CHUNK_LINES
+    await world.log(world.flooded, "ERROR the same flood line\n" * lines)
+    [incident] = _own(world.incidents("shop"))
+    assert incident.count == lines
+    assert len(reads) <= 3, len(reads)  # the first read, and the quiet polls after it

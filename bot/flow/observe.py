@@ -39,6 +39,9 @@ class Observer:
         self._storms = StormGate()
         self._backlog = False  # a source has more to read than the last poll's budget allowed
         self._follow_up_due = False
+        # The unprocessed rest of a batch cut by the poll budget, by source, with the cursor it starts
+        # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
+        self._rests: dict[str, tuple[str, SourceBatch]] = {}
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -105,7 +108,11 @@ class Observer:
         nothing_new = getattr(source, "nothing_new", None)
         if callable(nothing_new) and not assembler.has_pending and nothing_new(cursor):
             return []  # an idle source costs one stat on the loop, not a thread hop
-        batch = await asyncio.to_thread(source.read, cursor)
+        rest = self._rests.pop(source.source_id, None)
+        if rest is not None and rest[0] == cursor:
+            batch = rest[1]
+        else:
+            batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
         observations: list[Observation] = []
         sampled: dict[str, int] = {}
@@ -113,7 +120,11 @@ class Observer:
             self._observe(runtime, assembler.flush(), now, observations, sampled)
             read_to = batch.cursor
         else:
-            read_to = await self._observe_batch(runtime, assembler, batch, cursor, now, observations, sampled)
+            read_to, cut_at = await self._observe_batch(
+                runtime, assembler, batch, cursor, now, observations, sampled
+            )
+            if cut_at is not None:
+                self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
         keep = _cursor_to_keep(assembler, read_to)
         if not observations and keep == stored:
             assembler.read_cursor = read_to
@@ -133,6 +144,7 @@ class Observer:
         except StoreError:
             # Nothing of this batch is stored: forget what was assembled, read it all again from `stored`.
             runtime.assemblers.pop(source.source_id, None)
+            self._rests.pop(source.source_id, None)
             raise
         assembler.read_cursor = read_to
         await self._storms.counted(flow, service, ingested, now)
@@ -149,14 +161,15 @@ class Observer:
         now: float,
         observations: list[Observation],
         sampled: dict[str, int],
-    ) -> str:
+    ) -> tuple[str, int | None]:
         """Assemble and fingerprint the batch chunk by chunk, yielding to the loop in between; once
-        `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at."""
+        `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at,
+        and the index of the first line left (None when the whole batch was done)."""
         lines = batch.lines
         if batch.resume is None:  # it cannot be cut: all of it, now
             records = assembler.feed(lines, now, read_from=read_from)
             self._observe(runtime, records, now, observations, sampled)
-            return batch.cursor
+            return batch.cursor, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_BUDGET_S
         start = 0
@@ -167,11 +180,11 @@ class Observer:
             )
             self._observe(runtime, records, now, observations, sampled)
             if end >= len(lines):
-                return batch.cursor
+                return batch.cursor, None
             start = end
             if loop.time() >= deadline:
                 self._backlog = True
-                return batch.resume(start)  # a flood: the rest is read by the next poll, soon
+                return batch.resume(start), start  # a flood: the next poll goes on with the rest, soon
             await asyncio.sleep(0)  # a big batch leaves the loop to the timers between chunks
 
     def _observe(
@@ -204,6 +217,12 @@ class _Shifted:
 
     def __call__(self, index: int) -> str:
         return self.resume(self.start + index)
+
+
+def _rest_of(batch: SourceBatch, start: int) -> SourceBatch:
+    """The lines of `batch` from `start` on, resuming as the batch does."""
+    assert batch.resume is not None
+    return SourceBatch(lines=batch.lines[start:], cursor=batch.cursor, resume=_Shifted(batch.resume, start))
 
 
 def chunk_end(batch: SourceBatch, wanted: int) -> int:
