@@ -114,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(LogFormat.TEXT, level=log_level(args.verbose, daemon=args.command == "run"))
+    level = log_level(args.verbose, daemon=args.command == "run")
+    configure_logging(LogFormat.TEXT, level=level)
+    quiet_libraries(level)
     streams = sys.stdout, sys.stderr
     # Everything the CLI prints passes bot.redact; the history and audit exports are redacted field by
     # field as they are rendered (bot.audit_export.render), which keeps commit ids readable.
@@ -132,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         sys.stdout, sys.stderr = streams
+
+
+# Libraries that say at INFO what healbot does every second (APScheduler: two lines per poll; httpx: one per
+# Telegram call, URL and token included): only their warnings, unless -vv.
+CHATTY_LIBRARIES = ("apscheduler", "httpx", "httpcore", "telegram")
+
+
+def quiet_libraries(level: int) -> None:
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else logging.WARNING)
 
 
 def log_level(verbose: int, *, daemon: bool) -> int:
