@@ -14,7 +14,6 @@ import sys
 import tempfile
 import textwrap
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,33 +24,19 @@ from bot.interfaces import SandboxSettings
 from bot.models import Edit, Fix, FixKind, Risk
 from healers.sandbox import Sandbox, scratch_copy
 from healers.sandbox_paths import ETC_WHITELIST, minimal, toolchain, visible_path_entries
-from tests.fakes.hostile_check import (
+from tests.fakes.hostile_check import (  # noqa: F401 (the repo and marker fixtures)
     FORK_BOMB,
     NOBODY,
     OUTLIVER,
     attempt,
     bwrap_binary,
-    check_repo,
     context,
     hostile,
-    kill_marked,
     marked_processes,
+    marker_fixture,
     propose,
+    repo_fixture,
 )
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return check_repo(tmp_path)
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique argv word: every process a check starts carries it, so leftovers can be found."""
-    word = f"healbot-sandbox-marker-{uuid.uuid4().hex}"
-    yield word
-    kill_marked(word)
-
 
 # --- writes outside the tree --------------------------------------------------------------------------
 

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,28 +15,15 @@ from bot.models import Incident, IncidentState, Proposal, ProposalStatus
 from bot.render import candidate_line
 from bot.telegram import cards
 from tests.fakes.daemon_proc import HEALBOT
-from tests.fakes.hostile_check import (
+from tests.fakes.hostile_check import (  # noqa: F401 (the repo and marker fixtures)
     bwrap_binary,
-    check_repo,
     context,
     hostile,
-    kill_marked,
+    marker_fixture,
     propose,
+    repo_fixture,
 )
 from tests.fakes.world import toml_table
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return check_repo(tmp_path)
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique argv word: every process a check starts carries it, so leftovers can be found."""
-    word = f"healbot-sandbox-marker-{uuid.uuid4().hex}"
-    yield word
-    kill_marked(word)
 
 
 @pytest.mark.parametrize(

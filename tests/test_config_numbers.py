@@ -16,6 +16,7 @@ from bot.config import NUMBER_RANGES, load_config, number_range
 from bot.errors import ConfigError
 from tests.fakes.daemon_proc import HEALBOT
 from tests.helpers import make_repo
+from tests.test_config_policy import render
 
 # table -> key -> TOML value: a valid config that sets every numeric key
 BASE: dict[str, dict[str, str]] = {
@@ -70,15 +71,6 @@ MANAGER_TIMEOUT = ("services.web.manager", "timeout_s")
 
 # TOML spellings of values no key may take, each with how the error shows it
 HOSTILE_NUMBERS = ["nan", "inf", "-inf", "-1", "1e308", "18446744073709551616", "-0.0"]
-
-
-def render(tables: dict[str, dict[str, str]], repo: Path) -> str:
-    lines = []
-    for table, keys in tables.items():
-        lines.append(f"[{table}]")
-        lines.extend(f"{key} = {value.format(repo=repo)}" for key, value in keys.items())
-        lines.append("")
-    return "\n".join(lines)
 
 
 def with_value(table: str, key: str, value: str) -> dict[str, dict[str, str]]:

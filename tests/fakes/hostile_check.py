@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,3 +136,16 @@ subprocess.Popen(['setsid', 'sh', '-c', 'sleep 300; echo late > {late}', sys.arg
 subprocess.Popen(['sh', '-c', 'trap "" HUP TERM; sleep 300', sys.argv[1]], start_new_session=True)
 print('left two processes behind', flush=True)
 """
+
+
+@pytest.fixture(name="repo")
+def repo_fixture(tmp_path: Path) -> Path:
+    return check_repo(tmp_path)
+
+
+@pytest.fixture(name="marker")
+def marker_fixture() -> Iterator[str]:
+    """A unique argv word: every process a check starts carries it, so leftovers can be found."""
+    word = f"healbot-sandbox-marker-{uuid.uuid4().hex}"
+    yield word
+    kill_marked(word)
