@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from bot.models import (
 from bot.store import Observation, Store
 
 HEALBOT = str(Path(sys.executable).parent / "healbot")
-NOW = time.time()
+NOW = 1_796_300_000.0  # fixed, so parametrized test ids are the same in every collection (pytest-xdist)
 
 
 def healbot(*args: str) -> subprocess.CompletedProcess[str]:
