@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import main
 from bot.config import NUMBER_RANGES, load_config, number_range
 from bot.errors import ConfigError
 from tests.fakes.daemon_proc import HEALBOT
@@ -141,31 +142,59 @@ def _cli(command: str, config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_run_and_doctor_refuse_every_unbounded_number_without_a_traceback(tmp_path: Path, repo: Path) -> None:
-    """One hostile value per key through the real CLI: `run` exits 2 with a config error, `doctor` says
-    ✗ config with the same words; neither starts anything nor prints a traceback."""
-    jobs: list[tuple[str, str, str, Path]] = []
+def _in_process(command: str, config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main([command, "-c", str(config)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _hostile_configs(tmp_path: Path, repo: Path) -> list[tuple[str, str, Path]]:
+    """One hostile value per numeric key: (key, value, config file)."""
+    configs: list[tuple[str, str, Path]] = []
     for number, (table, key, range_key) in enumerate(NUMERIC):
         value = "0.5" if number_range(range_key).whole else ("nan" if number % 2 else "1e308")
         config = tmp_path / f"healbot-{number}.toml"
         config.write_text(render(with_value(table, key, value), repo))
-        jobs += [("run", f"{table}.{key}", value, config), ("doctor", f"{table}.{key}", value, config)]
+        configs.append((f"{table}.{key}", value, config))
     for number, value in enumerate(("nan", "inf", "0", "1e308")):  # read when the manager is built
         config = tmp_path / "manager" / f"healbot-{number}.toml"
         config.parent.mkdir(exist_ok=True)
         config.write_text(render(with_value(*MANAGER_TIMEOUT, value), repo))
-        jobs += [(command, ".".join(MANAGER_TIMEOUT), value, config) for command in ("run", "doctor")]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+        configs.append((".".join(MANAGER_TIMEOUT), value, config))
+    return configs
+
+
+def _assert_refused(command: str, key: str, value: str, code: int, output: str) -> None:
+    assert "Traceback" not in output, (command, key, value, output)
+    assert key in output and "at most" in output, (command, key, value, output)
+    if command == "run":
+        assert code == 2 and "config error" in output, (key, value, output)
+    else:
+        assert code == 1 and "✗ " in output, (key, value, output)
+
+
+def test_run_and_doctor_refuse_every_unbounded_number_without_a_traceback(
+    tmp_path: Path, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One hostile value per key through the CLI's entry point: `run` exits 2 with a config error, `doctor`
+    says ✗ config with the same words; neither starts anything nor prints a traceback."""
+    for key, value, config in _hostile_configs(tmp_path, repo):
+        for command in ("run", "doctor"):
+            _assert_refused(command, key, value, *_in_process(command, config, capsys))
+    assert not (tmp_path / "state").exists()  # a bad number in the file: not even the store was opened
+
+
+def test_the_installed_cli_refuses_unbounded_numbers_the_same_way(tmp_path: Path, repo: Path) -> None:
+    """The installed `healbot` program, on a sample of the keys above: the first of the table and the
+    manager's timeout (read only when the manager is built)."""
+    configs = _hostile_configs(tmp_path, repo)
+    sample = [configs[0], configs[len(NUMERIC)]]
+    jobs = [(command, key, value, config) for key, value, config in sample for command in ("run", "doctor")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda job: (job, _cli(job[0], job[3])), jobs))
     for (command, key, value, _), result in results:
-        output = result.stdout + result.stderr
-        assert "Traceback" not in output, (command, key, value, output)
-        assert key in output and "at most" in output, (command, key, value, output)
-        if command == "run":
-            assert result.returncode == 2 and "config error" in output, (key, value, output)
-        else:
-            assert result.returncode == 1 and "✗ " in output, (key, value, output)
-    assert not (tmp_path / "state").exists()  # a bad number in the file: not even the store was opened
+        _assert_refused(command, key, value, result.returncode, result.stdout + result.stderr)
+    assert not (tmp_path / "state").exists()
 
 
 def test_a_service_name_with_a_dot_has_its_numbers_checked(tmp_path: Path, repo: Path) -> None:
