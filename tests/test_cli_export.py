@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ from bot.models import (
 from bot.store import Observation, Store
 
 HEALBOT = str(Path(sys.executable).parent / "healbot")
-NOW = 1_796_300_000.0  # fixed, so parametrized test ids are the same in every collection (pytest-xdist)
+NOW = time.time()  # the CLI's --since counts back from the real clock
+# parse_since's cases: fixed, so parametrized test ids are the same in every collection (pytest-xdist)
+PARSE_NOW = 1_796_300_000.0
 
 
 def healbot(*args: str) -> subprocess.CompletedProcess[str]:
@@ -141,19 +144,19 @@ def test_history_unknown_service_and_bad_limit_are_errors(config: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("90s", NOW - 90),
-        ("30m", NOW - 1800),
-        ("2h", NOW - 7200),
-        ("7d", NOW - 7 * 86400),
+        ("90s", PARSE_NOW - 90),
+        ("30m", PARSE_NOW - 1800),
+        ("2h", PARSE_NOW - 7200),
+        ("7d", PARSE_NOW - 7 * 86400),
         ("2026-11-20", 1795132800.0),
         ("2026-11-20T08:00+01:00", 1795158000.0),
     ],
 )
 def test_parse_since(text: str, expected: float) -> None:
-    assert parse_since(text, now=NOW) == pytest.approx(expected)
+    assert parse_since(text, now=PARSE_NOW) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("text", ["", "2x", "-5m", "tomorrow"])
 def test_parse_since_rejects_nonsense(text: str) -> None:
     with pytest.raises(SinceError, match="neither a duration"):
-        parse_since(text, now=NOW)
+        parse_since(text, now=PARSE_NOW)
