@@ -24,7 +24,8 @@ from tests.test_playbooks import commit
 
 pytestmark = pytest.mark.real_cli
 
-IDLE_TIMEOUT_S = 2
+# long enough for the claude binary to print its first event on a busy machine (2 s was not, under load)
+IDLE_TIMEOUT_S = 5
 
 
 @pytest.fixture
