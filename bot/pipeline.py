@@ -52,6 +52,13 @@ __all__ = [
 
 log = logging.getLogger(LOGGER_NAME)
 
+
+def ledger_horizon_s(config: HealbotConfig) -> float:
+    """How far back error times are kept: as far as a verdict's "before" window may reach."""
+    windows = (s.health.window_s for s in config.services.values())
+    return max([policy.BASELINE_MAX_LOOKBACK_S, *windows]) + ErrorLedger.DEFAULT_BUCKET_S
+
+
 BREAKER_NOTICE_PREFIX = "breaker_notice:"
 # what a queued diagnosis may still start on (DIAGNOSING: resumed after a restart; FAILED: a retry)
 _DIAGNOSABLE = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.DIAGNOSIS_FAILED})
@@ -78,7 +85,8 @@ class Pipeline:
         self.services = services
         self.healers = healers
         self.clock = clock
-        self.ledger = ledger or ErrorLedger()
+        self.ledger = ledger or ErrorLedger(horizon_s=ledger_horizon_s(config))
+        self._restore_ledger()
         self._environ = dict(os.environ if environ is None else environ)
         self._tasks = BackgroundTasks(log, "background step")
         self._diagnosing: set[int] = set()  # queued or running
@@ -148,10 +156,32 @@ class Pipeline:
     async def poll_once(self) -> list[Incident]:
         """Read every source once, count errors into incidents, start diagnoses that are due."""
         touched = await self._observer.poll()
+        self.save_ledger()
         if self.auto_diagnose:
             for incident in touched:
                 self.maybe_diagnose(incident)
         return touched
+
+    # --- the error ledger, kept in the store -------------------------------------------------------
+
+    def _restore_ledger(self) -> None:
+        """The error times of the last hour or so, as saved before a restart: a "before" window that
+        reaches back past the restart still counts them."""
+        try:
+            self.store.prune_error_series(self.clock.now() - self.ledger.horizon_s)
+            self.ledger.restore(self.store.error_series())
+        except HealbotError as exc:
+            log.warning("error counts from before the restart not loaded: %s", exc)
+
+    def save_ledger(self) -> None:
+        """What the ledger counted since the last save goes to the store (one transaction, none when
+        nothing changed); a store that refuses is retried at the next save."""
+        changed, dropped = self.ledger.take_changes()
+        try:
+            self.store.save_error_series(changed, dropped)
+        except HealbotError as exc:
+            self.ledger.keep_changes(changed, dropped)
+            log.warning("error counts not saved (kept for the next poll): %s", exc)
 
     # --- diagnose ----------------------------------------------------------------------------------
 
