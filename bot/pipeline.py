@@ -216,6 +216,16 @@ class Pipeline:
         self.start_diagnosis(incident.id, f"diagnose-{incident.id}")
         return True
 
+    def diagnose_held(self) -> int:
+        """After a hold (/pause) is lifted: the open incidents it kept from their diagnosis get it now,
+        under the usual rules (throttle, mutes, caps). How many were started."""
+        if not self.auto_diagnose:
+            return 0
+        held = [
+            i for i in self.store.incidents(open_only=True, limit=10_000) if i.state is IncidentState.OPEN
+        ]
+        return sum(1 for incident in reversed(held) if self.maybe_diagnose(incident))  # oldest first
+
     def is_diagnosing(self, incident_id: int) -> bool:
         return incident_id in self._diagnosing
 

@@ -16,6 +16,7 @@ from bot.diagnose import diagnose
 from bot.errors import DiagnosisError, HealbotError, RunnerError
 from bot.evidence import collect_evidence
 from bot.faults import Step
+from bot.flow import gates
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.models import Candidate, Fix, Incident, IncidentState, Proposal, RunStats
 from bot.recent import most_frequent_error
@@ -193,12 +194,16 @@ async def diagnose_on_demand(flow: Flow, service: str, actor: str) -> tuple[Prop
             None,
             f"{service} has an incident being diagnosed or fixed right now; try again when it is done",
         )
-    incident = open_incidents[0] if open_incidents else None
+
+    def muted(fingerprint_key: str) -> bool:
+        return gates.is_muted(flow.store, fingerprint_key, flow.clock.now())
+
+    incident = next((i for i in open_incidents if not muted(i.fingerprint)), None)
     if incident is None:
         paths = [*runtime.cfg.logs, *(Path(p) for p in runtime.manager.log_paths())]
-        recent, _ = await asyncio.to_thread(most_frequent_error, service, paths)
+        recent, _ = await asyncio.to_thread(most_frequent_error, service, paths, skip=muted)
         if recent is None:
-            return None, f"no errors in {service}'s recent logs: nothing to diagnose"
+            return None, f"no errors in {service}'s recent logs (muted ones left out): nothing to diagnose"
         now = flow.clock.now()
         [ingested] = flow.store.ingest(
             f"ondemand:{service}",
