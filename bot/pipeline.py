@@ -343,6 +343,16 @@ class Pipeline:
         error in the tails of its logs. Read-only until someone approves the resulting proposal."""
         return await diagnosis.diagnose_on_demand(self, service, actor)
 
+    async def diagnose_again(self, proposal_token: str, actor: str) -> str:
+        """Diagnose again on a card whose fix was reverted, now, without the reverted fix."""
+        target, message = await diagnosis.diagnose_again(self, proposal_token, actor)
+        if target is not None:
+            self.start_diagnosis(target, f"diagnose-again-{target}")
+        return message
+
+    def offers_diagnose_again(self, incident: Incident) -> bool:
+        return diagnosis.offers_diagnose_again(self, incident)
+
     async def revert_change(self, change_id: int, actor: str) -> str:
         """Operator-requested undo of a healbot commit: exactly that commit, then restart."""
         return await apply.revert_by_operator(self, change_id, actor)
