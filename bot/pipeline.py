@@ -185,7 +185,7 @@ class Pipeline:
 
     # --- diagnose ----------------------------------------------------------------------------------
 
-    def maybe_diagnose(self, incident: Incident) -> bool:
+    def maybe_diagnose(self, incident: Incident, *, throttled: bool = True) -> bool:
         if incident.state is not IncidentState.OPEN or incident.id in self._diagnosing:
             return False
         if policy.is_storm(incident.fingerprint):
@@ -206,7 +206,7 @@ class Pipeline:
             self.spawn(self._escalate_once(incident, breaker), f"escalate-{incident.id}")
             return False
         last = self.store.last_diagnosis_at(incident.service, incident.fingerprint)
-        if not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
+        if throttled and not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
             return False
         budget = self._diagnoses_budget()
         now = self.clock.now()
@@ -218,13 +218,20 @@ class Pipeline:
 
     def diagnose_held(self) -> int:
         """After a hold (/pause) is lifted: the open incidents it kept from their diagnosis get it now,
-        under the usual rules (throttle, mutes, caps). How many were started."""
+        under the usual rules (throttle, mutes, caps, breakers); one whose own diagnosis ended in the
+        hold, without a card, is not throttled by it. How many were started."""
         if not self.auto_diagnose:
             return 0
         held = [
             i for i in self.store.incidents(open_only=True, limit=10_000) if i.state is IncidentState.OPEN
         ]
-        return sum(1 for incident in reversed(held) if self.maybe_diagnose(incident))  # oldest first
+        started = 0
+        for incident in reversed(held):  # oldest first
+            unshown = (
+                incident.last_diagnosed_at is not None and self.store.latest_proposal(incident.id) is None
+            )
+            started += self.maybe_diagnose(incident, throttled=not unshown)
+        return started
 
     def is_diagnosing(self, incident_id: int) -> bool:
         return incident_id in self._diagnosing

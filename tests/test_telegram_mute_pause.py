@@ -4,9 +4,15 @@ brings the cards of the incidents that opened while paused."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
+from bot.models import IncidentState
 from tests.fakes.telegram_world import (  # noqa: F401
+    ANSWER,
     APPROVER,
     CHAT,
     TelegramWorld,
@@ -64,3 +70,35 @@ async def test_an_incident_first_seen_while_paused_got_no_card_after_resume(tele
     card = await world.card()  # without the error recurring
     assert f"#{incident.id} svc" in card.text
     assert world.store.incident(incident.id).count == 1
+
+
+async def test_a_diagnosis_that_ended_in_the_pause_got_no_card_after_resume(telegram_world) -> None:  # type: ignore[no-untyped-def]
+    asked, answer_now = threading.Event(), threading.Event()
+
+    def held_answer(body: Mapping[str, Any]) -> object:
+        asked.set()
+        answer_now.wait(20)
+        return ANSWER
+
+    world: TelegramWorld = await telegram_world(held_answer)
+    await world.start_daemon()
+    await world.connected()
+    world.append(traceback_lines(world.repo))
+    await until(asked.is_set, 30, "the diagnosis asking Claude")
+    world.bot_api.command(APPROVER, CHAT, "/pause 2h")
+    await world.text_in(CHAT, "paused until")
+    answer_now.set()
+    [incident] = world.store.incidents()
+    await until(
+        lambda: (
+            world.store.incident(incident.id).state is IncidentState.OPEN
+            and not world.pipeline.is_diagnosing(incident.id)
+        ),
+        30,
+        "the diagnosis ended in the pause",
+    )
+    assert world.cards() == [] and world.store.pending_proposals() == []
+
+    world.bot_api.command(APPROVER, CHAT, "/resume")
+    card = await world.card()
+    assert f"#{incident.id} svc" in card.text
