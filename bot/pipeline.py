@@ -52,16 +52,15 @@ __all__ = [
 
 log = logging.getLogger(LOGGER_NAME)
 
+BREAKER_NOTICE_PREFIX = "breaker_notice:"
+# what a queued diagnosis may still start on (DIAGNOSING: resumed after a restart; FAILED: a retry)
+_DIAGNOSABLE = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.DIAGNOSIS_FAILED})
+
 
 def ledger_horizon_s(config: HealbotConfig) -> float:
     """How far back error times are kept: as far as a verdict's "before" window may reach."""
     windows = (s.health.window_s for s in config.services.values())
     return max([policy.BASELINE_MAX_LOOKBACK_S, *windows]) + ErrorLedger.DEFAULT_BUCKET_S
-
-
-BREAKER_NOTICE_PREFIX = "breaker_notice:"
-# what a queued diagnosis may still start on (DIAGNOSING: resumed after a restart; FAILED: a retry)
-_DIAGNOSABLE = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.DIAGNOSIS_FAILED})
 
 
 class Pipeline:
