@@ -13,13 +13,14 @@ import http.client
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bot.config import HealthConfig
 from bot.interfaces import ServiceManager
 from bot.models import HealthSnapshot, ServiceState, Verdict
+from bot.store.error_counts import ErrorSeries
 
 NO_HTTP_ANSWER = 0  # http_status when the URL was probed but no HTTP answer came (refused, timeout, …)
 _HTTP_BODY_LIMIT = 64 * 1024
@@ -44,13 +45,18 @@ class ErrorLedger:
     counters per `bucket_s`, so windows are exact to within one bucket for very frequent errors), at
     most `max_fingerprints` fingerprints per service (the least recently seen goes first), and nothing
     older than `horizon_s` before the newest record. Thread-safe.
+
+    What changed since the last `take_changes` is handed out for the store to keep, and `restore` loads
+    it again after a daemon restart, so a verdict counts the errors seen before the restart.
     """
+
+    DEFAULT_BUCKET_S = 10.0
 
     def __init__(
         self,
         *,
         max_timestamps: int = 512,
-        bucket_s: float = 10.0,
+        bucket_s: float = DEFAULT_BUCKET_S,
         horizon_s: float = 24 * 3600.0,
         max_fingerprints: int = 1000,
     ) -> None:
@@ -70,6 +76,8 @@ class ErrorLedger:
         self._newest = float("-inf")
         self._pruned_at = float("-inf")
         self._lock = threading.Lock()
+        self._changed: set[tuple[str, str]] = set()  # (service, fingerprint) not yet saved
+        self._dropped: set[tuple[str, str]] = set()  # evicted or pruned, not yet deleted from the store
 
     def record(self, service: str, fingerprint: str, at: float) -> None:
         with self._lock:
@@ -77,10 +85,14 @@ class ErrorLedger:
             series = by_fingerprint.get(fingerprint)
             if series is None:
                 if len(by_fingerprint) >= self.max_fingerprints:
-                    by_fingerprint.popitem(last=False)  # O(1): a flood of new kinds must not cost O(n) each
+                    # O(1): a flood of new kinds must not cost O(n) each
+                    evicted, _ = by_fingerprint.popitem(last=False)
+                    self._drop((service, evicted))
                 series = by_fingerprint[fingerprint] = _Series(deque(maxlen=self.max_timestamps))
+                self._dropped.discard((service, fingerprint))
             else:
                 by_fingerprint.move_to_end(fingerprint)
+            self._changed.add((service, fingerprint))
             if len(series.recent) == self.max_timestamps:
                 folded = series.recent.popleft()
                 index = int(folded // self.bucket_s)
@@ -113,18 +125,76 @@ class ErrorLedger:
                 for series in by_fingerprint.values()
             )
 
+    # --- persistence: the store keeps what the verdict's "before" window needs over a daemon restart ----
+
+    def restore(self, kept: Iterable[ErrorSeries]) -> None:
+        """Load series saved from `take_changes`, within the ledger's bounds (the most recently seen
+        fingerprints are kept); what is already held in memory wins."""
+        with self._lock:
+            for item in sorted(kept, key=lambda series: series.last_seen):
+                by_fingerprint = self._series.setdefault(item.service, OrderedDict())
+                if item.fingerprint in by_fingerprint:
+                    continue
+                recent = deque(sorted(item.recent)[-self.max_timestamps :], maxlen=self.max_timestamps)
+                by_fingerprint[item.fingerprint] = _Series(recent, dict(item.buckets), item.last_seen)
+                while len(by_fingerprint) > self.max_fingerprints:
+                    evicted, _ = by_fingerprint.popitem(last=False)
+                    self._drop((item.service, evicted))
+                self._newest = max(self._newest, item.last_seen)
+            self._prune()
+
+    def take_changes(self) -> tuple[list[ErrorSeries], list[tuple[str, str]]]:
+        """The series recorded or pruned since the last call, and the (service, fingerprint) pairs
+        dropped; the caller saves them. `keep_changes` puts them back when that failed."""
+        with self._lock:
+            changed: list[ErrorSeries] = []
+            for service, fingerprint in sorted(self._changed):
+                by_fingerprint = self._series.get(service)
+                series = by_fingerprint.get(fingerprint) if by_fingerprint is not None else None
+                if series is not None:
+                    changed.append(
+                        ErrorSeries(
+                            service,
+                            fingerprint,
+                            series.last_seen,
+                            tuple(series.recent),
+                            tuple(sorted(series.buckets.items())),
+                        )
+                    )
+            dropped = sorted(self._dropped)
+            self._changed.clear()
+            self._dropped.clear()
+            return changed, dropped
+
+    def keep_changes(self, changed: Iterable[ErrorSeries], dropped: Iterable[tuple[str, str]]) -> None:
+        """Saving what `take_changes` gave failed: it is taken again next time."""
+        with self._lock:
+            for item in changed:
+                self._changed.add((item.service, item.fingerprint))
+            for key in dropped:
+                if key[1] not in self._series.get(key[0], {}):
+                    self._dropped.add(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self._changed.discard(key)
+        self._dropped.add(key)
+
     def _prune(self) -> None:
         cutoff = self._newest - self.horizon_s
         for service in list(self._series):
             by_fingerprint = self._series[service]
             for fingerprint in list(by_fingerprint):
                 series = by_fingerprint[fingerprint]
+                stale = [i for i in series.buckets if (i + 1) * self.bucket_s <= cutoff]
+                if stale or (series.recent and series.recent[0] < cutoff):
+                    self._changed.add((service, fingerprint))
                 while series.recent and series.recent[0] < cutoff:
                     series.recent.popleft()
-                for index in [i for i in series.buckets if (i + 1) * self.bucket_s <= cutoff]:
+                for index in stale:
                     del series.buckets[index]
                 if not series.recent and not series.buckets:
                     del by_fingerprint[fingerprint]
+                    self._drop((service, fingerprint))
             if not by_fingerprint:
                 del self._series[service]
         self._pruned_at = self._newest

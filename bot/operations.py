@@ -81,9 +81,12 @@ def pause(pipeline: Pipeline, actor: str, duration_s: float | None) -> float:
 
 
 def resume(pipeline: Pipeline, actor: str) -> bool:
-    """Lift the pause; returns whether healbot was paused."""
+    """Lift the pause; returns whether healbot was paused. The incidents held back meanwhile are
+    diagnosed now (each as if seen again), not only when they recur."""
     was_paused = pipeline.is_paused()
     pipeline.store.set_setting(policy.PAUSED_UNTIL, None, actor=actor, at=pipeline.clock.now())
+    if was_paused:
+        pipeline.diagnose_held()
     return was_paused
 
 

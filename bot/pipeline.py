@@ -57,6 +57,12 @@ BREAKER_NOTICE_PREFIX = "breaker_notice:"
 _DIAGNOSABLE = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSING, IncidentState.DIAGNOSIS_FAILED})
 
 
+def ledger_horizon_s(config: HealbotConfig) -> float:
+    """How far back error times are kept: as far as a verdict's "before" window may reach."""
+    windows = (s.health.window_s for s in config.services.values())
+    return max([policy.BASELINE_MAX_LOOKBACK_S, *windows]) + ErrorLedger.DEFAULT_BUCKET_S
+
+
 class Pipeline:
     def __init__(
         self,
@@ -78,7 +84,8 @@ class Pipeline:
         self.services = services
         self.healers = healers
         self.clock = clock
-        self.ledger = ledger or ErrorLedger()
+        self.ledger = ledger or ErrorLedger(horizon_s=ledger_horizon_s(config))
+        self._restore_ledger()
         self._environ = dict(os.environ if environ is None else environ)
         self._tasks = BackgroundTasks(log, "background step")
         self._diagnosing: set[int] = set()  # queued or running
@@ -148,14 +155,36 @@ class Pipeline:
     async def poll_once(self) -> list[Incident]:
         """Read every source once, count errors into incidents, start diagnoses that are due."""
         touched = await self._observer.poll()
+        self.save_ledger()
         if self.auto_diagnose:
             for incident in touched:
                 self.maybe_diagnose(incident)
         return touched
 
+    # --- the error ledger, kept in the store -------------------------------------------------------
+
+    def _restore_ledger(self) -> None:
+        """The error times of the last hour or so, as saved before a restart: a "before" window that
+        reaches back past the restart still counts them."""
+        try:
+            self.store.prune_error_series(self.clock.now() - self.ledger.horizon_s)
+            self.ledger.restore(self.store.error_series())
+        except HealbotError as exc:
+            log.warning("error counts from before the restart not loaded: %s", exc)
+
+    def save_ledger(self) -> None:
+        """What the ledger counted since the last save goes to the store (one transaction, none when
+        nothing changed); a store that refuses is retried at the next save."""
+        changed, dropped = self.ledger.take_changes()
+        try:
+            self.store.save_error_series(changed, dropped)
+        except HealbotError as exc:
+            self.ledger.keep_changes(changed, dropped)
+            log.warning("error counts not saved (kept for the next poll): %s", exc)
+
     # --- diagnose ----------------------------------------------------------------------------------
 
-    def maybe_diagnose(self, incident: Incident) -> bool:
+    def maybe_diagnose(self, incident: Incident, *, throttled: bool = True) -> bool:
         if incident.state is not IncidentState.OPEN or incident.id in self._diagnosing:
             return False
         if policy.is_storm(incident.fingerprint):
@@ -176,7 +205,7 @@ class Pipeline:
             self.spawn(self._escalate_once(incident, breaker), f"escalate-{incident.id}")
             return False
         last = self.store.last_diagnosis_at(incident.service, incident.fingerprint)
-        if not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
+        if throttled and not policy.should_diagnose(last, self.clock.now(), self.config.diagnose_every_s):
             return False
         budget = self._diagnoses_budget()
         now = self.clock.now()
@@ -185,6 +214,23 @@ class Pipeline:
         budget.charge(incident.service, now)
         self.start_diagnosis(incident.id, f"diagnose-{incident.id}")
         return True
+
+    def diagnose_held(self) -> int:
+        """After a hold (/pause) is lifted: the open incidents it kept from their diagnosis get it now,
+        under the usual rules (throttle, mutes, caps, breakers); one whose own diagnosis ended in the
+        hold, without a card, is not throttled by it. How many were started."""
+        if not self.auto_diagnose:
+            return 0
+        held = [
+            i for i in self.store.incidents(open_only=True, limit=10_000) if i.state is IncidentState.OPEN
+        ]
+        started = 0
+        for incident in reversed(held):  # oldest first
+            unshown = (
+                incident.last_diagnosed_at is not None and self.store.latest_proposal(incident.id) is None
+            )
+            started += self.maybe_diagnose(incident, throttled=not unshown)
+        return started
 
     def is_diagnosing(self, incident_id: int) -> bool:
         return incident_id in self._diagnosing
@@ -302,6 +348,16 @@ class Pipeline:
         """`/diagnose SERVICE`: diagnose its open incident now (ignoring the throttle), else the commonest
         error in the tails of its logs. Read-only until someone approves the resulting proposal."""
         return await diagnosis.diagnose_on_demand(self, service, actor)
+
+    async def diagnose_again(self, proposal_token: str, actor: str) -> str:
+        """Diagnose again on a card whose fix was reverted, now, without the reverted fix."""
+        target, message = await diagnosis.diagnose_again(self, proposal_token, actor)
+        if target is not None:
+            self.start_diagnosis(target, f"diagnose-again-{target}")
+        return message
+
+    def offers_diagnose_again(self, incident: Incident) -> bool:
+        return diagnosis.offers_diagnose_again(self, incident)
 
     async def revert_change(self, change_id: int, actor: str) -> str:
         """Operator-requested undo of a healbot commit: exactly that commit, then restart."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,13 @@ def _tail_lines(path: Path, tail_bytes: int) -> list[LogLine]:
 
 
 def most_frequent_error(
-    service: str, paths: Sequence[Path], tail_bytes: int = DEFAULT_TAIL_BYTES
+    service: str,
+    paths: Sequence[Path],
+    tail_bytes: int = DEFAULT_TAIL_BYTES,
+    skip: Callable[[str], bool] = lambda key: False,
 ) -> tuple[RecentError | None, list[str]]:
-    """Return the commonest error group in the tails of `paths`, and the paths that could not be read."""
+    """Return the commonest error group in the tails of `paths` whose fingerprint key is not `skip`ped
+    (a muted one), and the paths that could not be read."""
     counts: Counter[str] = Counter()
     latest: dict[str, tuple[Fingerprint, str]] = {}
     skipped: list[str] = []
@@ -51,7 +55,7 @@ def most_frequent_error(
         now = time.time()
         for record in assembler.feed(lines, now) + assembler.flush():
             fp = fingerprint(record)
-            if fp.is_error:
+            if fp.is_error and not skip(fp.key):
                 counts[fp.key] += 1
                 latest[fp.key] = (fp, record.text)
     if not counts:

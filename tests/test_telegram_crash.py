@@ -67,11 +67,17 @@ def test_a_kill_right_after_a_card_send_left_two_live_cards(
             live = [m for m in card_copies(bot_api) if m.reply_markup]
             assert [m.message_id for m in live] == [card_copies(bot_api)[1].message_id]
             bot_api.press(APPROVER, CHAT, live[0].message_id, text="Approve #1")
-            wait_until(
-                lambda: "→ committed" in bot_api.message(CHAT, live[0].message_id).text,
+            verdict = wait_until(
+                lambda: (
+                    (text := bot_api.message(CHAT, live[0].message_id).text)
+                    and ("kept committed" in text or "please decide" in text)
+                    and text
+                ),
                 60,
-                what="the approved fix committed, on the live card",
+                what="the verdict on the live card",
             )
+            # the error counted before the kill is the verdict's baseline after it (issue 17.1)
+            assert "kept committed" in verdict and "better" in verdict, verdict
         finally:
             assert again.stop() == 0, again.output()
         assert "retired the buttons of 1 earlier copy" in again.output()

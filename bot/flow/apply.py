@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from bot import faults, policy
@@ -268,7 +269,18 @@ async def _revert(
         f"(errors before {before.errors_total}, with the fix {after.errors_total}, after the revert {recovered.errors_total})"
     )
     await flow.channel.progress(incident, text)
+    await flow.channel.progress(incident, what_next_after_revert(flow, incident))
     return FlowResult(incident.id, change, Verdict.WORSE, "reverted", text)
+
+
+def what_next_after_revert(flow: Flow, incident: Incident) -> str:
+    """The original error comes back with the revert; say when healbot looks at it again by itself."""
+    last = flow.store.last_diagnosis_at(incident.service, incident.fingerprint)
+    again_at = (flow.clock.now() if last is None else last) + flow.config.diagnose_every_s
+    return (
+        f"next: if the error comes back it is diagnosed again from {time.strftime('%H:%M', time.localtime(again_at))}; "
+        f"Diagnose again (or /diagnose {incident.service}) proposes anew now, without this fix"
+    )
 
 
 async def _needs_human(

@@ -16,6 +16,7 @@ from bot.diagnose import diagnose
 from bot.errors import DiagnosisError, HealbotError, RunnerError
 from bot.evidence import collect_evidence
 from bot.faults import Step
+from bot.flow import gates
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.models import Candidate, Fix, Incident, IncidentState, Proposal, RunStats
 from bot.recent import most_frequent_error
@@ -24,6 +25,10 @@ from bot.store import Observation
 log = logging.getLogger(LOGGER_NAME)
 
 DIAGNOSIS_RETRIES = 3
+REVERTED_SHOWN = 3  # reverted fixes named in the prompt, the newest
+REVERTED_DIFF_CHARS = 1500
+DIAGNOSE_AGAIN_PREFIX = "diagnose_again:"  # setting per reverted incident: who pressed Diagnose again
+_DIAGNOSABLE_AGAIN = frozenset({IncidentState.OPEN, IncidentState.DIAGNOSIS_FAILED})
 
 
 async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | None:
@@ -32,7 +37,8 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
     runtime = flow.runtime(incident.service)
     cfg = runtime.cfg
     await flow.channel.progress(incident, "diagnosing (read-only)…")
-    past = flow.store.past_outcomes(incident.service, incident.fingerprint)
+    reverted = flow.store.reverted_candidates(incident.service, incident.fingerprint)
+    past = [*flow.store.past_outcomes(incident.service, incident.fingerprint), *_reverted_lines(reverted)]
     try:
         evidence = await asyncio.to_thread(
             collect_evidence,
@@ -67,10 +73,11 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
 
     fresh = _not_reverted_before(flow, incident, result.fixes)
     candidates, problems = await _materialise(flow, runtime, fresh, evidence.head)
+    repeated = [c for c in candidates if _same_diff_as(c, reverted)]
+    candidates = _ranked([c for c in candidates if c not in repeated])
     problems += [
         f"#{f.rank} {flow.scrub(f.title)[:60]}: was applied before and reverted; not proposed again"
-        for f in result.fixes
-        if f not in fresh
+        for f in [*(f for f in result.fixes if f not in fresh), *(c.fix for c in repeated)]
     ]
     faults.hit(Step.WORKTREE_PREPARED)
     if not candidates:
@@ -119,6 +126,38 @@ async def _offer_playbooks(
     proposal = _store_proposal(flow, incident.id, head, candidates, summary)
     await flow.channel.present(flow.store.incident(incident.id), proposal)
     return proposal
+
+
+def _reverted_lines(reverted: list[Candidate]) -> list[str]:
+    """The fixes applied and reverted for this error, diff and all, so that Claude does not offer them
+    again (the bot refuses them anyway)."""
+    return [
+        f"TRIED AND REVERTED, do not propose again: {c.fix.kind.value} {c.fix.title!r}"
+        + (f"; its diff was:\n{c.diff[:REVERTED_DIFF_CHARS]}" if c.diff else "")
+        for c in reverted[-REVERTED_SHOWN:]
+    ]
+
+
+def _same_diff_as(candidate: Candidate, reverted: list[Candidate]) -> bool:
+    """The change itself, however the edits were worded: what a reverted candidate's diff changed."""
+    if not candidate.diff:
+        return False
+    body = _diff_body(candidate.diff)
+    return any(old.diff and _diff_body(old.diff) == body for old in reverted)
+
+
+def _diff_body(diff: str) -> list[str]:
+    # blob ids and hunk positions move with the base commit; the changed lines do not
+    return [
+        "@@" if line.startswith("@@") else line for line in diff.splitlines() if not line.startswith("index ")
+    ]
+
+
+def _ranked(candidates: list[Candidate]) -> list[Candidate]:
+    return [
+        dataclasses.replace(c, fix=dataclasses.replace(c.fix, rank=rank))
+        for rank, c in enumerate(candidates, start=1)
+    ]
 
 
 def _not_reverted_before(flow: Flow, incident: Incident, fixes: tuple[Fix, ...]) -> tuple[Fix, ...]:
@@ -193,12 +232,16 @@ async def diagnose_on_demand(flow: Flow, service: str, actor: str) -> tuple[Prop
             None,
             f"{service} has an incident being diagnosed or fixed right now; try again when it is done",
         )
-    incident = open_incidents[0] if open_incidents else None
+
+    def muted(fingerprint_key: str) -> bool:
+        return gates.is_muted(flow.store, fingerprint_key, flow.clock.now())
+
+    incident = next((i for i in open_incidents if not muted(i.fingerprint)), None)
     if incident is None:
         paths = [*runtime.cfg.logs, *(Path(p) for p in runtime.manager.log_paths())]
-        recent, _ = await asyncio.to_thread(most_frequent_error, service, paths)
+        recent, _ = await asyncio.to_thread(most_frequent_error, service, paths, skip=muted)
         if recent is None:
-            return None, f"no errors in {service}'s recent logs: nothing to diagnose"
+            return None, f"no errors in {service}'s recent logs (muted ones left out): nothing to diagnose"
         now = flow.clock.now()
         [ingested] = flow.store.ingest(
             f"ondemand:{service}",
@@ -213,3 +256,49 @@ async def diagnose_on_demand(flow: Flow, service: str, actor: str) -> tuple[Prop
     if proposal is None:
         return None, flow.store.incident(incident.id).error or "the diagnosis produced no proposal"
     return proposal, f"diagnosed #{incident.id}: {len(proposal.candidates)} candidate(s)"
+
+
+def offers_diagnose_again(flow: Flow, incident: Incident) -> bool:
+    """A card whose fix was reverted offers Diagnose again, until someone presses it."""
+    return (
+        incident.state is IncidentState.REVERTED
+        and flow.store.get_setting(f"{DIAGNOSE_AGAIN_PREFIX}{incident.id}") is None
+    )
+
+
+async def diagnose_again(flow: Flow, proposal_token: str, actor: str) -> tuple[int | None, str]:
+    """Diagnose again on a card whose fix was reverted: the error's open incident (the error came back),
+    or else the reverted incident, opened again. The reverted fix is left out of the new proposal.
+    The incident to diagnose (None: nothing is done), and what to tell the person."""
+    proposal = flow.store.proposal_by_token(proposal_token)
+    if proposal is None:
+        return None, "unknown proposal: nothing was done"
+    incident = flow.store.incident(proposal.incident_id)
+    latest = flow.store.latest_proposal(incident.id)
+    asked = flow.store.get_setting(f"{DIAGNOSE_AGAIN_PREFIX}{incident.id}")
+    if asked is not None:
+        return None, f"already asked by {asked}: see the newer card"
+    if incident.state is not IncidentState.REVERTED or latest is None or latest.id != proposal.id:
+        return None, f"nothing to diagnose again: #{incident.id} is {incident.state.value}"
+    hold = flow.hold_reason()
+    if hold is not None:
+        return None, f"{hold}: nothing was done"
+    now = flow.clock.now()
+    reopened = [
+        i
+        for i in flow.store.incidents(open_only=True, service=incident.service)
+        if i.fingerprint == incident.fingerprint
+    ]
+    if reopened and reopened[0].state not in _DIAGNOSABLE_AGAIN:
+        return None, f"#{reopened[0].id}, the same error, is {reopened[0].state.value}: nothing was done"
+    flow.store.set_setting(f"{DIAGNOSE_AGAIN_PREFIX}{incident.id}", actor, actor=actor, at=now)
+    if reopened:
+        target = reopened[0]
+    else:
+        target = flow.store.set_state(
+            incident.id, IncidentState.OPEN, at=now, actor=actor, detail="diagnose again after the revert"
+        )
+    await flow.channel.progress(
+        incident, f"diagnosing #{target.id} again, asked by {actor}; the reverted fix is left out"
+    )
+    return target.id, f"diagnosing #{target.id} again (read-only); the reverted fix is left out"

@@ -14,6 +14,7 @@ log (UPDATE and DELETE on it are refused by triggers).
     retries      retries of a failed diagnosis
     proposals    proposals and decisions
     changes      changes, baselines and outcomes
+    error_counts the error times per fingerprint behind a verdict's baseline
     outbox       the chat outbox
     progress     the progress lines of the incident cards
     clusters     template clusters
@@ -29,6 +30,7 @@ from bot.store.backups import BACKUP_DIR, BACKUP_KEEP, backups
 from bot.store.changes import ChangeQueries
 from bot.store.children import ChildQueries, ClaudeChild
 from bot.store.clusters import CLUSTER_KEEP_DAYS, ClusterQueries
+from bot.store.error_counts import ErrorCountQueries, ErrorSeries
 from bot.store.incidents import SAMPLE_CAP_CHARS, IncidentQueries, Ingested, Observation
 from bot.store.maintenance import MaintenanceQueries
 from bot.store.migrations import MIGRATIONS
@@ -47,6 +49,7 @@ __all__ = [
     "PROGRESS_LINE_CAP",
     "SAMPLE_CAP_CHARS",
     "ClaudeChild",
+    "ErrorSeries",
     "Ingested",
     "Observation",
     "OutboxItem",
@@ -60,6 +63,7 @@ class Store(
     RetryQueries,
     ProposalQueries,
     ChangeQueries,
+    ErrorCountQueries,
     OutboxQueries,
     ProgressQueries,
     ClusterQueries,

@@ -188,6 +188,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN planned_commit TEXT;
     ALTER TABLE changes ADD COLUMN planned_revert TEXT;
     """,
+    # 10: the error times per fingerprint of the last hour or so, so the "before" window of a verdict
+    # survives a daemon restart (bounded by bot.health.ErrorLedger)
+    """
+    CREATE TABLE error_counts (
+        service TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        last_seen REAL NOT NULL,
+        recent BLOB NOT NULL,
+        buckets TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (service, fingerprint)
+    );
+    """,
 )
 
 

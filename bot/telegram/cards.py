@@ -53,6 +53,7 @@ class CardAction(enum.StrEnum):
     REJECT = "r"
     DETAILS = "d"
     SNOOZE = "s"
+    DIAGNOSE = "g"  # diagnose again after a revert
     REVERT = "v"  # confirm a /revert
     CANCEL = "c"  # cancel a /revert
 
@@ -70,7 +71,7 @@ class Callback:
 
 _TOKEN = r"[A-Za-z0-9_-]{1,32}"  # noqa: S105 (a pattern for proposal tokens)
 _APPROVE = re.compile(rf"a([1-9]):({_TOKEN}):([0-9a-f]{{{DIGEST_PREFIX}}})")
-_SIMPLE = re.compile(rf"([rds]):({_TOKEN})")
+_SIMPLE = re.compile(rf"([rdsg]):({_TOKEN})")
 _CHANGE = re.compile(r"([vc]):([0-9]{1,12})")
 
 
@@ -286,12 +287,22 @@ def card_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([approve_row, rest] if approve_row else [rest])
 
 
+def diagnose_again_keyboard(proposal: Proposal) -> InlineKeyboardMarkup:
+    data = proposal_data(CardAction.DIAGNOSE, proposal)
+    return InlineKeyboardMarkup([[InlineKeyboardButton("Diagnose again", callback_data=data)]])
+
+
 def build_card(
-    incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool, host: str = ""
+    incident: Incident,
+    proposal: Proposal,
+    status: Sequence[str],
+    *,
+    diffs_inline: bool,
+    host: str = "",
+    diagnose_again: bool = False,
 ) -> Card:
-    return Card(
-        card_text(incident, proposal, status, diffs_inline=diffs_inline, host=host), card_keyboard(proposal)
-    )
+    keyboard = card_keyboard(proposal) or (diagnose_again_keyboard(proposal) if diagnose_again else None)
+    return Card(card_text(incident, proposal, status, diffs_inline=diffs_inline, host=host), keyboard)
 
 
 def diff_filename(incident: Incident, proposal: Proposal) -> str:

@@ -320,7 +320,10 @@ class TelegramChannel:
             return None
         incident = self.store.incident(proposal.incident_id)
         status = self.store.progress_lines(proposal.id)
-        return cards.build_card(incident, proposal, status, diffs_inline=inline, host=self.host)
+        again = self._pipeline is not None and self._pipeline.offers_diagnose_again(incident)
+        return cards.build_card(
+            incident, proposal, status, diffs_inline=inline, host=self.host, diagnose_again=again
+        )
 
     async def _flush_edits(self) -> None:
         while self._state.dirty and not self._closing.is_set():
@@ -435,6 +438,8 @@ class TelegramChannel:
                 await answer("this button is not valid (any more): nothing was done")
             elif callback.action is cards.CardAction.REVERT or callback.action is cards.CardAction.CANCEL:
                 await on_revert_button(self, update, callback, who, answer)
+            elif callback.action is cards.CardAction.DIAGNOSE:
+                await answer(await self.pipeline.diagnose_again(callback.proposal_token, who))
             elif callback.action is cards.CardAction.DETAILS:
                 await answer("details below")
                 await self._send_details(update, callback.proposal_token)
