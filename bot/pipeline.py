@@ -153,6 +153,10 @@ class Pipeline:
                 self.maybe_diagnose(incident)
         return touched
 
+    def records_read(self) -> Mapping[str, int]:
+        """Records assembled per source id since start (for /metrics)."""
+        return self._observer.records_read
+
     # --- diagnose ----------------------------------------------------------------------------------
 
     def maybe_diagnose(self, incident: Incident) -> bool:

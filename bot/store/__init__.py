@@ -20,6 +20,7 @@ log (UPDATE and DELETE on it are refused by triggers).
     children     the claude processes running now (killed at the next start if a crash left them)
     settings     operator settings
     audit        the audit log
+    stats        counts for monitoring (/metrics), read at scrape time
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bot.store.progress import PROGRESS_KEEP, PROGRESS_LINE_CAP, ProgressQueries
 from bot.store.proposals import ProposalQueries
 from bot.store.retries import RetryQueries
 from bot.store.settings import SettingQueries
+from bot.store.stats import AlertLookups, StatsQueries, StoreCounts
 
 __all__ = [
     "BACKUP_DIR",
@@ -51,6 +53,7 @@ __all__ = [
     "Observation",
     "OutboxItem",
     "Store",
+    "StoreCounts",
     "backups",
 ]
 
@@ -67,5 +70,7 @@ class Store(
     SettingQueries,
     AuditQueries,
     MaintenanceQueries,
+    StatsQueries,
+    AlertLookups,
 ):
     """The state database: `Store.open(path)`, then one method per question or change."""
