@@ -159,7 +159,9 @@ class AlertServer:
         server.loop = self._loop
         self._server = server
         self.port = int(server.server_address[1])
-        self._thread = threading.Thread(target=server.serve_forever, name="alert-webhook", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="alert-webhook", daemon=True
+        )
         self._thread.start()
         log.info("Alertmanager webhook on http://%s:%d%s", self.host, self.port, PATH)
 

@@ -1,6 +1,10 @@
 """The real Prometheus (with promtool) and Alertmanager, pinned Debian builds that `make tools` unpacks into
 .cache (HEALBOT_PROMETHEUS_BIN, HEALBOT_ALERTMANAGER_BIN). Each runs as a process of its own on loopback
-with a scratch config and data dir, in its own process group, killed by pid when the test ends."""
+with a scratch config and data dir, in its own process group, killed by pid when the test ends.
+
+Debian's Alertmanager reads its default templates from /usr/share/prometheus/alertmanager, a path compiled
+in. Rather than install them on the host, it runs under the pinned bubblewrap with the unpacked package's
+directory mounted there (over a private /usr/share: the host is never written)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.helpers import free_port, wait_until
 
-MISSING = "the pinned Prometheus/Alertmanager are not installed: run `make tools` (Debian packages via apt-get download)"
+MISSING = "the pinned Prometheus, Alertmanager or bubblewrap are not unpacked: run `make tools`"
 
 
 def _binary(env: str, default: str) -> str | None:
@@ -42,6 +46,10 @@ def promtool_binary() -> str | None:
 
 def alertmanager_binary() -> str | None:
     return _binary("HEALBOT_ALERTMANAGER_BIN", ".cache/alertmanager-0.25.0/usr/bin/prometheus-alertmanager")
+
+
+def bwrap_binary() -> str | None:
+    return _binary("HEALBOT_BWRAP_BIN", ".cache/bwrap-0.8.0/usr/bin/bwrap")
 
 
 def need(binary: str | None) -> str:
@@ -156,8 +164,14 @@ class Alertmanager(Program):
             ],
         }
         (root / "alertmanager.yml").write_text(json.dumps(config))
+        binary = need(alertmanager_binary())
+        share = Path(binary).parents[1] / "share" / "prometheus"
         argv = [
-            need(alertmanager_binary()),
+            need(bwrap_binary()),
+            *("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/usr/share"),
+            *("--ro-bind", str(share), "/usr/share/prometheus", "--bind", str(root), str(root)),
+            "--die-with-parent",
+            binary,
             f"--config.file={root / 'alertmanager.yml'}",
             f"--storage.path={root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
