@@ -170,7 +170,7 @@ class Daemon:
         """One scan of every source; the heartbeat notes which sources were read."""
         await self.pipeline.poll_once()
         self.heartbeat.scanned(source_states(self.pipeline.services), self.clock.now())
-        self.observability.polled()
+        await self.observability.polled()
         self._rewatch_if_changed()
 
     def _poll_interval(self) -> float:

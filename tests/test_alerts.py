@@ -244,6 +244,23 @@ async def test_a_resolved_alert_after_a_change_is_evidence_not_a_close(receiver:
     assert ledger.counts("svc", after, time.time() + 1).get(incident.fingerprint, 0) == 0  # gone after
 
 
+async def test_an_alert_resolved_during_its_diagnosis_closes_the_incident_when_that_ends(
+    receiver: Receiver,
+) -> None:
+    status, first = await receiver.post(json.dumps(payload(alert())).encode())
+    [incident_id] = first["opened"]
+    store = receiver.store
+    store.set_state(incident_id, IncidentState.DIAGNOSING, at=time.time())  # as a running diagnosis does
+    status, second = await receiver.post(json.dumps(payload(alert(status="resolved"))).encode())
+    assert status == 200 and second["noted"] == [incident_id]
+    await receiver.daemon.poll()
+    assert store.incident(incident_id).state is IncidentState.DIAGNOSING  # not while it runs
+    store.set_state(incident_id, IncidentState.DIAGNOSIS_FAILED, at=time.time())  # it ended, nothing applied
+    await receiver.daemon.poll()
+    assert store.incident(incident_id).state is IncidentState.RESOLVED
+    assert "resolved before healbot acted" in receiver.out.getvalue()
+
+
 async def test_alerts_enabled_without_a_token_refuse_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,12 +329,12 @@ async def test_alertmanager_delivers_an_alert_and_a_card_follows_then_its_resolu
                     (
                         m
                         for m in bot_api.bot_messages(CHAT)
-                        if "fingerprint" in m.text and "HighErrorRate" in m.text
+                        if "fingerprint" in m.text and "HighErrorRate" in m.text and m.reply_markup
                     ),
                     None,
                 )
 
-            shown = await until(card, 60, "a card for the alert")
+            shown = await until(card, 60, "a card for the alert, with Approve / Reject")
             [incident] = daemon.store.incidents()
             assert incident.fingerprint.startswith("alert-")
             assert incident.state is IncidentState.AWAITING_APPROVAL
@@ -327,7 +344,6 @@ async def test_alertmanager_delivers_an_alert_and_a_card_follows_then_its_resolu
                 30,
                 "the resolved alert to close the incident",
             )
-            assert shown.reply_markup  # Approve / Reject while the alert fires
 
             def card_closed() -> bool:
                 now = bot_api.message(CHAT, shown.message_id) or shown

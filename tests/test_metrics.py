@@ -5,6 +5,8 @@ scrapes a running `healbot run` and answers a PromQL query with the incident the
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from bot.interfaces import Clock
 from bot.observability.metrics import build_registry, bytes_behind
 from bot.observability.view import SourceView
 from bot.pipeline import BREAKER_NOTICE_PREFIX
+from bot.reload import plan_reload
 from bot.sources.file import FileSource
 from bot.store import Store
 from bot.store import stats as store_stats
@@ -237,3 +240,26 @@ def test_prometheus_scrapes_healbot_run_and_promql_returns_the_incident(
         assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
     finally:
         assert daemon.stop() == 0, daemon.output()
+
+
+def test_reload_keeps_metrics_and_alerts_until_a_restart(tmp_path: Path) -> None:
+    """Regression: a SIGHUP that changed [metrics] or [alerts] was reported as applied while the servers
+    kept listening as started."""
+    service = scratch_service(tmp_path)
+    running = load_config(service.write_config())
+    loaded = load_config(
+        service.write_config(
+            tables={"metrics": {"enabled": True, "port": 9999}, "alerts": {"service_label": "job"}}
+        )
+    )
+    plan = plan_reload(running, loaded)
+    assert set(plan.needs_restart) == {"metrics", "alerts"}
+    assert plan.config.metrics == running.metrics and plan.config.alerts == running.alerts
+
+
+def test_a_healbot_without_metrics_does_not_load_prometheus_client() -> None:
+    code = "import sys, bot.cli, bot.daemon; print('prometheus_client' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"

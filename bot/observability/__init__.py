@@ -71,8 +71,11 @@ class Observability:
                 await self.stop()
                 raise
 
-    def polled(self) -> None:
-        self.intake.tick()
+    async def polled(self) -> None:
+        try:
+            await self.intake.after_poll()
+        except HealbotError as exc:  # the state database refused: the next poll tries again
+            log.warning("alerts: %s", exc)
 
     async def stop(self) -> None:
         for server in (self.alerts, self.metrics):

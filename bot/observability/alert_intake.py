@@ -4,7 +4,7 @@ incident of kind "alert", which then goes the usual way (diagnosis, card, approv
 - Its labels and annotations are the evidence, redacted like log text (`Pipeline.scrub`).
 - The same alert again (Alertmanager repeats firing alerts) counts into the same open incident.
 - A resolved alert closes its incident when healbot has done nothing for it yet (no change, no card
-  decided); once a change was made it is evidence for the verdict instead: while an alert fires, each poll
+  decided; during a diagnosis, once it ends); once a change was made it is evidence for the verdict instead: while an alert fires, each poll
   counts it as one error of its fingerprint in the error ledger the verdict compares, so an alert that
   resolves after the change makes the target error go away, one that keeps firing leaves it the same.
 """
@@ -72,6 +72,7 @@ class AlertIntake:
     def __init__(self, flow: AlertFlow) -> None:
         self._flow = flow
         self._firing: dict[tuple[str, str], float] = {}  # (service, fingerprint) → last notified
+        self._closing: dict[int, tuple[str, str, str]] = {}  # incident → (service, fingerprint, alert name)
 
     async def receive(self, alerts: Sequence[Alert]) -> IntakeReport:
         report = IntakeReport()
@@ -87,8 +88,14 @@ class AlertIntake:
                 await self._resolved(service, alert, report)
         return report
 
-    def tick(self) -> None:
-        """Each poll: a firing alert counts as one error of its fingerprint (see the module)."""
+    async def after_poll(self) -> None:
+        """Each poll: a firing alert counts as one error of its fingerprint (see the module); an alert that
+        resolved during its incident's diagnosis closes it once that ended with nothing applied."""
+        self._count_firing()
+        if self._closing:
+            await self._close_after_diagnosis()
+
+    def _count_firing(self) -> None:
         now = self._flow.clock.now()
         for (service, key), notified in list(self._firing.items()):
             if now - notified > FIRING_FORGET_S:
@@ -142,34 +149,57 @@ class AlertIntake:
             return
         incident_id, changed = found
         incident = flow.store.incident(incident_id)
-        now = flow.clock.now()
         name = flow.scrub(alert.name)
         if not changed and incident.state in _NOTHING_DONE:
-            message = f"the alert {name} resolved before healbot acted: closed, nothing was applied"
-            proposal = flow.store.latest_proposal(incident_id)
-            if proposal is not None and proposal.status is ProposalStatus.PENDING:
-                closed = flow.store.close_proposal(
-                    proposal,
-                    ProposalStatus.SUPERSEDED,
-                    None,
-                    incident_state=IncidentState.RESOLVED,
-                    message=message,
-                    at=now,
-                )
-                if not closed:  # someone decided meanwhile: their decision stands
-                    report.noted.append(incident_id)
-                    return
+            if await self._close_untouched(incident, service, name):
+                report.closed.append(incident_id)
             else:
-                flow.store.set_state(incident_id, IncidentState.RESOLVED, at=now, detail=message)
-            report.closed.append(incident_id)
-            await flow.channel.progress(incident, message)
-            await flow.channel.notify(f"#{incident_id} {service}: {message}")
+                report.noted.append(incident_id)
             return
-        if changed:
+        if not changed and incident.state is IncidentState.DIAGNOSING:
+            self._closing[incident_id] = (service, key, name)  # closed once the diagnosis ends
+            message = f"the alert {name} resolved during the diagnosis: closed when it ends, nothing applied"
+        elif changed:
             message = f"the alert {name} resolved after healbot's change: evidence that the fix worked"
         else:
             message = f"the alert {name} resolved while the incident was {incident.state.value}"
         report.noted.append(incident_id)
         await flow.channel.progress(incident, message)
-        if not incident.state.is_open:
-            await flow.channel.notify(f"#{incident_id} {service}: {message}")
+        await flow.channel.notify(f"#{incident_id} {service}: {message}")
+
+    async def _close_untouched(self, incident: Incident, service: str, name: str) -> bool:
+        """Close an incident healbot has not acted on; False when a person decided its card meanwhile."""
+        flow = self._flow
+        now = flow.clock.now()
+        message = f"the alert {name} resolved before healbot acted: closed, nothing was applied"
+        proposal = flow.store.latest_proposal(incident.id)
+        if proposal is not None and proposal.status is ProposalStatus.PENDING:
+            closed = flow.store.close_proposal(
+                proposal,
+                ProposalStatus.SUPERSEDED,
+                None,
+                incident_state=IncidentState.RESOLVED,
+                message=message,
+                at=now,
+            )
+            if not closed:  # someone decided meanwhile: their decision stands
+                return False
+        else:
+            flow.store.set_state(incident.id, IncidentState.RESOLVED, at=now, detail=message)
+        await flow.channel.progress(incident, message)
+        await flow.channel.notify(f"#{incident.id} {service}: {message}")
+        return True
+
+    async def _close_after_diagnosis(self) -> None:
+        """Alerts that resolved while their incident was being diagnosed: close what is still untouched."""
+        flow = self._flow
+        for incident_id, (service, key, name) in list(self._closing.items()):
+            incident = flow.store.incident(incident_id)
+            if incident.state is IncidentState.DIAGNOSING:
+                continue
+            del self._closing[incident_id]
+            found = flow.store.latest_incident_of(service, key)
+            if (service, key) in self._firing or found != (incident_id, False):
+                continue  # firing again, or acted on
+            if incident.state in _NOTHING_DONE:
+                await self._close_untouched(incident, service, name)

@@ -8,6 +8,7 @@ source (both from the config), kind, state, verdict, outcome; never an incident,
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import platform
@@ -47,6 +48,13 @@ class Observed(Protocol):
     def records_read(self) -> Mapping[str, int]: ...
 
     def scans(self) -> Sequence[SourceScan]: ...
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def healbot_version() -> str:
@@ -223,6 +231,11 @@ class MetricsServer:
             raise HealbotError(f"[metrics] cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = int(self._server.server_address[1])
         log.info("metrics served on http://%s:%d/metrics", self.host, self.port)
+        if not is_loopback(self.host):
+            log.warning(
+                "metrics are served on %s without authentication: let only your Prometheus reach it",
+                self.host,
+            )
 
     def stop(self) -> None:
         server, self._server = self._server, None
