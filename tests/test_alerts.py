@@ -14,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,14 @@ from bot.console import ConsoleChannel
 from bot.daemon import Daemon
 from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError, HealbotError
-from bot.models import IncidentState
+from bot.models import IncidentState, Verdict
 from bot.observability.alerts import MAX_ALERTS, AlertStatus, PayloadError, parse_payload
 from bot.store import Store
 from tests.conftest import claude_binary
-from tests.fakes.fake_bot_api import TOKEN, FakeBotApi
+from tests.fakes.fake_bot_api import TOKEN, FakeBotApi, StoredMessage
 from tests.fakes.prometheus import Alertmanager, running
 from tests.fakes.telegram_world import ANSWER, APPROVER, CHAT, start_telegram_daemon, telegram_approval
-from tests.fakes.world import fake_api_runner, in_process_claude, scratch_service
+from tests.fakes.world import RESTART, fake_api_runner, in_process_claude, scratch_service
 from tests.helpers import free_port, until
 
 WEBHOOK_TOKEN = "s3cret-webhook-token-0123456789"
@@ -286,19 +288,48 @@ def test_alert_config_refuses_a_token_in_the_file(tmp_path: Path) -> None:
 
 # --- the real Alertmanager, the real Telegram stack ------------------------------------------------------
 
+RULE_ALERT = {
+    "labels": {"alertname": "HighErrorRate", "service": "svc", "severity": "page"},
+    "annotations": {"summary": "5xx above 5% for 5 minutes"},
+    "generatorURL": "http://prometheus/graph",
+}
+RESOLVED = {**RULE_ALERT, "endsAt": "2020-01-01T00:00:00Z"}
+RESTART_ONLY = {"summary": "the worker pool is wedged", "candidates": [RESTART]}
 
-@pytest.mark.slow
-@pytest.mark.real_cli
-async def test_alertmanager_delivers_an_alert_and_a_card_follows_then_its_resolution_closes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+
+@dataclass
+class AlertWorld:
+    daemon: Daemon
+    bot_api: FakeBotApi
+    manager: Alertmanager
+
+    async def card(self) -> StoredMessage:
+        """The incident card for the alert, with its buttons (a copy retired after a resend has none)."""
+
+        def found() -> StoredMessage | None:
+            for m in self.bot_api.bot_messages(CHAT):
+                if "fingerprint" in m.text and "HighErrorRate" in m.text and m.reply_markup:
+                    return m
+            return None
+
+        return await until(found, 60, "a card for the alert, with its buttons")
+
+    async def state(self, incident_id: int, state: IncidentState, what: str) -> None:
+        await until(lambda: self.daemon.store.incident(incident_id).state is state, 30, what)
+
+
+@asynccontextmanager
+async def alert_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: object, window_s: float
+) -> AsyncIterator[AlertWorld]:
+    """healbot with Telegram and the webhook on, the real Alertmanager delivering to it."""
     if claude_binary() is None:
         pytest.fail("claude binary missing: run `make tools`")
     monkeypatch.setenv(ALERTS_TOKEN_ENV, WEBHOOK_TOKEN)
     service = scratch_service(tmp_path)
     port = free_port()
     bot_api = FakeBotApi().start()
-    messages_api = FakeMessagesApi(structured=ANSWER).start()
+    messages_api = FakeMessagesApi(structured=answer).start()
     daemon = None
     try:
         config = load_config(
@@ -309,51 +340,59 @@ async def test_alertmanager_delivers_an_alert_and_a_card_follows_then_its_resolu
                     "approval": telegram_approval(bot_api.base_url, [APPROVER]),
                     "alerts": {"enabled": True, "port": port},
                 },
-                health={"process": False, "window_s": 1.0, "settle_s": 0.1},
+                health={"process": False, "window_s": window_s, "settle_s": 0.1},
             )
         )
         runner = fake_api_runner(config, messages_api.url, tmp_path / "claude")
         daemon, _channel = await start_telegram_daemon(config, runner, token=TOKEN)
         webhook = f"http://127.0.0.1:{port}/alerts"
-        with running(Alertmanager(tmp_path / "alertmanager", webhook, WEBHOOK_TOKEN)) as manager:
-            assert isinstance(manager, Alertmanager)
-            rule_alert = {
-                "labels": {"alertname": "HighErrorRate", "service": "svc", "severity": "page"},
-                "annotations": {"summary": "5xx above 5% for 5 minutes"},
-                "generatorURL": "http://prometheus/graph",
-            }
-            manager.push([rule_alert])
-
-            def card() -> Any:
-                return next(
-                    (
-                        m
-                        for m in bot_api.bot_messages(CHAT)
-                        if "fingerprint" in m.text and "HighErrorRate" in m.text and m.reply_markup
-                    ),
-                    None,
-                )
-
-            shown = await until(card, 60, "a card for the alert, with Approve / Reject")
-            [incident] = daemon.store.incidents()
-            assert incident.fingerprint.startswith("alert-")
-            assert incident.state is IncidentState.AWAITING_APPROVAL
-            manager.push([{**rule_alert, "endsAt": "2020-01-01T00:00:00Z"}])  # resolved
-            await until(
-                lambda: daemon.store.incident(incident.id).state is IncidentState.RESOLVED,
-                30,
-                "the resolved alert to close the incident",
-            )
-
-            def card_closed() -> bool:
-                now = bot_api.message(CHAT, shown.message_id) or shown
-                return "resolved before healbot acted" in now.text and not now.reply_markup
-
-            await until(card_closed, 30, "the card to say the alert resolved, without its buttons")
-        assert len(daemon.store.incidents()) == 1
+        manager = await asyncio.to_thread(Alertmanager, tmp_path / "alertmanager", webhook, WEBHOOK_TOKEN)
+        with running(manager):
+            yield AlertWorld(daemon, bot_api, manager)
     finally:
         if daemon is not None:
             await daemon.stop()
             daemon.store.close()
         bot_api.stop()
         messages_api.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.real_cli
+async def test_alertmanager_delivers_an_alert_and_a_card_follows_then_its_resolution_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with alert_world(tmp_path, monkeypatch, ANSWER, window_s=1.0) as world:
+        world.manager.push([RULE_ALERT])
+        shown = await world.card()
+        [incident] = world.daemon.store.incidents()
+        assert incident.fingerprint.startswith("alert-")
+        assert incident.state is IncidentState.AWAITING_APPROVAL
+        world.manager.push([RESOLVED])
+        await world.state(incident.id, IncidentState.RESOLVED, "the resolved alert to close the incident")
+
+        def card_closed() -> bool:
+            now = world.bot_api.message(CHAT, shown.message_id) or shown
+            return "resolved before healbot acted" in now.text and not now.reply_markup
+
+        await until(card_closed, 30, "the card to say the alert resolved, without its buttons")
+        assert len(world.daemon.store.incidents()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.real_cli
+async def test_an_alert_resolved_after_the_approved_fix_is_the_verdicts_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with alert_world(tmp_path, monkeypatch, RESTART_ONLY, window_s=3.0) as world:
+        world.manager.push([RULE_ALERT])
+        shown = await world.card()
+        [incident] = world.daemon.store.incidents()
+        world.bot_api.press(APPROVER, CHAT, shown.message_id, text="Approve #1")
+        await until(world.daemon.store.changes, 30, "the approved restart to be applied")
+        world.manager.push([RESOLVED])  # the restart helped: the alert resolves while it is verified
+        await world.state(incident.id, IncidentState.RESOLVED, "the verdict to keep the fix")
+        [change] = world.daemon.store.changes()
+        [outcome] = world.daemon.store.outcomes(change.id)
+        assert outcome.verdict is Verdict.BETTER, outcome.reasons
+        assert any(incident.fingerprint in reason and "went down" in reason for reason in outcome.reasons)
