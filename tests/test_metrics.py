@@ -263,3 +263,36 @@ def test_a_healbot_without_metrics_does_not_load_prometheus_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_counters_of_append_only_tables_are_read_incrementally_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A months-old database: the first scrape reads incidents and diagnoses in batches (the store's lock
+    free between them), later scrapes only the rows added since."""
+    monkeypatch.setattr(store_stats, "BATCH_ROWS", 2)
+    store = Store.open(tmp_path / "healbot.db")
+    fill(tmp_path / "healbot.db")
+    registry = build_registry(Observed(store), process=False)
+
+    def opened(kind: str) -> float:
+        return samples(generate_latest(registry).decode())[
+            ("healbot_incidents_opened_total", frozenset({("service", "web"), ("kind", kind)}))
+        ]
+
+    assert opened("log") == 2 and opened("alert") == 1
+    conn = sqlite3.connect(tmp_path / "healbot.db")
+    conn.execute(
+        "INSERT INTO incidents (service, fingerprint, title, state, is_open, first_seen, last_seen, count,"
+        " samples) VALUES ('web', 'dddd', 't', 'open', 1, 0, 0, 1, '[]')"
+    )
+    conn.execute(
+        "INSERT INTO diagnoses (incident_id, runner, summary, duration_s, created_at) VALUES (5, 'cli', 's', 1, 0)"
+    )
+    conn.commit()
+    conn.close()
+    assert opened("log") == 3 and opened("alert") == 1
+    got = samples(generate_latest(registry).decode())
+    assert got[("healbot_diagnoses_total", frozenset({("service", "web"), ("outcome", "ok")}))] == 3
+    assert got[("healbot_diagnosis_seconds_total", frozenset({("service", "web"), ("outcome", "ok")}))] == 5.0
+    store.close()

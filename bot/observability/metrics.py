@@ -84,16 +84,50 @@ def bytes_behind(source: LogSource, cursor: str | None) -> int | None:
     return max(0, stat.st_size - at.offset)
 
 
+class _Totals:
+    """The counters of the append-only tables, read incrementally (see bot/store/stats.py)."""
+
+    def __init__(self) -> None:
+        self.incidents_after = 0
+        self.diagnoses_after = 0
+        self.opened: dict[tuple[str, str], int] = {}
+        self.diagnoses: dict[tuple[str, str], list[float]] = {}  # → [count, seconds, cost]
+
+    def catch_up(self, store: Store) -> None:
+        while True:
+            last, rows = store.incidents_opened_since(self.incidents_after)
+            for service, kind, n in rows:
+                self.opened[(service, kind)] = self.opened.get((service, kind), 0) + n
+            if last == self.incidents_after:
+                break
+            self.incidents_after = last
+        while True:
+            last, totals = store.diagnoses_since(self.diagnoses_after)
+            for d in totals:
+                sums = self.diagnoses.setdefault((d.service, d.outcome), [0.0, 0.0, 0.0])
+                sums[0] += d.count
+                sums[1] += d.seconds
+                sums[2] += d.cost_usd
+            if last == self.diagnoses_after:
+                break
+            self.diagnoses_after = last
+
+
 class HealbotCollector(Collector):
     def __init__(self, observed: Observed) -> None:
         self._observed = observed
         self._build = (healbot_version(), platform.python_version())
+        self._totals = _Totals()
+        self._lock = threading.Lock()  # prometheus_client may answer two scrapes at once
 
     def collect(self) -> Iterator[Metric]:
         observed = self._observed
         yield self._build_info()
         try:
-            counts = observed.store.store_counts()
+            with self._lock:
+                self._totals.catch_up(observed.store)
+                counts = observed.store.store_counts()
+                totals = _snapshot(self._totals)
         except (StoreError, HealbotError) as exc:
             log.warning("metrics: the state database was not read: %s", exc)
             counts = None
@@ -101,6 +135,7 @@ class HealbotCollector(Collector):
         up.add_metric([], 0 if counts is None else 1)
         yield up
         if counts is not None:
+            yield from _totals_metrics(*totals)
             yield from _store_metrics(counts, observed.clock.now())
         yield from self._source_metrics()
 
@@ -143,18 +178,20 @@ class HealbotCollector(Collector):
         yield from (records, behind, last, failing)
 
 
-def _store_metrics(counts: StoreCounts, now: float) -> Iterator[Metric]:
-    by_kind = ["service", "kind"]
-    opened = CounterMetricFamily(
-        "healbot_incidents_opened", "Incidents opened (kind: log or alert)", labels=by_kind
-    )
-    for service, kind, n in counts.incidents_opened:
-        opened.add_metric([service, kind], n)
-    open_ = GaugeMetricFamily("healbot_incidents_open", "Incidents open now", labels=by_kind)
-    for service, kind, n in counts.incidents_open:
-        open_.add_metric([service, kind], n)
-    yield from (opened, open_)
+Opened = dict[tuple[str, str], int]
+Diagnosed = dict[tuple[str, str], tuple[float, float, float]]
 
+
+def _snapshot(totals: _Totals) -> tuple[Opened, Diagnosed]:
+    return dict(totals.opened), {key: (v[0], v[1], v[2]) for key, v in totals.diagnoses.items()}
+
+
+def _totals_metrics(opened_totals: Opened, diagnosed: Diagnosed) -> Iterator[Metric]:
+    opened = CounterMetricFamily(
+        "healbot_incidents_opened", "Incidents opened (kind: log or alert)", labels=["service", "kind"]
+    )
+    for (service, kind), n in sorted(opened_totals.items()):
+        opened.add_metric([service, kind], n)
     outcome = ["service", "outcome"]
     diagnoses = CounterMetricFamily(
         "healbot_diagnoses", "Diagnoses run (outcome: ok or failed)", labels=outcome
@@ -165,11 +202,19 @@ def _store_metrics(counts: StoreCounts, now: float) -> Iterator[Metric]:
     cost = CounterMetricFamily(
         "healbot_diagnosis_cost_usd", "What diagnoses cost, as the runner reported it", labels=outcome
     )
-    for d in counts.diagnoses:
-        diagnoses.add_metric([d.service, d.outcome], d.count)
-        seconds.add_metric([d.service, d.outcome], d.seconds)
-        cost.add_metric([d.service, d.outcome], d.cost_usd)
-    yield from (diagnoses, seconds, cost)
+    for (service, result), (count, spent, usd) in sorted(diagnosed.items()):
+        diagnoses.add_metric([service, result], count)
+        seconds.add_metric([service, result], spent)
+        cost.add_metric([service, result], usd)
+    yield from (opened, diagnoses, seconds, cost)
+
+
+def _store_metrics(counts: StoreCounts, now: float) -> Iterator[Metric]:
+    by_kind = ["service", "kind"]
+    open_ = GaugeMetricFamily("healbot_incidents_open", "Incidents open now", labels=by_kind)
+    for service, kind, n in counts.incidents_open:
+        open_.add_metric([service, kind], n)
+    yield open_
 
     proposals = GaugeMetricFamily("healbot_proposals", "Proposals by state", labels=["state"])
     for state, n in counts.proposals:

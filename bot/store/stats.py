@@ -1,12 +1,15 @@
-"""Counts for monitoring (`/metrics`): read at scrape time in one read transaction, never kept in memory.
+"""Counts for monitoring (`/metrics`), read at scrape time.
 
 Every count is grouped by a bounded label only (service, kind, state, verdict, outcome): never by
-incident, fingerprint or proposal.
+incident, fingerprint or proposal. Incidents and diagnoses are append-only and the columns they are grouped
+by never change, so their totals are read incrementally (`*_since`: the rows after the last id counted, in
+batches, the store's lock released between batches); the rest are small tables or indexed (migration 13).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.models import ChangeStatus, ProposalStatus
@@ -14,6 +17,9 @@ from bot.store.connection import StoreBase
 
 ALERT_FINGERPRINT_PREFIX = "alert-"  # incidents opened by an Alertmanager alert (bot/observability/alerts)
 BREAKER_NOTICE_PREFIX = "breaker_notice:"  # one setting per incident a tripped breaker escalated
+BATCH_ROWS = 20_000
+
+_KIND = f"CASE WHEN fingerprint LIKE '{ALERT_FINGERPRINT_PREFIX}%' THEN 'alert' ELSE 'log' END"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +33,9 @@ class DiagnosisTotals:
 
 @dataclass(frozen=True, slots=True)
 class StoreCounts:
-    """What `/metrics` shows from the state database, at one moment."""
+    """The current state: what `/metrics` shows as gauges, and the counters of the small tables."""
 
     incidents_open: tuple[tuple[str, str, int], ...]  # (service, kind, count)
-    incidents_opened: tuple[tuple[str, str, int], ...]  # (service, kind, count) since the database began
-    diagnoses: tuple[DiagnosisTotals, ...]
     proposals: tuple[tuple[str, int], ...]  # (state, count)
     applies: tuple[tuple[str, str, int], ...]  # (service, kind, count)
     verdicts: tuple[tuple[str, str, int], ...]  # (service, verdict, count)
@@ -40,9 +44,6 @@ class StoreCounts:
     approvals_waiting: int
     oldest_approval_created_at: float | None
     outbox_pending: int
-
-
-_KIND = f"CASE WHEN fingerprint LIKE '{ALERT_FINGERPRINT_PREFIX}%' THEN 'alert' ELSE 'log' END"
 
 
 class StatsQueries(StoreBase):
@@ -57,12 +58,6 @@ class StatsQueries(StoreBase):
 
                 open_ = rows(
                     f"SELECT service, {_KIND}, COUNT(*) FROM incidents WHERE is_open = 1 GROUP BY 1, 2"
-                )
-                opened = rows(f"SELECT service, {_KIND}, COUNT(*) FROM incidents GROUP BY 1, 2")
-                diagnoses = rows(
-                    "SELECT i.service, CASE WHEN d.error IS NULL THEN 'ok' ELSE 'failed' END, COUNT(*),"
-                    " COALESCE(SUM(d.duration_s), 0), COALESCE(SUM(d.cost_usd), 0)"
-                    " FROM diagnoses d JOIN incidents i ON i.id = d.incident_id GROUP BY 1, 2"
                 )
                 proposals = rows("SELECT status, COUNT(*) FROM proposals GROUP BY 1")
                 applies = rows(
@@ -96,11 +91,6 @@ class StatsQueries(StoreBase):
                 conn.execute("COMMIT")
         return StoreCounts(
             incidents_open=tuple((str(s), str(k), int(n)) for s, k, n in open_),
-            incidents_opened=tuple((str(s), str(k), int(n)) for s, k, n in opened),
-            diagnoses=tuple(
-                DiagnosisTotals(str(s), str(o), int(n), float(sec), float(cost))
-                for s, o, n, sec, cost in diagnoses
-            ),
             proposals=tuple((str(s), int(n)) for s, n in proposals),
             applies=tuple((str(s), str(k), int(n)) for s, k, n in applies),
             verdicts=tuple((str(s), str(v), int(n)) for s, v, n in verdicts),
@@ -110,6 +100,39 @@ class StatsQueries(StoreBase):
             oldest_approval_created_at=None if waiting[1] is None else float(waiting[1]),
             outbox_pending=int(outbox[0]),
         )
+
+    def incidents_opened_since(self, after_id: int) -> tuple[int, Sequence[tuple[str, str, int]]]:
+        """Incidents with an id above `after_id`, at most BATCH_ROWS of them: the last id counted and the
+        counts by (service, kind). Call again from that id until it stops moving."""
+        with self._lock:
+            last = self._last_id("incidents", after_id)
+            found = self._conn.execute(
+                f"SELECT service, {_KIND}, COUNT(*) FROM incidents WHERE id > ? AND id <= ? GROUP BY 1, 2",
+                (after_id, last),
+            ).fetchall()
+        return last, tuple((str(s), str(k), int(n)) for s, k, n in found)
+
+    def diagnoses_since(self, after_id: int) -> tuple[int, Sequence[DiagnosisTotals]]:
+        """As `incidents_opened_since`, for diagnoses by (service, outcome) with their seconds and cost."""
+        with self._lock:
+            last = self._last_id("diagnoses", after_id)
+            found = self._conn.execute(
+                "SELECT i.service, CASE WHEN d.error IS NULL THEN 'ok' ELSE 'failed' END, COUNT(*),"
+                " COALESCE(SUM(d.duration_s), 0), COALESCE(SUM(d.cost_usd), 0)"
+                " FROM diagnoses d JOIN incidents i ON i.id = d.incident_id WHERE d.id > ? AND d.id <= ?"
+                " GROUP BY 1, 2",
+                (after_id, last),
+            ).fetchall()
+        return last, tuple(
+            DiagnosisTotals(str(s), str(o), int(n), float(t), float(c)) for s, o, n, t, c in found
+        )
+
+    def _last_id(self, table: str, after_id: int) -> int:
+        row = self._conn.execute(
+            f"SELECT MAX(id) FROM (SELECT id FROM {table} WHERE id > ? ORDER BY id LIMIT ?)",
+            (after_id, BATCH_ROWS),
+        ).fetchone()
+        return after_id if row[0] is None else int(row[0])
 
 
 class AlertLookups(StoreBase):
