@@ -10,6 +10,13 @@ PM2_BIN := tests/tools/node_modules/.bin/pm2
 BWRAP_VERSION := 0.8.0-2+deb12u1
 BWRAP_DIR := $(CACHE)/bwrap-0.8.0
 BWRAP_BIN := $(BWRAP_DIR)/usr/bin/bwrap
+# the metrics and alert tests run the real Prometheus (with promtool) and Alertmanager: pinned Debian builds
+PROMETHEUS_VERSION := 2.42.0+ds-5+deb12u1
+ALERTMANAGER_VERSION := 0.25.0-1+b4
+PROMETHEUS_DIR := $(CACHE)/prometheus-2.42.0
+ALERTMANAGER_DIR := $(CACHE)/alertmanager-0.25.0
+PROMETHEUS_BIN := $(PROMETHEUS_DIR)/usr/bin/prometheus
+ALERTMANAGER_BIN := $(ALERTMANAGER_DIR)/usr/bin/prometheus-alertmanager
 VENV_STAMP := $(VENV)/.stamp-deps
 WHEELHOUSE := $(CACHE)/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
@@ -18,6 +25,8 @@ export HEALBOT_CLAUDE_BIN := $(abspath $(CLAUDE_BIN))
 export HEALBOT_PM2_BIN := $(abspath $(PM2_BIN))
 export HEALBOT_BWRAP_BIN := $(abspath $(BWRAP_BIN))
 export HEALBOT_WHEELHOUSE := $(abspath $(WHEELHOUSE))
+export HEALBOT_PROMETHEUS_BIN := $(abspath $(PROMETHEUS_BIN))
+export HEALBOT_ALERTMANAGER_BIN := $(abspath $(ALERTMANAGER_BIN))
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test bench lint typecheck install tools clean
@@ -42,6 +51,22 @@ $(BWRAP_BIN):
 	dpkg -x $(BWRAP_DIR)/bubblewrap_*.deb $(BWRAP_DIR)
 	test -x $@
 
+$(PROMETHEUS_BIN):
+	mkdir -p $(PROMETHEUS_DIR)
+	cd $(PROMETHEUS_DIR) && rm -f prometheus_*.deb && \
+		{ apt-get download prometheus=$(PROMETHEUS_VERSION) || \
+		  { apt-get update -qq && apt-get download prometheus=$(PROMETHEUS_VERSION); }; }
+	dpkg -x $(PROMETHEUS_DIR)/prometheus_*.deb $(PROMETHEUS_DIR)
+	test -x $@ && test -x $(PROMETHEUS_DIR)/usr/bin/promtool
+
+$(ALERTMANAGER_BIN):
+	mkdir -p $(ALERTMANAGER_DIR)
+	cd $(ALERTMANAGER_DIR) && rm -f prometheus-alertmanager_*.deb && \
+		{ apt-get download prometheus-alertmanager=$(ALERTMANAGER_VERSION) || \
+		  { apt-get update -qq && apt-get download prometheus-alertmanager=$(ALERTMANAGER_VERSION); }; }
+	dpkg -x $(ALERTMANAGER_DIR)/prometheus-alertmanager_*.deb $(ALERTMANAGER_DIR)
+	test -x $@
+
 $(PM2_BIN): tests/tools/package.json tests/tools/package-lock.json
 	cd tests/tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -51,7 +76,7 @@ $(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
 	$(BIN)/python tests/tools/fill_wheelhouse.py $(WHEELHOUSE)
 	touch $@
 
-tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(WHEELHOUSE_STAMP)
+tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(PROMETHEUS_BIN) $(ALERTMANAGER_BIN) $(WHEELHOUSE_STAMP)
 
 # the demo's check runs sandboxed when bwrap is installed, or fetched by `make tools`
 demo: $(VENV_STAMP) $(CLAUDE_BIN)

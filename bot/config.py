@@ -114,6 +114,30 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: `/metrics` in the Prometheus text format (bot/observability/metrics.py)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+ALERTS_TOKEN_ENV = "HEALBOT_ALERTS_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """`[alerts]`: the Alertmanager webhook receiver (bot/observability/alert_server.py). Its bearer token
+    comes from the environment (ALERTS_TOKEN_ENV), never from the file."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9465
+    service_label: str = "service"  # the alert label that names a configured service
+    max_body_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class HealbotConfig:
     path: Path
     state_dir: Path
@@ -130,6 +154,8 @@ class HealbotConfig:
     host_name: str = field(default_factory=socket.gethostname)  # shown on cards: several hosts, one chat
     heartbeat_url: str | None = None  # a dead-man's switch pinged while scanning works
     heartbeat_interval_s: float = 60.0
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def db_path(self) -> Path:
@@ -216,6 +242,9 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
     "limits.new_incidents": _count(1, 100_000),
     "limits.diagnoses_per_service": _count(1, 10_000),
     "limits.diagnoses": _count(1, 10_000),
+    "metrics.port": _count(1, 65535),
+    "alerts.port": _count(1, 65535),
+    "alerts.max_body_kb": _count(1, 16 * 1024),
     "services.*.check_timeout_s": _seconds(_DAY_S),
     "services.*.health.http_timeout_s": _seconds(600.0),
     "services.*.health.tcp_port": _count(1, 65535),
@@ -400,6 +429,8 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
     policy = _policy(root.table("policy"))
     sandbox = _sandbox(root.table("sandbox"))
     limits = _limits(root.table("limits"))
+    metrics = _metrics(root.table("metrics"))
+    alerts = _alerts(root.table("alerts"))
 
     services_table = root.table("services", required=True)
     if not services_table.data:
@@ -427,6 +458,8 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path, *, check_repos: bool = 
         host_name=host_name,
         heartbeat_url=heartbeat_url,
         heartbeat_interval_s=heartbeat_interval_s,
+        metrics=metrics,
+        alerts=alerts,
     )
 
 
@@ -575,6 +608,47 @@ def _limits(t: _Table) -> LimitsConfig:
             )
     t.finish()
     return LimitsConfig(period_s=period_s, **counts)
+
+
+def _listen_host(t: _Table, default: str) -> str:
+    host = str(t.get("host", str, default)).strip()
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise t.error("host", f"must be an IP address or host name to listen on, not {host!r}")
+    return host
+
+
+_DEFAULT_METRICS = MetricsConfig()
+_DEFAULT_ALERTS = AlertsConfig()
+
+
+def _metrics(t: _Table) -> MetricsConfig:
+    cfg = MetricsConfig(
+        enabled=t.get("enabled", bool, False),
+        host=_listen_host(t, _DEFAULT_METRICS.host),
+        port=t.whole("port", _DEFAULT_METRICS.port),
+    )
+    t.finish()
+    return cfg
+
+
+def _alerts(t: _Table) -> AlertsConfig:
+    for key in ("token", "bearer_token"):
+        if key in t.data:
+            raise t.error(
+                key, f"secrets must not be in the config file; set {ALERTS_TOKEN_ENV} in the environment"
+            )
+    label = t.get("service_label", str, _DEFAULT_ALERTS.service_label)
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+        raise t.error("service_label", f"must be a Prometheus label name, not {label!r}")
+    cfg = AlertsConfig(
+        enabled=t.get("enabled", bool, False),
+        host=_listen_host(t, _DEFAULT_ALERTS.host),
+        port=t.whole("port", _DEFAULT_ALERTS.port),
+        service_label=label,
+        max_body_bytes=t.whole("max_body_kb", _DEFAULT_ALERTS.max_body_bytes // 1024) * 1024,
+    )
+    t.finish()
+    return cfg
 
 
 def _int_or_str_list(t: _Table, key: str) -> list[int | str]:

@@ -218,6 +218,36 @@ REFERENCE: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "metrics",
+        "`/metrics` in the Prometheus text format, read from the state at scrape time",
+        (
+            Key("enabled", "boolean", "false", "serve /metrics"),
+            Key("host", "string", '"127.0.0.1"', "address to listen on; another for a Prometheus elsewhere"),
+            Key("port", num("metrics.port"), "9464", "TCP port of /metrics"),
+        ),
+    ),
+    Table(
+        "alerts",
+        "an Alertmanager webhook receiver: a firing alert naming a service opens an incident",
+        (
+            Key(
+                "enabled",
+                "boolean",
+                "false",
+                "serve POST /alerts; needs the bearer token in HEALBOT_ALERTS_TOKEN (≥ 16 characters)",
+            ),
+            Key("host", "string", '"127.0.0.1"', "address to listen on"),
+            Key("port", num("alerts.port"), "9465", "TCP port of the receiver"),
+            Key(
+                "service_label",
+                "string",
+                '"service"',
+                "the alert label whose value names a configured service",
+            ),
+            Key("max_body_kb", num("alerts.max_body_kb"), "256", "larger requests are refused (413)"),
+        ),
+    ),
+    Table(
         "services.NAME",
         "one per watched service",
         (

@@ -17,6 +17,7 @@ from bot.config import HealbotConfig, ServiceConfig, load_config
 from bot.errors import HealbotError, StoreError
 from bot.heartbeat import Heartbeat, heartbeat_path, ping, ping_target, source_states
 from bot.interfaces import ApprovalChannel, Clock, HealContext, Runner, SandboxSettings
+from bot.observability import Observability
 from bot.pipeline import Pipeline, ServiceRuntime
 from bot.reload import plan_reload
 from bot.runner import children
@@ -103,6 +104,7 @@ class Daemon:
         self.heartbeat = Heartbeat(heartbeat_path(config.state_dir))
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[object]] = set()
+        self.observability = Observability(self)  # /metrics and the alert webhook, when enabled
 
     async def start(self) -> None:
         await self._settle_claude_children()
@@ -142,6 +144,7 @@ class Daemon:
         )
         scheduler.start()
         self._scheduler = scheduler
+        await self.observability.start()
 
     async def _settle_claude_children(self) -> None:
         """Before recovery re-runs an interrupted diagnosis: kill the claude processes a killed daemon left
@@ -167,6 +170,7 @@ class Daemon:
         """One scan of every source; the heartbeat notes which sources were read."""
         await self.pipeline.poll_once()
         self.heartbeat.scanned(source_states(self.pipeline.services), self.clock.now())
+        await self.observability.polled()
         self._rewatch_if_changed()
 
     def _poll_interval(self) -> float:
@@ -282,6 +286,7 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
+        await self.observability.stop()
         await cancel_and_wait(self._background, log, "daemon task")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)

@@ -182,6 +182,10 @@ class Pipeline:
             self.ledger.keep_changes(changed, dropped)
             log.warning("error counts not saved (kept for the next poll): %s", exc)
 
+    def records_read(self) -> Mapping[str, int]:
+        """Records assembled per source id since start (for /metrics)."""
+        return self._observer.records_read
+
     # --- diagnose ----------------------------------------------------------------------------------
 
     def maybe_diagnose(self, incident: Incident, *, throttled: bool = True) -> bool:

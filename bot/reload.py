@@ -6,7 +6,8 @@ the second approver rule, `require_addressing`, the `[policy]` limits, and the h
 
 Kept until a restart (reported in the log and the chat): the state directory, the whole `[claude]` table
 (the runner is built once), the approval channel, approvers, chats and Bot API URL (the Telegram
-connection and its allow-list are built once), the log format and the host name.
+connection and its allow-list are built once), the log format, the host name, and the `[metrics]` and
+`[alerts]` tables (their servers listen from the start).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from bot.config import ApprovalConfig, HealbotConfig
 
-RESTART_ONLY_GENERAL = ("state_dir", "log_format", "host_name")
+RESTART_ONLY_GENERAL = ("state_dir", "log_format", "host_name", "metrics", "alerts")
 RESTART_ONLY_APPROVAL = ("channel", "approvers", "chats", "telegram_base_url")
 LIVE_GENERAL = (
     "poll_interval_s",

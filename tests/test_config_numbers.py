@@ -51,6 +51,8 @@ BASE: dict[str, dict[str, str]] = {
         "diagnoses": "10",
     },
     "sandbox": {"memory_mb": "4096", "max_processes": "256", "max_file_mb": "1024", "tmp_mb": "512"},
+    "metrics": {"port": "9464"},
+    "alerts": {"port": "9465", "max_body_kb": "256"},
     "services.web": {"repo": '"{repo}"', "logs": '["web.log"]', "check_timeout_s": "300"},
     "services.web.manager": {"type": '"command"', "restart": '["true"]', "timeout_s": "30"},
     "services.web.health": {

@@ -42,6 +42,7 @@ class Observer:
         # The unprocessed rest of a batch cut by the poll budget, by source, with the cursor it starts
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
+        self.records_read: dict[str, int] = {}  # by source id, since start (for /metrics)
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -197,6 +198,9 @@ class Observer:
     ) -> None:
         flow = self._flow
         max_samples = flow.config.max_samples
+        if records:  # one call's records come from one source
+            source = records[0].source
+            self.records_read[source] = self.records_read.get(source, 0) + len(records)
         for record in records:
             fp = flow.grouper.fingerprint(record)
             if not fp.is_error:

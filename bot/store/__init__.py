@@ -21,6 +21,7 @@ log (UPDATE and DELETE on it are refused by triggers).
     children     the claude processes running now (killed at the next start if a crash left them)
     settings     operator settings
     audit        the audit log
+    stats        counts for monitoring (/metrics), read at scrape time
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bot.store.progress import PROGRESS_KEEP, PROGRESS_LINE_CAP, ProgressQueries
 from bot.store.proposals import ProposalQueries
 from bot.store.retries import RetryQueries
 from bot.store.settings import SettingQueries
+from bot.store.stats import AlertLookups, StatsQueries, StoreCounts
 
 __all__ = [
     "BACKUP_DIR",
@@ -54,6 +56,7 @@ __all__ = [
     "Observation",
     "OutboxItem",
     "Store",
+    "StoreCounts",
     "backups",
 ]
 
@@ -71,5 +74,7 @@ class Store(
     SettingQueries,
     AuditQueries,
     MaintenanceQueries,
+    StatsQueries,
+    AlertLookups,
 ):
     """The state database: `Store.open(path)`, then one method per question or change."""

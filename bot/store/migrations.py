@@ -200,6 +200,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (service, fingerprint)
     );
     """,
+    # 11: what a /metrics scrape counts stays cheap on a database months old (bot/store/stats.py)
+    """
+    CREATE INDEX outbox_unsent ON outbox(id) WHERE sent_at IS NULL;
+    CREATE INDEX proposals_status ON proposals(status);
+    CREATE INDEX diagnoses_incident ON diagnoses(incident_id);
+    """,
 )
 
 

@@ -9,9 +9,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import bench_daemon, bench_runner, bench_scan, bench_telegram, incidents, loghub
+from tests.bench import (
+    bench_daemon,
+    bench_metrics,
+    bench_runner,
+    bench_scan,
+    bench_telegram,
+    incidents,
+    loghub,
+)
 
-NAMES = ("loghub", "incidents", "scan", "runner", "daemon", "telegram")
+NAMES = ("loghub", "incidents", "scan", "runner", "daemon", "telegram", "metrics")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ),
         "telegram": bench_telegram.run,
+        "metrics": lambda: in_tmp(lambda tmp: bench_metrics.run(tmp, idle_s=args.idle_s)),
     }
     started = time.perf_counter()
     print("healbot benchmarks (ratios are against a reference measured in the same run)\n")
