@@ -1,0 +1,165 @@
+"""DockerManager against a real dockerd (tests/fakes/docker_env.py): status, restart and its settle check,
+docker's own restart loop, a stopped and a missing container."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.errors import RestartFailed, ServiceError
+from bot.models import ServiceState, ServiceStatus
+from bot.policy import manager_storm_reason
+from healers.services.docker import DockerManager
+from tests.fakes.docker_env import DockerEnv
+from tests.helpers import wait_until
+
+SLEEPER = "print('up', flush=True)\nimport time\ntime.sleep(100000)"
+DIES_SOON = "import time\nprint('up', flush=True)\ntime.sleep(0.4)\nraise RuntimeError('died after start')"
+DIES_ONCE_FLAGGED = (
+    "import os, time\nprint('up', flush=True)\n"
+    "if os.path.exists('/shared/die'):\n    time.sleep(0.4)\n    raise RuntimeError('died after start')\n"
+    "time.sleep(100000)"
+)
+
+
+def wait_for(
+    web: DockerManager, want: Callable[[ServiceStatus], bool], what: str, timeout: float = 10.0
+) -> ServiceStatus:
+    def ready() -> ServiceStatus | None:
+        status = web.status()
+        return status if want(status) else None
+
+    status = wait_until(ready, timeout=timeout, what=what)
+    assert status is not None
+    return status
+
+
+def running(status: ServiceStatus) -> bool:
+    return status.state is ServiceState.RUNNING
+
+
+def manager(env: DockerEnv, container: str) -> DockerManager:
+    return DockerManager(container, container=container, binary=env.docker_bin, timeout_s=20)
+
+
+@pytest.fixture
+def container(docker: DockerEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"hb-{request.node.name.split('[')[0][-40:].replace('_', '-')}"
+    yield name
+    docker.remove(name)
+
+
+def test_running_container_status_pid_and_log_file(docker: DockerEnv, container: str) -> None:
+    docker.run_container(container, SLEEPER)
+    web = manager(docker, container)
+
+    status = wait_for(web, running, "running")
+
+    assert status.pid == docker.state(container)["Pid"]
+    assert status.restarts == 0
+    assert status.detail == "running"
+    (log_path,) = web.log_paths()
+    assert Path(log_path).is_relative_to(docker.data_root) and Path(log_path).is_file()
+    assert web.check() is None
+
+
+def test_restart_gives_a_new_pid_that_stayed_up_for_the_settle_time(
+    docker: DockerEnv, container: str
+) -> None:
+    docker.run_container(container, SLEEPER)
+    web = manager(docker, container)
+    before = wait_for(web, running, "running")
+
+    started = time.monotonic()
+    after = web.restart(settle_s=1.0)
+    took = time.monotonic() - started
+
+    assert after.state is ServiceState.RUNNING
+    assert after.pid is not None and after.pid != before.pid
+    assert after.pid == docker.state(container)["Pid"]
+    assert 1.0 <= took < 6.0, f"docker restart with --init is quick; took {took:.1f}s"
+
+
+def test_restart_of_a_container_that_dies_after_start_fails_with_its_exit(
+    docker: DockerEnv, container: str, tmp_path: Path
+) -> None:
+    docker.run_container(container, DIES_ONCE_FLAGGED, binds=[f"{tmp_path}:/shared"])
+    web = manager(docker, container)
+    wait_for(web, running, "running")
+    (tmp_path / "die").touch()  # the next start dies 0.4 s in: `docker restart` succeeds, settling does not
+
+    with pytest.raises(RestartFailed) as failure:
+        web.restart(settle_s=1.5)
+
+    assert f"docker: {container} came up" in str(failure.value)
+    assert "entered exited, last exit code 1" in str(failure.value)
+    assert web.status().state is ServiceState.FATAL  # no restart policy: docker leaves it down
+
+
+def test_a_container_docker_keeps_restarting_reads_as_a_crash_loop(docker: DockerEnv, container: str) -> None:
+    docker.run_container(container, DIES_SOON, restart="always")
+    web = manager(docker, container)
+
+    with pytest.raises(RestartFailed, match=r"crash-looping|entered restarting"):
+        web.restart(settle_s=2.0)
+    looping = wait_for(web, lambda s: s.state is ServiceState.CRASH_LOOP, "restarting", timeout=15)
+
+    assert looping.restarts is not None and looping.restarts >= 1
+    assert looping.detail.startswith("restarting, last exit code 1")
+    assert f"restarted {looping.restarts} times by docker" in looping.detail
+    assert manager_storm_reason(looping.state, looping.detail) is not None  # healbot adds no restarts
+
+
+def test_missing_container(docker: DockerEnv) -> None:
+    web = manager(docker, "hb-not-there")
+
+    with pytest.raises(ServiceError, match=r"No such (object|container): hb-not-there"):
+        web.status()
+    problem = web.check()
+    assert problem is not None and problem.endswith("check the name with `docker ps -a`")
+    with pytest.raises(RestartFailed, match="cannot restart: docker: hb-not-there: `docker inspect` failed"):
+        web.restart(settle_s=0.5)
+
+
+def test_check_explains_a_daemon_that_is_not_there(docker: DockerEnv, tmp_path: Path) -> None:
+    wrapper = tmp_path / "docker"
+    wrapper.write_text(
+        Path(docker.docker_bin).read_text().replace(str(docker.socket), str(tmp_path / "no.sock"))
+    )
+    wrapper.chmod(0o755)
+
+    problem = DockerManager("web", container="web", binary=str(wrapper)).check()
+
+    assert problem is not None and "Cannot connect to the Docker daemon" in problem
+    assert problem.endswith("start dockerd, or check that healbot's user may use its socket")
+
+
+def test_docker_stop_reads_as_stopped_not_as_fatal(docker: DockerEnv, container: str) -> None:
+    """Regression: `docker stop` leaves exit code 143 (SIGTERM), which read as FATAL ("gave up"), so
+    healbot refused to restart a container an operator had only stopped."""
+    docker.run_container(container, SLEEPER)
+    web = manager(docker, container)
+    wait_for(web, running, "running")
+    docker.docker("stop", container)
+
+    status = web.status()
+
+    assert docker.state(container)["ExitCode"] == 143
+    assert status.state is ServiceState.STOPPED
+    assert status.detail == "exited, stopped by SIGTERM (exit code 143)"
+    assert manager_storm_reason(status.state, status.detail) is None
+    assert web.restart(settle_s=0.5).state is ServiceState.RUNNING
+
+
+def test_a_container_killed_for_memory_reads_as_fatal(docker: DockerEnv, container: str) -> None:
+    docker.run_container(container, "x = bytearray(64 * 1024 * 1024)\nx[:] = b'1' * len(x)", memory="32m")
+    web = manager(docker, container)
+
+    status = wait_for(web, lambda s: not running(s), "oom kill")
+
+    assert docker.state(container)["OOMKilled"] is True
+    assert status.state is ServiceState.FATAL
+    assert status.detail == "exited, last exit code 137, killed: out of memory"
