@@ -163,3 +163,37 @@ def test_a_container_killed_for_memory_reads_as_fatal(docker: DockerEnv, contain
     assert docker.state(container)["OOMKilled"] is True
     assert status.state is ServiceState.FATAL
     assert status.detail == "exited, last exit code 137, killed: out of memory"
+
+
+def test_a_paused_container_reads_as_stopped_and_restarts(docker: DockerEnv, container: str) -> None:
+    """Regression: `docker pause` keeps State.Running true, so a frozen container read as RUNNING."""
+    docker.run_container(container, SLEEPER)
+    web = manager(docker, container)
+    before = wait_for(web, running, "running")
+    docker.docker("pause", container)
+
+    paused = web.status()
+
+    assert (paused.state, paused.pid, paused.detail) == (ServiceState.STOPPED, None, "paused")
+    after = web.restart(settle_s=0.5)
+    assert after.state is ServiceState.RUNNING and after.pid != before.pid
+
+
+def test_restart_waits_for_dockers_health_check_to_pass(
+    docker: DockerEnv, container: str, tmp_path: Path
+) -> None:
+    docker.run_container(
+        container,
+        "import os, time\nwhile not os.path.exists('/shared/ready'):\n    time.sleep(0.02)\ntime.sleep(100000)",
+        binds=[f"{tmp_path}:/shared"],
+        health_cmd="/usr/bin/test -e /shared/ready",
+    )
+    web = manager(docker, container)
+    assert wait_for(web, lambda s: s.detail == "running, health starting", "health starting").state is (
+        ServiceState.STARTING
+    )
+    (tmp_path / "ready").touch()
+
+    up = wait_for(web, running, "healthy")
+
+    assert up.detail == "running, health healthy"

@@ -182,6 +182,21 @@ def test_resumed_across_a_dockerd_restart_from_the_persisted_cursor(
     assert len(boots(read)) == 2  # lines of both runs of the container
 
 
+def test_json_log_rotated_under_the_reader(docker: DockerEnv, container: str) -> None:
+    docker.run_container(container, TICKER, log_opts=["max-size=4k", "max-file=3"])
+    log_dir = Path(str(docker.inspect(container)["LogPath"])).parent
+    wait_until(lambda: all_ticks(docker, container), what="first ticks")
+    reader = Reader(docker, container)
+
+    wait_until(
+        lambda: reader.read() is not None and len(ticks(reader.texts())) > 150, timeout=30, what="150 ticks"
+    )
+
+    assert len(list(log_dir.glob("*-json.log.*"))) == 2, "docker should have rotated its json log"
+    numbers = [int(text.rsplit("-", 1)[1]) for text in ticks(reader.texts())]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
 def test_only_the_containers_own_lines_are_read(docker: DockerEnv, container: str, speaker: Step) -> None:
     other = f"{container}-other"
     docker.run_container(

@@ -66,6 +66,8 @@ class ContainerState:
     def to_status(self) -> ServiceStatus:
         if self.restarting or self.status == "restarting":
             state = ServiceState.CRASH_LOOP
+        elif self.status == "paused":  # `Running` stays true, but a frozen app serves nothing
+            state = ServiceState.STOPPED
         elif self.running and self.health == "starting":
             state = ServiceState.STARTING
         elif self.running:
@@ -91,9 +93,8 @@ class ContainerState:
                 detail += f" ({self.failing_streak} failing checks in a row)"
         if self.restart_count:
             detail += f", restarted {self.restart_count} times by docker"
-        return ServiceStatus(
-            state, pid=self.pid if self.running else None, restarts=self.restart_count, detail=detail
-        )
+        pid = self.pid if state in (ServiceState.RUNNING, ServiceState.STARTING) else None
+        return ServiceStatus(state, pid=pid, restarts=self.restart_count, detail=detail)
 
 
 class DockerManager:

@@ -144,6 +144,8 @@ class DockerEnv:
         env: Sequence[str] = (),
         binds: Sequence[str] = (),
         memory: str | None = None,
+        log_opts: Sequence[str] = (),
+        health_cmd: str | None = None,
     ) -> str:
         """Start `python3 -c SCRIPT` in a container NAME (removed first if it exists); its id."""
         self.remove(name)
@@ -152,6 +154,9 @@ class DockerEnv:
         argv += [*(["-t"] if tty else []), *(f"-e={item}" for item in env)]
         argv += [arg for bind in binds for arg in ("-v", bind)]
         argv += ["--memory", memory, "--memory-swap", memory] if memory else []
+        argv += [f"--log-opt={opt}" for opt in log_opts]
+        if health_cmd:
+            argv += ["--health-cmd", health_cmd, "--health-interval=200ms", "--health-start-period=30s"]
         out = self.docker(*argv, IMAGE, HOST_PYTHON, "-c", script)
         return out.stdout.decode().strip()
 
