@@ -2,7 +2,7 @@
 
 Detection asks each process manager directly (never through healers/): PM2 with `pm2 jlist` (only when a
 daemon already runs: any pm2 call would otherwise spawn one), supervisord over its XML-RPC unix socket,
-systemd with `systemctl list-units --output=json`, docker with `docker ps --format json`. A manager that
+systemd with `systemctl list-units --output=json`, docker with `docker ps --format "{{json .}}"`. A manager that
 is absent or does not answer simply contributes nothing.
 """
 
@@ -260,7 +260,9 @@ def detect_systemd(run: CommandRunner, *, systemctl: str = "systemctl") -> list[
 
 
 def detect_docker(run: CommandRunner, *, docker: str = "docker") -> list[DetectedService]:
-    out = run([docker, "ps", "--format", "json"], None)
+    out = run(
+        [docker, "ps", "--format", "{{json .}}"], None
+    )  # `json` alone is docker 23+; Debian 12 has 20.10
     if out.returncode != 0:
         return []
     found = []

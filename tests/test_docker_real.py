@@ -3,7 +3,10 @@ docker's own restart loop, a stopped and a missing container."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,8 +16,10 @@ from bot.errors import RestartFailed, ServiceError
 from bot.models import ServiceState, ServiceStatus
 from bot.policy import manager_storm_reason
 from healers.services.docker import DockerManager
+from tests.fakes.daemon_proc import HEALBOT
 from tests.fakes.docker_env import DockerEnv
-from tests.helpers import wait_until
+from tests.fakes.world import toml_table
+from tests.helpers import make_repo, wait_until
 
 SLEEPER = "print('up', flush=True)\nimport time\ntime.sleep(100000)"
 DIES_SOON = "import time\nprint('up', flush=True)\ntime.sleep(0.4)\nraise RuntimeError('died after start')"
@@ -197,3 +202,62 @@ def test_restart_waits_for_dockers_health_check_to_pass(
     up = wait_for(web, running, "healthy")
 
     assert up.detail == "running, health healthy"
+
+
+def healbot(env: DockerEnv, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI, finding this daemon's `docker` wrapper first on PATH."""
+    path = f"{Path(env.docker_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        [HEALBOT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": path},
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_init_finds_the_running_containers_with_debians_docker_client(
+    docker: DockerEnv, container: str, tmp_path: Path
+) -> None:
+    """Regression: `docker ps --format json` is docker 23+; Debian 12's 20.10 client printed the word
+    `json` for each container, so `healbot init` found none."""
+    docker.run_container(container, SLEEPER)
+
+    result = healbot(docker, "init", "--yes", "-o", str(tmp_path / "healbot.toml"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert f"found {container}" in result.stdout, result.stdout
+    written = tomllib.loads((tmp_path / "healbot.toml").read_text())
+    assert written["services"][container]["manager"] == {"type": "docker", "container": container}
+
+
+def test_doctor_reports_a_missing_and_a_failed_container_and_passes_a_running_one(
+    docker: DockerEnv, tmp_path: Path
+) -> None:
+    names = {"up": "hb-doc-up", "gone": "hb-doc-gone", "down": "hb-doc-down"}
+    text = toml_table("claude", {"binary": tmp_path / "no-such-claude"})
+    for service, name in names.items():
+        text += toml_table(
+            f"services.{service}", {"repo": make_repo(tmp_path / service, {"app.py": "x = 1\n"})}
+        )
+        text += toml_table(f"services.{service}.manager", {"type": "docker", "container": name})
+    (tmp_path / "healbot.toml").write_text(text)
+    docker.run_container("hb-doc-up", SLEEPER)
+    docker.run_container("hb-doc-down", "raise SystemExit(3)")
+    try:
+        wait_until(lambda: docker.state("hb-doc-down")["Status"] == "exited", what="exited")
+        result = healbot(docker, "doctor", "-c", str(tmp_path / "healbot.toml"), cwd=tmp_path)
+    finally:
+        docker.remove("hb-doc-up")
+        docker.remove("hb-doc-down")
+
+    assert result.returncode == 1
+    assert "✓ up: docker reachable" in result.stdout, result.stdout
+    assert "✗ gone: docker: docker: hb-doc-gone: `docker inspect` failed (exit 1)" in result.stdout
+    assert "check the name with `docker ps -a`" in result.stdout
+    assert (
+        "✗ down: docker: docker: hb-doc-down: container has failed: exited, last exit code 3; "
+        "see `docker logs hb-doc-down`, fix the cause, then `docker start hb-doc-down`"
+    ) in result.stdout, result.stdout

@@ -171,7 +171,7 @@ class DockerManager:
         if missing is not None:
             return missing
         try:
-            self.inspect()
+            status = self.inspect().to_status()
         except ServiceError as exc:
             text = str(exc)
             if "Cannot connect to the Docker daemon" in text:
@@ -179,6 +179,13 @@ class DockerManager:
             if "No such container" in text or "No such object" in text:
                 return f"{text}: check the name with `docker ps -a`"
             return text
+        if status.state is ServiceState.FATAL:
+            return (
+                f"{self.label}: container has failed: {status.detail}; see `docker logs {self.container}`, "
+                f"fix the cause, then `docker start {self.container}`"
+            )
+        if status.state is ServiceState.CRASH_LOOP:
+            return f"{self.label}: docker keeps restarting the container: {status.detail}; see `docker logs {self.container}`"
         return None
 
 
