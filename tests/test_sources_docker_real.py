@@ -37,6 +37,7 @@ SPEAKER = (
     "        os.rename(path, path + '.done')\n"
     "    time.sleep(0.01)\n"
 )
+SLEEPER_LINE = "print('up', flush=True)\nimport time\ntime.sleep(100000)"
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
@@ -211,6 +212,31 @@ def test_only_the_containers_own_lines_are_read(docker: DockerEnv, container: st
     finally:
         docker.remove(other)
     assert reader.texts() == [f"own-line-{n}" for n in range(5)]
+
+
+def test_the_local_log_driver_reads_the_same(docker: DockerEnv, container: str, tmp_path: Path) -> None:
+    docker.run_container(container, SPEAKER, binds=[f"{tmp_path}:/shared"], log_driver="local")
+    wait_until(lambda: "ready" in docker.logs(container), what="speaker ready")
+    reader = Reader(docker, container)
+
+    Step(tmp_path)("print('to stdout', flush=True)\nprint('to stderr', file=sys.stderr, flush=True)")
+    reader.read_until("to stderr")
+
+    assert reader.texts() == ["to stdout", "to stderr"]
+
+
+def test_a_log_driver_docker_logs_cannot_read_is_named_with_what_to_do(
+    docker: DockerEnv, container: str
+) -> None:
+    docker.run_container(container, SLEEPER_LINE, log_driver="none")
+
+    with pytest.raises(SourceError) as failure:
+        DockerLogsSource(container, container, binary=docker.docker_bin).read(None)
+
+    assert "configured logging driver does not support reading" in str(failure.value)
+    assert str(failure.value).endswith(
+        "run the container with --log-driver=local, or name its log files in `logs`"
+    )
 
 
 def test_missing_container_is_a_source_error(docker: DockerEnv) -> None:

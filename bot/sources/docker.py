@@ -27,6 +27,10 @@ from bot.sources.file import clean_line
 DEFAULT_TIMEOUT_S = 30.0
 MAX_LINE_BYTES = 8192
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per stream and read
+UNREADABLE_DRIVER_HINT = (
+    "`docker logs` reads only the json-file, local and journald log drivers (and others with dual logging): "
+    "run the container with --log-driver=local, or name its log files in `logs`"
+)
 _STAMPED = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ?(.*)$", re.DOTALL)
 
 
@@ -74,6 +78,8 @@ class DockerLogsSource:
         cut = [len(stream) >= MAX_OUTPUT_BYTES for stream in (out.stdout, out.stderr)]
         if out.returncode != 0 and not any(cut):  # a cut read may end in a kill: it is still a read
             problem = (out.stderr or out.stdout).decode("utf-8", errors="replace").strip()[:300]
+            if "does not support reading" in problem:
+                problem += f"; {UNREADABLE_DRIVER_HINT}"
             raise SourceError(f"{self.source_id}: docker logs failed (exit {out.returncode}): {problem}")
         entries = _merge(parse_timestamped(out.stdout), parse_timestamped(out.stderr), cut)
         if cursor is None:

@@ -146,6 +146,7 @@ class DockerEnv:
         memory: str | None = None,
         log_opts: Sequence[str] = (),
         health_cmd: str | None = None,
+        log_driver: str | None = None,
     ) -> str:
         """Start `python3 -c SCRIPT` in a container NAME (removed first if it exists); its id."""
         self.remove(name)
@@ -155,6 +156,7 @@ class DockerEnv:
         argv += [arg for bind in binds for arg in ("-v", bind)]
         argv += ["--memory", memory, "--memory-swap", memory] if memory else []
         argv += [f"--log-opt={opt}" for opt in log_opts]
+        argv += [f"--log-driver={log_driver}"] if log_driver else []
         if health_cmd:
             argv += ["--health-cmd", health_cmd, "--health-interval=200ms", "--health-start-period=30s"]
         out = self.docker(*argv, IMAGE, HOST_PYTHON, "-c", script)
