@@ -97,7 +97,7 @@ def test_restart_of_a_container_that_dies_after_start_fails_with_its_exit(
     (tmp_path / "die").touch()  # the next start dies 0.4 s in: `docker restart` succeeds, settling does not
 
     with pytest.raises(RestartFailed) as failure:
-        web.restart(settle_s=1.5)
+        web.restart(settle_s=1.0)
 
     assert f"docker: {container} came up" in str(failure.value)
     assert "entered exited, last exit code 1" in str(failure.value)
@@ -109,7 +109,7 @@ def test_a_container_docker_keeps_restarting_reads_as_a_crash_loop(docker: Docke
     web = manager(docker, container)
 
     with pytest.raises(RestartFailed, match=r"crash-looping|entered restarting"):
-        web.restart(settle_s=2.0)
+        web.restart(settle_s=1.0)
     looping = wait_for(web, lambda s: s.state is ServiceState.CRASH_LOOP, "restarting", timeout=15)
 
     assert looping.restarts is not None and looping.restarts >= 1

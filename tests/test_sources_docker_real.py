@@ -126,7 +126,7 @@ def test_a_traceback_on_stderr_is_one_record_without_the_docker_timestamps(
         "import logging\nlogging.basicConfig(format='%(levelname)s %(name)s: %(message)s')\n"
         "try:\n    {}['missing_key']\n"
         "except KeyError:\n    logging.getLogger('svc').exception('request /error failed')\n"
-        "print('after the error', flush=True)\n"
+        "print('after the error', file=sys.stderr, flush=True)\n"  # one stream: docker keeps its order
     )
     reader.read_until("after the error")
 
@@ -174,7 +174,7 @@ def test_resumed_across_a_dockerd_restart_from_the_persisted_cursor(
         timeout=30,
         what="the container restarted with dockerd",
     )
-    wait_until(lambda: reader.read() is not None and len(ticks(reader.texts())) > 40, what="ticks after")
+    wait_until(lambda: reader.read() is not None and len(ticks(reader.texts())) > 25, what="ticks after")
 
     truth = all_ticks(docker, container)
     read = ticks(reader.texts())
@@ -184,13 +184,13 @@ def test_resumed_across_a_dockerd_restart_from_the_persisted_cursor(
 
 
 def test_json_log_rotated_under_the_reader(docker: DockerEnv, container: str) -> None:
-    docker.run_container(container, TICKER, log_opts=["max-size=4k", "max-file=3"])
+    docker.run_container(container, TICKER, log_opts=["max-size=2k", "max-file=3"])
     log_dir = Path(str(docker.inspect(container)["LogPath"])).parent
     wait_until(lambda: all_ticks(docker, container), what="first ticks")
     reader = Reader(docker, container)
 
     wait_until(
-        lambda: reader.read() is not None and len(ticks(reader.texts())) > 150, timeout=30, what="150 ticks"
+        lambda: reader.read() is not None and len(ticks(reader.texts())) > 80, timeout=30, what="80 ticks"
     )
 
     assert len(list(log_dir.glob("*-json.log.*"))) == 2, "docker should have rotated its json log"
@@ -212,17 +212,6 @@ def test_only_the_containers_own_lines_are_read(docker: DockerEnv, container: st
     finally:
         docker.remove(other)
     assert reader.texts() == [f"own-line-{n}" for n in range(5)]
-
-
-def test_the_local_log_driver_reads_the_same(docker: DockerEnv, container: str, tmp_path: Path) -> None:
-    docker.run_container(container, SPEAKER, binds=[f"{tmp_path}:/shared"], log_driver="local")
-    wait_until(lambda: "ready" in docker.logs(container), what="speaker ready")
-    reader = Reader(docker, container)
-
-    Step(tmp_path)("print('to stdout', flush=True)\nprint('to stderr', file=sys.stderr, flush=True)")
-    reader.read_until("to stderr")
-
-    assert reader.texts() == ["to stdout", "to stderr"]
 
 
 def test_a_log_driver_docker_logs_cannot_read_is_named_with_what_to_do(
@@ -271,7 +260,7 @@ def test_stderr_flood_between_two_polls_loses_no_line(
         "for i in range(3000):\n    print(f'err-{i:05d} ' + 'x' * 80, file=sys.stderr)\n"
         "sys.stderr.flush()\nprint('flood done', flush=True)\n"
     )
-    wait_until(lambda: "flood done" in docker.logs(container), what="the flood")
+    wait_until(lambda: "flood done" in (logs := docker.logs(container)) and "err-02999" in logs, what="flood")
 
     reader.read_until("flood done")
 
@@ -291,11 +280,12 @@ def test_a_read_cut_at_the_output_cap_goes_on_from_the_last_whole_line(
         "    print(f'err-{i:04d} ' + 'e' * 60, file=sys.stderr)\n"
         "print('flood done', flush=True)\n"
     )
-    wait_until(lambda: "flood done" in docker.logs(container), what="the flood")
+    wait_until(lambda: "flood done" in (logs := docker.logs(container)) and "err-0399" in logs, what="flood")
     monkeypatch.setattr(docker_source, "MAX_OUTPUT_BYTES", 16 * 1024)
+    last_err = "err-0399 " + "e" * 60
 
     reads = 0
-    while "flood done" not in reader.texts():
+    while not {"flood done", last_err} <= set(reader.texts()):
         reads += 1
         assert reader.read(), "a cut read must still make progress"
         assert reads < 50
