@@ -25,7 +25,8 @@ They run with `--init` (docker-init is tini): python as PID 1 would ignore SIGTE
 `stop()` sends SIGTERM to dockerd (it stops its containers, `--shutdown-timeout` 2 s), SIGKILL after
 30 s, then ends by pid any containerd shim of this daemon still alive, unmounts whatever is mounted
 under the temp folder in our own namespace (nothing, unless the namespace leaked), removes the cgroups
-and the folder. It runs from the fixture's finalizer and from atexit.
+and the folder. It runs from the fixture's finalizer and from atexit; and should pytest itself be killed,
+dockerd gets SIGTERM as its parent-death signal (`setpriv --pdeathsig`), so its containers stop too.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def cannot_start_reason() -> str | None:
     dockerd = docker_dir() / "usr/sbin/dockerd"
     if not os.access(dockerd, os.X_OK):
         return f"{dockerd} is missing: run `make tools`"
-    if shutil.which("unshare") is None:
-        return "unshare is not on PATH"
+    missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not on PATH"
     if not os.access(HOST_PYTHON, os.X_OK):
         return f"{HOST_PYTHON} (the containers' interpreter) is missing"
     return None
@@ -204,6 +206,7 @@ class DockerEnv:
             "--mount",
             "sh",
             str(self.base / "start.sh"),
+            *("setpriv", "--pdeathsig", "TERM"),  # pytest killed (-9): dockerd still stops its containers
             str(tools / "usr/sbin/dockerd"),
             f"--host=unix://{self.socket}",
             f"--data-root={self.data_root}",
