@@ -21,6 +21,7 @@ from tests.fakes.docker_env import DockerEnv
 from tests.fakes.world import toml_table
 from tests.helpers import make_repo, wait_until
 
+SECRET = "hunter2-in-the-environment"
 SLEEPER = "print('up', flush=True)\nimport time\ntime.sleep(100000)"
 DIES_SOON = "import time\nprint('up', flush=True)\ntime.sleep(0.4)\nraise RuntimeError('died after start')"
 DIES_ONCE_FLAGGED = (
@@ -105,10 +106,11 @@ def test_restart_of_a_container_that_dies_after_start_fails_with_its_exit(
 
 
 def test_a_container_docker_keeps_restarting_reads_as_a_crash_loop(docker: DockerEnv, container: str) -> None:
-    docker.run_container(container, DIES_SOON, restart="always")
+    docker.run_container(container, DIES_SOON, restart="always", env=[f"API_TOKEN={SECRET}"])
     web = manager(docker, container)
+    assert f"API_TOKEN={SECRET}" in docker.docker("inspect", container).stdout.decode()  # Config.Env
 
-    with pytest.raises(RestartFailed, match=r"crash-looping|entered restarting"):
+    with pytest.raises(RestartFailed, match=r"crash-looping|entered restarting") as failure:
         web.restart(settle_s=1.0)
     looping = wait_for(web, lambda s: s.state is ServiceState.CRASH_LOOP, "restarting", timeout=15)
 
@@ -116,6 +118,7 @@ def test_a_container_docker_keeps_restarting_reads_as_a_crash_loop(docker: Docke
     assert looping.detail.startswith("restarting, last exit code 1")
     assert f"restarted {looping.restarts} times by docker" in looping.detail
     assert manager_storm_reason(looping.state, looping.detail) is not None  # healbot adds no restarts
+    assert SECRET not in str(failure.value) + repr(looping) + str(web.check())
 
 
 def test_missing_container(docker: DockerEnv) -> None:
