@@ -3,6 +3,7 @@ docker's own restart loop, a stopped and a missing container."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import time
@@ -12,14 +13,25 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import load_config
+from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import RestartFailed, ServiceError
-from bot.models import ServiceState, ServiceStatus
+from bot.models import Decision, DecisionAction, IncidentState, Proposal, ServiceState, ServiceStatus
 from bot.policy import manager_storm_reason
 from healers.services.docker import DockerManager
+from tests.conftest import claude_binary
 from tests.fakes.daemon_proc import HEALBOT
 from tests.fakes.docker_env import DockerEnv
-from tests.fakes.world import toml_table
-from tests.helpers import make_repo, wait_until
+from tests.fakes.world import (
+    APP,
+    DEFAULT_ANSWER,
+    ShiftedClock,
+    console_daemon,
+    fake_api_runner,
+    in_process_claude,
+    toml_table,
+)
+from tests.helpers import make_repo, until, wait_until
 
 SECRET = "hunter2-in-the-environment"
 SLEEPER = "print('up', flush=True)\nimport time\ntime.sleep(100000)"
@@ -264,3 +276,79 @@ def test_doctor_reports_a_missing_and_a_failed_container_and_passes_a_running_on
         "✗ down: docker: docker: hb-doc-down: container has failed: exited, last exit code 3; "
         "see `docker logs hb-doc-down`, fix the cause, then `docker start hb-doc-down`"
     ) in result.stdout, result.stdout
+
+
+SHOP = """
+import logging, sys, time
+sys.path.insert(0, {repo!r})
+import app
+logging.basicConfig(format="%(asctime)s ERROR svc[%(process)d]: %(message)s")
+print("serving", flush=True)
+while True:
+    try:
+        app.total("pear")
+    except KeyError:
+        logging.getLogger("svc").exception("request /total failed")
+    time.sleep(0.2)
+"""
+
+
+async def test_a_traceback_in_docker_logs_is_fixed_restarted_and_kept(
+    docker: DockerEnv, tmp_path: Path
+) -> None:
+    """The whole loop on a container: its traceback read by `docker logs`, the fix proposed (the real
+    claude binary against the fake Messages API), approved, committed, the container restarted through
+    DockerManager, and kept because the errors stopped."""
+    if claude_binary() is None:
+        pytest.fail("claude binary missing: run `make tools`")
+    repo = make_repo(tmp_path / "shop", {"app.py": APP})
+    name = "hb-shop-e2e"
+    text = toml_table("healbot", {"state_dir": tmp_path / "state", "poll_interval_s": 0.1})
+    text += toml_table("claude", in_process_claude(idle_timeout_s=20))
+    text += toml_table("services.svc", {"repo": repo})
+    text += toml_table(
+        "services.svc.manager", {"type": "docker", "container": name, "binary": docker.docker_bin}
+    )
+    text += toml_table("services.svc.health", {"window_s": 2.5, "settle_s": 0.5})
+    (tmp_path / "healbot.toml").write_text(text)
+    config = load_config(tmp_path / "healbot.toml")
+    docker.run_container(name, SHOP.format(repo=str(repo)), binds=[f"{repo}:{repo}:ro"])
+    fake = FakeMessagesApi(structured=DEFAULT_ANSWER).start()
+    out = io.StringIO()
+    daemon = await console_daemon(
+        config, fake_api_runner(config, fake.url, tmp_path / "claude"), out, ShiftedClock()
+    )
+    try:
+        await until(lambda: "KeyError: 'pear'" in docker.logs(name), what="the first traceback")
+        pipeline, store = daemon.pipeline, daemon.store
+        await pipeline.poll_once()  # the first read: the cursor at the end of the container's log
+
+        async def proposed() -> Proposal | None:
+            await pipeline.poll_once()
+            await pipeline.wait_idle()
+            incidents = store.incidents()
+            return store.latest_proposal(incidents[0].id) if incidents else None
+
+        proposal = None
+        deadline = time.monotonic() + 60
+        while proposal is None and time.monotonic() < deadline:
+            proposal = await proposed()
+        assert proposal is not None, out.getvalue()
+        [incident] = store.incidents()
+        assert incident.exception_type == "KeyError"
+        old_pid = docker.state(name)["Pid"]
+
+        await pipeline.decide(
+            Decision(proposal.token, "alice", DecisionAction.APPROVE, 1, proposal.candidates[0].digest)
+        )
+        await pipeline.wait_idle()
+
+        [result] = pipeline.results
+        assert result.action == "kept", out.getvalue()
+        assert "PRICES.get(name, 0)" in (repo / "app.py").read_text()
+        assert docker.state(name)["Pid"] != old_pid  # restarted through docker
+        assert store.incident(incident.id).state is IncidentState.RESOLVED
+    finally:
+        fake.stop()
+        daemon.store.close()
+        docker.remove(name)
