@@ -294,3 +294,25 @@ def test_a_read_cut_at_the_output_cap_goes_on_from_the_last_whole_line(
     for stream, fill in (("out", "o"), ("err", "e")):
         got = [text for text in reader.texts() if text.startswith(f"{stream}-")]
         assert got == [f"{stream}-{i:04d} " + fill * 60 for i in range(400)]
+
+
+def test_a_line_longer_than_the_cap_is_taken_truncated_and_the_read_goes_on(
+    docker: DockerEnv, container: str, speaker: Step, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: each read began with the same line longer than the cap, skipped it as read and found
+    nothing after it within the cap: the source was stuck there for good."""
+    reader = Reader(docker, container)
+    speaker("print('A' * 40000, flush=True)\nprint('after the long line', flush=True)")
+    wait_until(lambda: "after the long line" in docker.logs(container), what="the long line")
+    monkeypatch.setattr(docker_source, "MAX_OUTPUT_BYTES", 16 * 1024)
+
+    reader.read_until("after the long line")
+
+    assert reader.texts() == ["A" * docker_source.MAX_LINE_BYTES, "after the long line"]
+    assert [line.truncated for line in reader.lines] == [True, False]
+
+
+def test_the_stamp_after_a_stamp_carries_into_the_next_second() -> None:
+    assert docker_source._next_stamp("2026-12-31T23:59:59.999999999Z") == "2027-01-01T00:00:00.000000000Z"
+    assert docker_source._next_stamp("2026-12-03T14:58:59.562403257Z") == "2026-12-03T14:58:59.562403258Z"
+    assert docker_source._next_stamp("2026-12-03T14:58:59Z") is None  # not docker's fixed format

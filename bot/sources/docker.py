@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bot import proc
 from bot.errors import SourceError
@@ -31,6 +32,7 @@ UNREADABLE_DRIVER_HINT = (
     "`docker logs` reads only the json-file, local and journald log drivers (and others with dual logging): "
     "run the container with --log-driver=local, or name its log files in `logs`"
 )
+_FIXED_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{9})Z$")
 _STAMPED = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ?(.*)$", re.DOTALL)
 
 
@@ -109,6 +111,10 @@ class DockerLogsSource:
                     truncated=len(raw) > MAX_LINE_BYTES,
                 )
             )
+        if not lines and any(cut) and last is not None and (after := _next_stamp(last)) is not None:
+            # the cap was spent on lines already read, all of one stamp: the pieces of one line longer
+            # than the cap (docker stamps each 16 KiB piece alike). Going on after that stamp skips its rest.
+            return SourceBatch(lines=(), cursor=_dump(after, 0), resume=_AtStamp(()))
         return SourceBatch(lines=tuple(lines), cursor=_dump(last, count), resume=_AtStamp(tuple(starts)))
 
 
@@ -146,6 +152,18 @@ class _AtStamp:
 
     def __call__(self, index: int) -> str:
         return _dump(*self.starts[index])
+
+
+def _next_stamp(stamp: str) -> str | None:
+    """The stamp one nanosecond after `stamp` in docker's fixed format (None for any other format)."""
+    match = _FIXED_STAMP.match(stamp)
+    if match is None:
+        return None
+    seconds = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    nanos = int(match.group(2)) + 1
+    if nanos == 10**9:
+        seconds, nanos = seconds + timedelta(seconds=1), 0
+    return f"{seconds:%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
 
 
 def _dump(since: str | None, seen: int) -> str:
