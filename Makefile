@@ -17,6 +17,11 @@ PROMETHEUS_DIR := $(CACHE)/prometheus-2.42.0
 ALERTMANAGER_DIR := $(CACHE)/alertmanager-0.25.0
 PROMETHEUS_BIN := $(PROMETHEUS_DIR)/usr/bin/prometheus
 ALERTMANAGER_BIN := $(ALERTMANAGER_DIR)/usr/bin/prometheus-alertmanager
+# Docker: Debian's engine, pinned, unpacked (not installed) for the real-daemon tests (tests/fakes/docker_env.py)
+DOCKER_DEBS := docker.io=20.10.24+dfsg1-1+deb12u1+b6 containerd=1.6.20~ds1-1+deb12u3 \
+	runc=1.1.5+ds1-1+deb12u1 tini=0.19.0-1+b3
+DOCKER_DIR := $(CACHE)/docker-20.10.24
+DOCKERD_BIN := $(DOCKER_DIR)/usr/sbin/dockerd
 VENV_STAMP := $(VENV)/.stamp-deps
 WHEELHOUSE := $(CACHE)/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
@@ -24,6 +29,7 @@ WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
 export HEALBOT_CLAUDE_BIN := $(abspath $(CLAUDE_BIN))
 export HEALBOT_PM2_BIN := $(abspath $(PM2_BIN))
 export HEALBOT_BWRAP_BIN := $(abspath $(BWRAP_BIN))
+export HEALBOT_DOCKER_DIR := $(abspath $(DOCKER_DIR))
 export HEALBOT_WHEELHOUSE := $(abspath $(WHEELHOUSE))
 export HEALBOT_PROMETHEUS_BIN := $(abspath $(PROMETHEUS_BIN))
 export HEALBOT_ALERTMANAGER_BIN := $(abspath $(ALERTMANAGER_BIN))
@@ -67,6 +73,15 @@ $(ALERTMANAGER_BIN):
 	dpkg -x $(ALERTMANAGER_DIR)/prometheus-alertmanager_*.deb $(ALERTMANAGER_DIR)
 	test -x $@
 
+# dockerd, containerd, runc and docker-init run from where dpkg -x puts them; the .debs are dropped after
+$(DOCKERD_BIN):
+	mkdir -p $(DOCKER_DIR)
+	cd $(DOCKER_DIR) && rm -f *.deb && \
+		{ apt-get download $(DOCKER_DEBS) || { apt-get update -qq && apt-get download $(DOCKER_DEBS); }; }
+	for deb in $(DOCKER_DIR)/*.deb; do dpkg -x "$$deb" $(DOCKER_DIR) || exit 1; done
+	rm -f $(DOCKER_DIR)/*.deb
+	test -x $@
+
 $(PM2_BIN): tests/tools/package.json tests/tools/package-lock.json
 	cd tests/tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -76,7 +91,7 @@ $(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
 	$(BIN)/python tests/tools/fill_wheelhouse.py $(WHEELHOUSE)
 	touch $@
 
-tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(PROMETHEUS_BIN) $(ALERTMANAGER_BIN) $(WHEELHOUSE_STAMP)
+tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(DOCKERD_BIN) $(PROMETHEUS_BIN) $(ALERTMANAGER_BIN) $(WHEELHOUSE_STAMP)
 
 # the demo's check runs sandboxed when bwrap is installed, or fetched by `make tools`
 demo: $(VENV_STAMP) $(CLAUDE_BIN)

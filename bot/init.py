@@ -2,8 +2,8 @@
 
 Detection asks each process manager directly (never through healers/): PM2 with `pm2 jlist` (only when a
 daemon already runs: any pm2 call would otherwise spawn one), supervisord over its XML-RPC unix socket,
-systemd with `systemctl list-units --output=json`, docker with `docker ps --format json`. A manager that
-is absent or does not answer simply contributes nothing.
+systemd with `systemctl list-units --output=json`, docker with `docker ps --format "{{json .}}"`. A
+manager that is absent or does not answer simply contributes nothing.
 """
 
 from __future__ import annotations
@@ -260,7 +260,8 @@ def detect_systemd(run: CommandRunner, *, systemctl: str = "systemctl") -> list[
 
 
 def detect_docker(run: CommandRunner, *, docker: str = "docker") -> list[DetectedService]:
-    out = run([docker, "ps", "--format", "json"], None)
+    # not `--format json`: docker 23+ only; Debian 12's docker.io 20.10 prints the word "json" per container
+    out = run([docker, "ps", "--format", "{{json .}}"], None)
     if out.returncode != 0:
         return []
     found = []

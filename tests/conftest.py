@@ -38,4 +38,5 @@ def pm2_binary() -> str | None:
     return path if os.access(path, os.X_OK) else None
 
 
+from tests.fakes.docker_env import docker  # noqa: E402,F401  (session fixture: one real dockerd per run)
 from tests.fakes.systemd_env import systemd  # noqa: E402,F401  (session fixture: one real systemd per run)

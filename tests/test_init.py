@@ -264,7 +264,7 @@ def test_detect_all_skips_what_it_is_told(tmp_path: Path) -> None:
     )
     found = init.detect_all(options, run)
     assert {s.name for s in found} == {"db", "shop-web"}
-    assert run.calls == [["docker", "ps", "--format", "json"]]
+    assert run.calls == [["docker", "ps", "--format", "{{json .}}"]]
 
 
 def test_supervisord_seen_through_two_socket_paths_is_one_service(tmp_path: Path) -> None:

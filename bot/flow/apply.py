@@ -43,8 +43,8 @@ async def apply_and_verify(
     change: Change,
 ) -> FlowResult:
     cfg = runtime.cfg
+    await flow.poll_once()  # read what was logged until now: it belongs to "before"
     now = flow.clock.now()
-    await flow.poll_once()
     last_seen = flow.store.incident(incident.id).last_seen
     before = await _snapshot(flow, runtime, policy.baseline_start(now, cfg.health.window_s, last_seen), now)
     flow.store.save_baseline(change.id, before)
@@ -146,6 +146,8 @@ async def restart_and_verify(
     restart_error = None
     if restart:
         await flow.channel.progress(incident, f"{committed} → restarting {cfg.name}")
+        # what the old process logged while the change landed is read now, not counted as "after" it
+        await flow.poll_once()
         restart_error = await restart_service(flow, runtime)
         faults.hit(Step.RESTART_ISSUED)
     if restart_error is None:

@@ -9,11 +9,16 @@
 `docker inspect` also prints the container's environment (Config.Env): only named fields are read, and
 no message quotes its output. A container whose app ignores SIGTERM takes 10 s to restart (docker waits,
 then kills); the fix is in the container (handle SIGTERM, or `--init`), not here.
+
+An exited container is FATAL only when its app failed: one ended by `docker stop`/`kill` (exit code 128 +
+SIGTERM, SIGKILL or SIGINT, and not the kernel's OOM kill) is STOPPED, which healbot may restart.
+Measured against dockerd 20.10 in tests/test_docker_real.py.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +35,9 @@ from healers.services.base import (
 )
 
 DEFAULT_TIMEOUT_S = 60.0
+# `docker stop` ends a container with SIGTERM, then SIGKILL after its stop timeout; `docker kill` with
+# SIGKILL; Ctrl-C of an attached run with SIGINT. Its exit code is then 128 + the signal's number.
+_STOP_SIGNALS = {128 + s: s.name for s in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,23 +54,37 @@ class ContainerState:
     health: str | None
     failing_streak: int
     log_path: str
+    oom_killed: bool = False
+
+    @property
+    def stop_signal(self) -> str | None:
+        """The signal that stopped an exited container (`docker stop`/`kill`), not the kernel's OOM kill."""
+        if self.status != "exited" or self.oom_killed or self.exit_code is None:
+            return None
+        return _STOP_SIGNALS.get(self.exit_code)
 
     def to_status(self) -> ServiceStatus:
         if self.restarting or self.status == "restarting":
             state = ServiceState.CRASH_LOOP
+        elif self.status == "paused":  # `Running` stays true, but a frozen app serves nothing
+            state = ServiceState.STOPPED
         elif self.running and self.health == "starting":
             state = ServiceState.STARTING
         elif self.running:
             state = ServiceState.RUNNING
-        elif self.status == "exited" and self.exit_code not in (None, 0):
+        elif self.status == "exited" and self.exit_code not in (None, 0) and self.stop_signal is None:
             state = ServiceState.FATAL
         elif self.status in ("created", "exited", "paused", "removing", "dead"):
             state = ServiceState.STOPPED
         else:
             state = ServiceState.UNKNOWN
         detail = self.status or "unknown"
-        if self.exit_code and (self.restarting or not self.running):
+        if self.stop_signal is not None:
+            detail += f", stopped by {self.stop_signal} (exit code {self.exit_code})"
+        elif self.exit_code and (self.restarting or not self.running):
             detail += f", last exit code {self.exit_code}"
+        if self.oom_killed:
+            detail += ", killed: out of memory"
         if self.error:
             detail += f" ({self.error})"
         if self.health:
@@ -71,9 +93,8 @@ class ContainerState:
                 detail += f" ({self.failing_streak} failing checks in a row)"
         if self.restart_count:
             detail += f", restarted {self.restart_count} times by docker"
-        return ServiceStatus(
-            state, pid=self.pid if self.running else None, restarts=self.restart_count, detail=detail
-        )
+        pid = self.pid if state in (ServiceState.RUNNING, ServiceState.STARTING) else None
+        return ServiceStatus(state, pid=pid, restarts=self.restart_count, detail=detail)
 
 
 class DockerManager:
@@ -150,7 +171,7 @@ class DockerManager:
         if missing is not None:
             return missing
         try:
-            self.inspect()
+            status = self.inspect().to_status()
         except ServiceError as exc:
             text = str(exc)
             if "Cannot connect to the Docker daemon" in text:
@@ -158,6 +179,13 @@ class DockerManager:
             if "No such container" in text or "No such object" in text:
                 return f"{text}: check the name with `docker ps -a`"
             return text
+        if status.state is ServiceState.FATAL:
+            return (
+                f"{self.label}: container has failed: {status.detail}; see `docker logs {self.container}`, "
+                f"fix the cause, then `docker start {self.container}`"
+            )
+        if status.state is ServiceState.CRASH_LOOP:
+            return f"{self.label}: docker keeps restarting the container: {status.detail}; see `docker logs {self.container}`"
         return None
 
 
@@ -184,6 +212,7 @@ def parse_inspect(stdout: str) -> ContainerState:
         health=str(health["Status"]) if health.get("Status") else None,
         failing_streak=_int(health.get("FailingStreak")) or 0,
         log_path=str(container.get("LogPath") or ""),
+        oom_killed=state.get("OOMKilled") is True,
     )
 
 
