@@ -104,8 +104,12 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(BIN)/mypy
 
+# pytest-xdist: most tests wait on real processes (claude, git, supervisord, systemd); two workers keep
+# both cores busy. TEST_WORKERS=0 runs the tests in this one process
+TEST_WORKERS ?= 2
+
 test: $(VENV_STAMP) tools lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.stamp-bench
 
