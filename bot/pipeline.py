@@ -167,10 +167,10 @@ class Pipeline:
             return False  # a change is being applied or verified: its own errors are judged by the verdict
         if policy.in_grace(
             self.last_restart.get(incident.service),
-            incident.first_seen,
+            self.clock.now(),
             self.config.policy.grace_after_restart_s,
         ):
-            return False  # born in the noise of healbot's own restart: not a problem of its own
+            return False  # the noise of healbot's own restart; still there after the grace, it is diagnosed
         breaker = self.breaker_reason(incident.service, incident.fingerprint)
         if breaker is not None:
             self.spawn(self._escalate_once(incident, breaker), f"escalate-{incident.id}")

@@ -190,10 +190,11 @@ def was_reverted_before(fix: Fix, reverted: Iterable[Fix]) -> bool:
     return any(fix_signature(old) == signature for old in reverted)
 
 
-def in_grace(last_restart_at: float | None, first_seen: float, grace_s: float) -> bool:
-    """The bot's own restart makes noise: an incident first seen within `grace_s` after it is recorded but
-    not diagnosed. (The verification window after a fix's restart is always such a grace.)"""
-    return last_restart_at is not None and 0 <= first_seen - last_restart_at < grace_s
+def in_grace(last_restart_at: float | None, now: float, grace_s: float) -> bool:
+    """The bot's own restart makes noise: for `grace_s` after it errors are recorded but not diagnosed; one
+    that occurs again after the grace is diagnosed then. (The verification window after a fix's restart
+    is always such a grace.)"""
+    return last_restart_at is not None and 0 <= now - last_restart_at < grace_s
 
 
 def destructive_reason(candidate: Candidate) -> str | None:
