@@ -188,6 +188,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN planned_commit TEXT;
     ALTER TABLE changes ADD COLUMN planned_revert TEXT;
     """,
+    # 11: a snoozed proposal remembers until when (its expiry and reminder moved with it), and each status
+    # line of a card its kind, so the verdict stays pinned and refused presses collapse into one line
+    """
+    ALTER TABLE proposals ADD COLUMN snoozed_until REAL;
+    ALTER TABLE card_progress ADD COLUMN kind TEXT NOT NULL DEFAULT 'step';
+    ALTER TABLE card_progress ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 
