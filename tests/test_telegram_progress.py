@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bot import policy
 from bot.config import HealbotConfig, load_config
 from bot.interfaces import DecisionHandler
 from bot.models import (
@@ -34,8 +35,11 @@ from bot.models import (
     Incident,
     IncidentState,
     Proposal,
+    ProposalStatus,
     Risk,
     RunStats,
+    StatusKind,
+    StatusLine,
 )
 from bot.store import MIGRATIONS, PROGRESS_KEEP, PROGRESS_LINE_CAP, Observation, Store
 from bot.telegram import TelegramChannel, build_telegram_channel
@@ -217,6 +221,47 @@ def test_the_newest_lines_of_a_card_are_kept_line_21_drops_line_1(tmp_path: Path
     assert PROGRESS_KEEP == 20
     assert store.progress_lines(proposal.id) == [f"line {n}" for n in range(2, 22)]
     assert store.progress_lines(other.id) == ["another card's line"]
+    store.close()
+
+
+def test_the_verdict_is_never_pruned_and_refusals_are_one_counted_line(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "h.db")
+    incident, proposal = proposal_for(store)
+    store.add_progress(incident.id, "kept for now: please decide", at=5.0, kind=StatusKind.VERDICT)
+    for n in range(3):
+        store.add_progress(incident.id, f"refused {n}", at=6.0 + n, kind=StatusKind.REFUSAL)
+    for n in range(PROGRESS_KEEP + 5):
+        store.add_progress(incident.id, f"line {n}", at=10.0 + n)
+    lines = store.status_lines(proposal.id)
+    assert lines[0] == StatusLine("kept for now: please decide", StatusKind.VERDICT)
+    assert [line.text for line in lines[1:]] == [f"line {n}" for n in range(5, PROGRESS_KEEP + 5)]
+    store.add_progress(incident.id, "refused again", at=50.0, kind=StatusKind.REFUSAL)
+    assert store.status_lines(proposal.id)[-1] == StatusLine("refused again", StatusKind.REFUSAL, 1)
+    other_incident, other = proposal_for(store, "k2")
+    for n in range(3):
+        store.add_progress(other_incident.id, f"no {n}", at=60.0 + n, kind=StatusKind.REFUSAL)
+    assert store.status_lines(other.id) == [StatusLine("no 2", StatusKind.REFUSAL, 3)]
+    store.close()
+
+
+def test_a_snooze_moves_expiry_and_reminder_and_is_not_who_decided(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "h.db")
+    _, proposal = proposal_for(store)
+    store.mark_reminded(proposal.id)
+    snooze = Decision(proposal.token, "telegram:1", DecisionAction.SNOOZE)
+    until, expires_at = policy.snoozed(proposal, now=100.0)
+    snoozed = store.snooze_proposal(
+        proposal, snooze, until=until, expires_at=expires_at, message="s", at=100.0
+    )
+    assert snoozed is not None and snoozed.expires_at == proposal.expires_at + policy.SNOOZE_S
+    assert snoozed.snoozed_until == 100.0 + policy.SNOOZE_S and not store.was_reminded(proposal.id)
+    assert policy.reminder_at(snoozed, 600.0) == snoozed.expires_at - 600.0
+    assert policy.reminder_at(snoozed, 5000.0) == snoozed.snoozed_until  # never while the snooze lasts
+    assert store.decider(proposal.id) is None
+    store.close_proposal(
+        snoozed, ProposalStatus.REJECTED, None, incident_state=None, message="gone", at=101.0
+    )
+    assert store.snooze_proposal(snoozed, snooze, until=1.0, expires_at=2.0, message="s", at=102.0) is None
     store.close()
 
 
