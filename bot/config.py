@@ -83,6 +83,9 @@ class ServiceConfig:
     check_read_only_paths: tuple[str, ...] = ()  # shown read-only to the sandboxed check_command
 
 
+GRACE_AFTER_RESTART_S = 60.0  # a service's start-up noise after healbot restarted it: not a new problem
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     """`[policy]`: the limits of automatic remediation. Tripped → escalate only."""
@@ -92,9 +95,8 @@ class PolicyConfig:
     restart_window_s: float = 1800.0
     applies_per_day: int = 10
     maintenance_windows: tuple[str, ...] = ()  # "02:00-04:00" or "sun 02:00-04:00", UTC
-    grace_after_restart_s: float = (
-        0.0  # errors first seen this long after healbot's own restart: not diagnosed
-    )
+    grace_after_restart_s: float = GRACE_AFTER_RESTART_S  # errors first seen this soon after healbot
+    # restarted the service are its start-up noise: counted, not diagnosed
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,7 +557,7 @@ def _policy(t: _Table) -> PolicyConfig:
             parse_window(window)
         except ValueError as exc:
             raise t.error("maintenance_windows", str(exc)) from None
-    grace = t.number("grace_after_restart_s", 0.0)
+    grace = t.number("grace_after_restart_s", GRACE_AFTER_RESTART_S)
     cfg = PolicyConfig(
         fixes_per_fingerprint_per_day=counts["max_fixes_per_fingerprint_per_day"],
         restarts_per_service=counts["max_restarts_per_service"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.config import number_range
+from bot.config import GRACE_AFTER_RESTART_S, number_range
 
 START_MARK = "<!-- config-reference:start -->"
 END_MARK = "<!-- config-reference:end -->"
@@ -165,8 +165,8 @@ REFERENCE: tuple[Table, ...] = (
             Key(
                 "grace_after_restart_s",
                 num("policy.grace_after_restart_s"),
-                "60",
-                "no new diagnosis this long after healbot restarted a service",
+                f"{GRACE_AFTER_RESTART_S:g}",
+                "this long after healbot restarted a service, its errors are counted, not diagnosed",
             ),
         ),
     ),

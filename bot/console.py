@@ -96,3 +96,6 @@ class ConsoleChannel:
 
     async def notify(self, text: str) -> None:
         self._print(f"healbot: {text}")
+
+    async def remind(self, incident: Incident, proposal: Proposal, text: str) -> None:
+        self._print(f"healbot: {text}")

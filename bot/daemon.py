@@ -145,6 +145,9 @@ class Daemon:
         scheduler.start()
         self._scheduler = scheduler
         await self.observability.start()
+        deadlines = asyncio.get_running_loop().create_task(self.pipeline.deadlines.run(), name="deadlines")
+        self._background.add(deadlines)
+        deadlines.add_done_callback(self._background.discard)
 
     async def _settle_claude_children(self) -> None:
         """Before recovery re-runs an interrupted diagnosis: kill the claude processes a killed daemon left

@@ -165,3 +165,6 @@ class ApprovalChannel(Protocol):
     async def progress(self, incident: Incident, text: str) -> None: ...
 
     async def notify(self, text: str) -> None: ...
+
+    async def remind(self, incident: Incident, proposal: Proposal, text: str) -> None:
+        """A reminder about a pending proposal, shown with its card where the channel can."""

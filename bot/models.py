@@ -223,6 +223,22 @@ class Proposal:
     expires_at: float
     status: ProposalStatus
     summary: str = ""
+    snoozed_until: float | None = None  # a person pressed Snooze; expiry and reminder moved with it
+
+
+class StatusKind(enum.StrEnum):
+    """What a status line on a card is: a step, the verdict (always shown), a refused press (collapsed)."""
+
+    STEP = "step"
+    VERDICT = "verdict"
+    REFUSAL = "refusal"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    text: str
+    kind: StatusKind = StatusKind.STEP
+    repeats: int = 1  # a refusal line stands for this many refused presses
 
 
 @dataclass(frozen=True, slots=True)

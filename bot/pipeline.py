@@ -20,6 +20,7 @@ from bot.errors import HealbotError
 from bot.flow import apply, approval, diagnosis, gates
 from bot.flow.approval import FIRST_APPROVAL_PREFIX
 from bot.flow.context import LOGGER_NAME, FlowResult, ServiceRuntime
+from bot.flow.deadlines import DeadlineTimer
 from bot.flow.diagnosis import DIAGNOSIS_RETRIES
 from bot.flow.gates import RESTART_EVENT_PREFIX
 from bot.flow.observe import Observer
@@ -98,6 +99,8 @@ class Pipeline:
         self.auto_diagnose = True
         self.last_restart: dict[str, float] = {}
         self.retry_backoff_s = 60.0  # first retry of a failed diagnosis; doubles each time
+        self._deadlines_lock = asyncio.Lock()
+        self.deadlines = DeadlineTimer(clock, self.next_deadline, self.deadlines_due)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -200,10 +203,10 @@ class Pipeline:
             return False  # a change is being applied or verified: its own errors are judged by the verdict
         if policy.in_grace(
             self.last_restart.get(incident.service),
-            incident.first_seen,
+            self.clock.now(),
             self.config.policy.grace_after_restart_s,
         ):
-            return False  # born in the noise of healbot's own restart: not a problem of its own
+            return False  # the noise of healbot's own restart; still there after the grace, it is diagnosed
         breaker = self.breaker_reason(incident.service, incident.fingerprint)
         if breaker is not None:
             self.spawn(self._escalate_once(incident, breaker), f"escalate-{incident.id}")
@@ -314,20 +317,45 @@ class Pipeline:
     async def expire_due(self) -> None:
         self._start_due_retries()
         await recovery.sweep(self)
-        now = self.clock.now()
-        for proposal in self.store.pending_proposals():
-            status = policy.expiry_status(
-                proposal, now, self.config.approval.reminder_before_s, self.store.was_reminded(proposal.id)
-            )
-            incident = self.store.incident(proposal.incident_id)
-            if status is policy.ExpiryStatus.EXPIRED:
-                await approval.expire(self, proposal, incident)
-            elif status is policy.ExpiryStatus.REMIND:
-                self.store.mark_reminded(proposal.id)
-                minutes = max(1, round((proposal.expires_at - now) / 60))
-                await self.channel.notify(
-                    f"reminder: #{incident.id} {incident.service} has a fix waiting; it expires in {minutes} min"
+        await self.deadlines_due()
+
+    async def deadlines_due(self) -> None:
+        """Remind about and expire the pending proposals whose time has come (the deadline timer calls
+        this at the exact time, the periodic job as a safety net; the lock keeps one reminder one)."""
+        async with self._deadlines_lock:
+            now = self.clock.now()
+            for proposal in self.store.pending_proposals():
+                status = policy.expiry_status(
+                    proposal,
+                    now,
+                    self.config.approval.reminder_before_s,
+                    self.store.was_reminded(proposal.id),
                 )
+                incident = self.store.incident(proposal.incident_id)
+                if status is policy.ExpiryStatus.EXPIRED:
+                    await approval.expire(self, proposal, incident)
+                elif status is policy.ExpiryStatus.REMIND:
+                    self.store.mark_reminded(proposal.id)
+                    minutes = max(1, round((proposal.expires_at - now) / 60))
+                    await self.channel.remind(
+                        incident,
+                        proposal,
+                        f"reminder: #{incident.id} {incident.service} has a fix waiting; it expires in {minutes} min",
+                    )
+
+    def next_deadline(self) -> float | None:
+        """The earliest reminder or expiry among the pending proposals."""
+        before = self.config.approval.reminder_before_s
+        return min(
+            (
+                policy.next_deadline(p, before, self.store.was_reminded(p.id))
+                for p in self.store.pending_proposals()
+            ),
+            default=None,
+        )
+
+    def deadlines_changed(self) -> None:
+        self.deadlines.changed()
 
     async def recover(self) -> list[str]:
         """After a restart: resume what is safe, report the rest. Never repeats an apply."""

@@ -10,11 +10,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.models import Candidate, Fingerprint, Fix, FixKind, Proposal, ServiceState
+from bot.models import (
+    Candidate,
+    Change,
+    ChangeStatus,
+    Fingerprint,
+    Fix,
+    FixKind,
+    Proposal,
+    ServiceState,
+)
 
 PAUSED_UNTIL = "paused_until"
 MUTE_PREFIX = "mute:"
 FOREVER = float("inf")
+SNOOZE_S = 3600.0  # what the Snooze button moves a proposal's reminder and expiry by
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -45,9 +55,31 @@ def expiry_status(proposal: Proposal, now: float, reminder_before_s: float, remi
     """Expiry is fail-closed: past `expires_at` a proposal is EXPIRED, never approved."""
     if now >= proposal.expires_at:
         return ExpiryStatus.EXPIRED
-    if not reminded and now >= proposal.expires_at - reminder_before_s:
+    if not reminded and now >= reminder_at(proposal, reminder_before_s):
         return ExpiryStatus.REMIND
     return ExpiryStatus.LIVE
+
+
+def reminder_at(proposal: Proposal, reminder_before_s: float) -> float:
+    """`reminder_before_s` before expiry, and never while a snooze lasts."""
+    return max(proposal.expires_at - reminder_before_s, proposal.snoozed_until or 0.0)
+
+
+def next_deadline(proposal: Proposal, reminder_before_s: float, reminded: bool) -> float:
+    """When this pending proposal needs the bot next: its reminder, else its expiry."""
+    return proposal.expires_at if reminded else reminder_at(proposal, reminder_before_s)
+
+
+def awaits_decision(change: Change) -> bool:
+    """Applied and kept for now, but the verdict left keep-or-revert to a person."""
+    return (
+        change.status is ChangeStatus.NEEDS_HUMAN and change.commit is not None and not change.revert_commit
+    )
+
+
+def snoozed(proposal: Proposal, now: float, snooze_s: float = SNOOZE_S) -> tuple[float, float]:
+    """A snooze pressed at `now`: (snoozed until, the new expiry); expiry and reminder move by `snooze_s`."""
+    return now + snooze_s, proposal.expires_at + snooze_s
 
 
 def parse_duration(text: str) -> float:
@@ -190,10 +222,11 @@ def was_reverted_before(fix: Fix, reverted: Iterable[Fix]) -> bool:
     return any(fix_signature(old) == signature for old in reverted)
 
 
-def in_grace(last_restart_at: float | None, first_seen: float, grace_s: float) -> bool:
-    """The bot's own restart makes noise: an incident first seen within `grace_s` after it is recorded but
-    not diagnosed. (The verification window after a fix's restart is always such a grace.)"""
-    return last_restart_at is not None and 0 <= first_seen - last_restart_at < grace_s
+def in_grace(last_restart_at: float | None, now: float, grace_s: float) -> bool:
+    """The bot's own restart makes noise: for `grace_s` after it errors are recorded but not diagnosed; one
+    that occurs again after the grace is diagnosed then. (The verification window after a fix's restart
+    is always such a grace.)"""
+    return last_restart_at is not None and 0 <= now - last_restart_at < grace_s
 
 
 def destructive_reason(candidate: Candidate) -> str | None:

@@ -12,6 +12,20 @@ def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def hour_minute(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def shorten_middle(text: str, limit: int) -> str:
+    """At most `limit` characters, the cut in the middle: a status line's point is at its end ("…; revert
+    with /revert 3"), its subject at its start."""
+    if len(text) <= limit:
+        return text
+    head = max(0, (limit - 1) * 2 // 5)
+    tail = max(0, limit - 1 - head)
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
 def incident_header(incident: Incident) -> str:
     return (
         f"incident #{incident.id} [{incident.service}] {incident.title}\n"

@@ -230,6 +230,24 @@ async def test_no_new_diagnosis_in_the_grace_window_after_healbots_own_restart(m
     assert len(world.fake.message_requests()) == 1
 
 
+async def test_an_error_first_seen_in_the_grace_window_was_never_diagnosed(make_world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.8: with the documented 60 s grace, an error born right after healbot's restart of the service
+    is start-up noise while the grace lasts; still there after it, it gets its diagnosis."""
+    world: World = await make_world(answer={"summary": "s", "candidates": [FIX]})
+    assert world.pipeline.config.policy.grace_after_restart_s == 60.0  # the default
+    _, proposal = await world.incident_with_proposal()
+    await world.approve(proposal)
+    await world.pipeline.wait_idle()
+    world.append(traceback_lines(world.repo, exc="ValueError: still broken", func="boot"))
+    await settle(world)
+    assert len(world.fake.message_requests()) == 1  # in the grace: counted, not diagnosed
+    world.clock.offset = 61.0
+    world.append(traceback_lines(world.repo, exc="ValueError: still broken", func="boot"))
+    await settle(world)
+    assert len(world.fake.message_requests()) == 2  # after the grace: diagnosed
+    assert "still broken" in str(world.fake.message_requests()[-1])
+
+
 class FatalManager:
     """The service manager's answer when it gave up (supervisord FATAL, systemd start-limit-hit)."""
 

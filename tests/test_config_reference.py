@@ -57,3 +57,18 @@ def test_every_table_renders_with_its_keys() -> None:
         assert f"**`[{table.name}]`**" in text
         for key in table.keys:
             assert f"| `{key.name}` |" in text
+
+
+def test_grace_after_restart_s_was_documented_as_60_but_defaulted_to_0() -> None:
+    """Issue 17.8: the reference (and so README.md) states the default the loader really uses."""
+    [documented] = [
+        key.default
+        for t in REFERENCE
+        if t.name == "policy"
+        for key in t.keys
+        if key.name == "grace_after_restart_s"
+    ]
+    loaded = parse_config(minimal(), Path("/etc/healbot.toml"), check_repos=False)
+    assert float(documented) == loaded.policy.grace_after_restart_s == 60.0
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"| `grace_after_restart_s` | number ≥ 0, ≤ 86400 | `{documented}` |" in readme

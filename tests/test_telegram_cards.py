@@ -19,8 +19,11 @@ from bot.models import (
     Proposal,
     ProposalStatus,
     Risk,
+    StatusKind,
+    StatusLine,
 )
 from bot.operations import UsageError, parse_change_id, parse_optional_duration
+from bot.render import hour_minute
 from bot.telegram import cards
 from bot.telegram.app import file_url_for
 from bot.telegram.auth import AllowList
@@ -215,3 +218,35 @@ async def test_fake_answers_a_query_once(bot_and_fake) -> None:  # type: ignore[
         await bot.answer_callback_query(query_id, "again")
     with pytest.raises(AssertionError, match="no button"):
         fake.press(1, -1, message.message_id, text="Missing")
+
+
+def test_status_lines_cut_at_200_characters_lost_their_point() -> None:
+    long = (
+        "health got worse ("
+        + "new error fingerprint abc123 (4); " * 12
+        + "): please look; revert with /revert 3"
+    )
+    text = cards.card_text(incident(), proposal(), [long], diffs_inline=True)
+    [line] = [line for line in parse_text(text, "HTML").splitlines() if line.startswith("→ ")]
+    assert line.endswith("please look; revert with /revert 3") and line.startswith("→ health got worse (")
+    assert "…" in line and len(line) <= cards.MAX_STATUS_LINE + 2
+
+
+def test_a_refusal_line_says_how_many_presses_it_stands_for() -> None:
+    status = [StatusLine("applying #1"), StatusLine("already approved", StatusKind.REFUSAL, 4)]
+    plain = parse_text(cards.card_text(incident(), proposal(), status, diffs_inline=True), "HTML")
+    assert "→ already approved (refused 4×)" in plain
+
+
+def test_snoozed_card_says_until_when_and_keeps_its_buttons() -> None:
+    import dataclasses
+
+    snoozed = dataclasses.replace(proposal(), snoozed_until=time.time() + 3600)
+    card = cards.build_card(incident(), snoozed, [], diffs_inline=True)
+    assert f"snoozed until {hour_minute(snoozed.snoozed_until or 0)}" in card.text
+    assert card.keyboard is not None
+
+
+def test_usage_is_said_only_for_usage_errors() -> None:
+    assert cards.usage("change 3 was already reverted by abc") == "change 3 was already reverted by abc"
+    assert cards.usage("usage: /revert N") == "usage: /revert N"

@@ -289,6 +289,8 @@ async def test_revert_command_asks_to_confirm_then_reverts(telegram_world) -> No
     await world.text_in(CHAT, "usage: /revert <change id>")
     world.bot_api.command(APPROVER, CHAT, f"/revert {change.id}")
     confirm = await world.text_in(CHAT, f"revert change {change.id}")
+    world.bot_api.command(APPROVER, CHAT, f"/revert {change.id}")  # asked twice: the second goes stale
+    stale = await world.text_in(CHAT, f"revert change {change.id}", after=confirm.message_id)
     assert git(world.repo, "rev-parse", "HEAD") == change.commit  # nothing yet
     world.bot_api.press(APPROVER, CHAT, confirm.message_id, text="Revert")
     done = await world.card_shows(confirm.message_id, "reverted")
@@ -296,6 +298,22 @@ async def test_revert_command_asks_to_confirm_then_reverts(telegram_world) -> No
     reverted = world.store.change(change.id)
     assert reverted is not None and reverted.status is ChangeStatus.REVERTED
     assert git(world.repo, "rev-parse", "HEAD") == reverted.revert_commit
+    await world.card_shows(card.message_id, f"(by telegram:{APPROVER})")  # the card says so too
+
+    # issue 17.8: the stale button toasted "reverting…"; it says "already reverted" and changes nothing
+    world.bot_api.press(APPROVER, CHAT, stale.message_id, text="Revert")
+    answer = await until(
+        lambda: (a := world.bot_api.calls("answerCallbackQuery", ok=True)) and len(a) == 3 and a[-1],
+        what="the stale press answered",
+    )
+    assert "already reverted" in answer.params["text"] and "reverting" not in answer.params["text"]
+    await until(lambda: world.bot_api.message(CHAT, stale.message_id).reply_markup is None, what="retired")
+    assert world.store.change(change.id) == reverted
+    assert git(world.repo, "rev-parse", "HEAD") == reverted.revert_commit
+    # issue 17.8: a plain error was prefixed "usage:"
+    world.bot_api.command(APPROVER, CHAT, f"/revert {change.id}")
+    again = await world.text_in(CHAT, "was already reverted", after=stale.message_id)
+    assert "usage" not in again.text
     world.bot_api.command(APPROVER, CHAT, "/history")
     history = await world.text_in(CHAT, "recent changes")
     assert f"change {change.id}" in history.text and "reverted" in history.text

@@ -17,10 +17,14 @@ from typing import Any
 
 import pytest
 
+from bot import policy
 from bot.config import HealbotConfig, load_config
+from bot.interfaces import DecisionHandler
 from bot.models import (
     Candidate,
+    ChangeStatus,
     Decision,
+    DecisionAction,
     DecisionResult,
     DiffStats,
     Edit,
@@ -29,9 +33,13 @@ from bot.models import (
     FixKind,
     Frame,
     Incident,
+    IncidentState,
     Proposal,
+    ProposalStatus,
     Risk,
     RunStats,
+    StatusKind,
+    StatusLine,
 )
 from bot.store import MIGRATIONS, PROGRESS_KEEP, PROGRESS_LINE_CAP, Observation, Store
 from bot.telegram import TelegramChannel, build_telegram_channel
@@ -109,7 +117,9 @@ async def _never_decides(decision: Decision) -> DecisionResult:
 
 
 @asynccontextmanager
-async def channel_lifetime(setup: Setup) -> AsyncIterator[TelegramChannel]:
+async def channel_lifetime(
+    setup: Setup, decide: DecisionHandler = _never_decides
+) -> AsyncIterator[TelegramChannel]:
     """One daemon lifetime of the channel: the state database opened, the bot connected; then both closed."""
     store = Store.open(setup.config.db_path)
     channel = build_telegram_channel(
@@ -123,7 +133,7 @@ async def channel_lifetime(setup: Setup) -> AsyncIterator[TelegramChannel]:
         backoff_start_s=0.1,
         backoff_max_s=0.5,
     )
-    await channel.start(_never_decides)
+    await channel.start(decide)
     try:
         await until(channel.app.ready.is_set, what="the bot connected to the fake Bot API")
         yield channel
@@ -186,7 +196,8 @@ async def test_hostile_progress_lines_stay_escaped_capped_and_scrubbed_after_a_r
         await card_shows(setup.bot_api, message_id, "failed: password=")
         stored = channel.store.progress_lines(proposal.id)
 
-    assert len(stored) == 3 and len(stored[1]) == PROGRESS_LINE_CAP and stored[1].endswith("…")
+    assert len(stored) == 3 and len(stored[1]) == PROGRESS_LINE_CAP and "…" in stored[1]
+    assert stored[1].endswith("THE-END-OF-A-10KB-LINE")  # cut in the middle: the line's point is kept
     assert all(SECRET not in line for line in stored)
 
     async with channel_lifetime(setup) as channel:
@@ -195,7 +206,7 @@ async def test_hostile_progress_lines_stay_escaped_capped_and_scrubbed_after_a_r
 
     assert "→ <b>not bold</b> & <a href='http://x'>link</a> </pre>" in card.text  # shown as text
     assert "&lt;b&gt;not bold&lt;/b&gt; &amp; &lt;a href='http://x'&gt;" in card.raw
-    assert "THE-END-OF-A-10KB-LINE" not in card.text and "x" * 300 not in card.text
+    assert "THE-END-OF-A-10KB-LINE\n" in card.text and "x" * 300 not in card.text
     assert SECRET not in card.raw and len(card.text) <= 4096
     assert setup.bot_api.calls(ok=False) == []
 
@@ -210,6 +221,47 @@ def test_the_newest_lines_of_a_card_are_kept_line_21_drops_line_1(tmp_path: Path
     assert PROGRESS_KEEP == 20
     assert store.progress_lines(proposal.id) == [f"line {n}" for n in range(2, 22)]
     assert store.progress_lines(other.id) == ["another card's line"]
+    store.close()
+
+
+def test_the_verdict_is_never_pruned_and_refusals_are_one_counted_line(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "h.db")
+    incident, proposal = proposal_for(store)
+    store.add_progress(incident.id, "kept for now: please decide", at=5.0, kind=StatusKind.VERDICT)
+    for n in range(3):
+        store.add_progress(incident.id, f"refused {n}", at=6.0 + n, kind=StatusKind.REFUSAL)
+    for n in range(PROGRESS_KEEP + 5):
+        store.add_progress(incident.id, f"line {n}", at=10.0 + n)
+    lines = store.status_lines(proposal.id)
+    assert lines[0] == StatusLine("kept for now: please decide", StatusKind.VERDICT)
+    assert [line.text for line in lines[1:]] == [f"line {n}" for n in range(5, PROGRESS_KEEP + 5)]
+    store.add_progress(incident.id, "refused again", at=50.0, kind=StatusKind.REFUSAL)
+    assert store.status_lines(proposal.id)[-1] == StatusLine("refused again", StatusKind.REFUSAL, 1)
+    other_incident, other = proposal_for(store, "k2")
+    for n in range(3):
+        store.add_progress(other_incident.id, f"no {n}", at=60.0 + n, kind=StatusKind.REFUSAL)
+    assert store.status_lines(other.id) == [StatusLine("no 2", StatusKind.REFUSAL, 3)]
+    store.close()
+
+
+def test_a_snooze_moves_expiry_and_reminder_and_is_not_who_decided(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "h.db")
+    _, proposal = proposal_for(store)
+    store.mark_reminded(proposal.id)
+    snooze = Decision(proposal.token, "telegram:1", DecisionAction.SNOOZE)
+    until, expires_at = policy.snoozed(proposal, now=100.0)
+    snoozed = store.snooze_proposal(
+        proposal, snooze, until=until, expires_at=expires_at, message="s", at=100.0
+    )
+    assert snoozed is not None and snoozed.expires_at == proposal.expires_at + policy.SNOOZE_S
+    assert snoozed.snoozed_until == 100.0 + policy.SNOOZE_S and not store.was_reminded(proposal.id)
+    assert policy.reminder_at(snoozed, 600.0) == snoozed.expires_at - 600.0
+    assert policy.reminder_at(snoozed, 5000.0) == snoozed.snoozed_until  # never while the snooze lasts
+    assert store.decider(proposal.id) is None
+    store.close_proposal(
+        snoozed, ProposalStatus.REJECTED, None, incident_state=None, message="gone", at=101.0
+    )
+    assert store.snooze_proposal(snoozed, snooze, until=1.0, expires_at=2.0, message="s", at=102.0) is None
     store.close()
 
 
@@ -330,3 +382,85 @@ async def test_a_line_stored_but_not_yet_shown_before_a_stop_shows_when_the_card
     async with channel_lifetime(setup) as channel:
         await channel.present(incident, proposal)  # recovery presents every pending proposal on start
         await card_shows(setup.bot_api, message_id, "verdict stored, then the daemon died")
+
+
+# --- issue 17.5 and 17.6: the verdict stays on the card, refusals are one line, a reminder answers its card
+
+REFUSED = "the repo moved under this card: nothing was applied"
+
+
+async def _refuses(decision: Decision) -> DecisionResult:
+    return DecisionResult(False, REFUSED)
+
+
+async def test_refused_presses_piled_up_until_the_verdict_scrolled_off_the_card(setup: Setup) -> None:
+    async with channel_lifetime(setup, _refuses) as channel:
+        incident, proposal = proposal_for(channel.store)
+        await channel.present(incident, proposal)
+        message_id = await card_sent(channel, proposal)
+        for presses in range(1, 4):
+            setup.bot_api.press(APPROVER, CHAT, message_id, text="Approve #1")
+            await until(
+                lambda n=presses: len(setup.bot_api.calls("answerCallbackQuery", ok=True)) == n,  # type: ignore[misc]
+                what=f"press {presses} answered",
+            )
+        await card_shows(setup.bot_api, message_id, "(refused 3×)")
+
+        [candidate] = proposal.candidates
+        decision = Decision(
+            proposal.token, f"telegram:{APPROVER}", DecisionAction.APPROVE, 1, candidate.digest
+        )
+        change = channel.store.approve_proposal(
+            proposal, candidate, decision, service="svc", message="approved #1", at=5.0
+        )
+        assert change is not None
+        channel.store.update_change(
+            change.id,
+            ChangeStatus.NEEDS_HUMAN,
+            at=6.0,
+            commit="c" * 40,
+            incident_state=IncidentState.NEEDS_HUMAN,
+        )
+        verdict = (
+            f"kept for now, but the verdict is same: please decide: Keep, or Revert (/revert {change.id})"
+        )
+        await channel.progress(incident, verdict)
+        for n in range(8):
+            await channel.progress(incident, f"later line {n}")
+        card = await card_shows(setup.bot_api, message_id, "later line 7")
+        [refusal] = [line for line in channel.store.status_lines(proposal.id) if line.text == REFUSED]
+
+    status = card.text[card.text.index("\nstatus\n") :].strip().splitlines()
+    assert status[0] == "status" and len(status) == 7, status
+    assert status[1] == f"→ {verdict}"  # pinned above the newest lines
+    assert status[2:] == [f"→ later line {n}" for n in range(3, 8)]
+    assert [b["text"] for b in card.buttons()] == ["Keep", "Revert"]
+    assert card.raw.count(REFUSED) == 0  # the collapsed refusals went with the older lines
+    assert refusal.repeats == 3  # one line for three presses
+
+
+async def test_the_reminder_was_not_a_reply_to_its_card_and_a_deleted_card_is_no_obstacle(
+    setup: Setup,
+) -> None:
+    async with channel_lifetime(setup) as channel:
+        incident, proposal = proposal_for(channel.store)
+        await channel.present(incident, proposal)
+        message_id = await card_sent(channel, proposal)
+        await channel.remind(incident, proposal, "reminder: #1 svc has a fix waiting; it expires in 10 min")
+        first = await until(
+            lambda: [m for m in setup.bot_api.bot_messages(CHAT) if "reminder:" in m.text], what="a reminder"
+        )
+        assert first[0].reply_to == message_id
+
+        setup.bot_api.delete(CHAT, message_id)  # someone tidied the chat up
+        await channel.remind(incident, proposal, "reminder: #1 svc has a fix waiting; it expires in 5 min")
+        both = await until(
+            lambda: (
+                (r := [m for m in setup.bot_api.bot_messages(CHAT) if "reminder:" in m.text])
+                and len(r) == 2
+                and r
+            ),
+            what="the second reminder",
+        )
+        assert "expires in 5 min" in both[1].text and both[1].reply_to is None
+    assert setup.bot_api.calls(ok=False) == []

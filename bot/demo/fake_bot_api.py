@@ -276,6 +276,11 @@ class FakeBotApi:
     def reply(self, user_id: int, chat_id: int, to_message_id: int, text: str) -> StoredMessage:
         return self.user_message(user_id, chat_id, text, reply_to=to_message_id)
 
+    def delete(self, chat_id: int, message_id: int) -> None:
+        """Someone deleted a message in the chat (an admin tidying up): it is gone for every later call."""
+        with self._lock:
+            del self._state.messages[(chat_id, message_id)]
+
     def press(
         self, user_id: int, chat_id: int, message_id: int, *, text: str | None = None, data: str | None = None
     ) -> str:

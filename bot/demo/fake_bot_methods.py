@@ -78,7 +78,7 @@ def send_message(state: FakeBotState, caller: FakeBot, params: Params, files: Fi
     markup = _markup(params)
     state.rate_limit(caller, chat_id)
     message = state.post(
-        chat_id, text=text, raw=raw, sender=caller, reply_markup=markup, reply_to=_reply_to(params)
+        chat_id, text=text, raw=raw, sender=caller, reply_markup=markup, reply_to=_reply_to(state, params)
     )
     return state.message_json(message)
 
@@ -105,7 +105,7 @@ def send_document(state: FakeBotState, caller: FakeBot, params: Params, files: F
         raw=caption_raw,
         sender=caller,
         reply_markup=markup,
-        reply_to=_reply_to(params),
+        reply_to=_reply_to(state, params),
         document=document,
         message_id=message_id,
     )
@@ -193,10 +193,20 @@ def _json_param(params: Params, name: str) -> Any:
     return value
 
 
-def _reply_to(params: Params) -> int | None:
-    if "reply_to_message_id" in params:
-        return int(params["reply_to_message_id"])
+def _reply_to(state: FakeBotState, params: Params) -> int | None:
+    """The message replied to; one that is gone is an error unless the sender allowed sending without it."""
     parameters = _json_param(params, "reply_parameters")
-    if isinstance(parameters, dict) and "message_id" in parameters:
-        return int(parameters["message_id"])
-    return None
+    allow_without = False
+    if "reply_to_message_id" in params:
+        target = int(params["reply_to_message_id"])
+        allow_without = str(params.get("allow_sending_without_reply", "")).lower() == "true"
+    elif isinstance(parameters, dict) and "message_id" in parameters:
+        target = int(parameters["message_id"])
+        allow_without = bool(parameters.get("allow_sending_without_reply"))
+    else:
+        return None
+    if (_chat(params), target) in state.messages:
+        return target
+    if allow_without:
+        return None
+    raise ApiError(400, "Bad Request: message to be replied not found")

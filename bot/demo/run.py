@@ -240,8 +240,10 @@ idle_timeout_s = {120 if live else 30}
 {approval}
 # The demo restarts shop three times (two fixes and a revert): the restart breaker's default limit
 # of 3 per 30 min would then escalate the next incident, which reads as an alarm at the end of a demo.
+# Its second fault follows seconds after the first fix's restart: no start-up grace (the default is 60 s).
 [policy]
 max_restarts_per_service = 10
+grace_after_restart_s = 0
 
 [services.shop]
 repo = "{repo}"

@@ -178,7 +178,7 @@ async def restart_and_verify(
             text,
             why,
         )
-    text = f"{committed} kept for now, but the verdict is {outcome_verdict.value} ({why}): please decide; revert with `healbot revert {change.id}`"
+    text = f"{committed} kept for now, but the verdict is {outcome_verdict.value} ({why}): please decide: Keep, or Revert (/revert {change.id}; on the host: healbot revert {change.id})"
     return await _needs_human(flow, incident, change, outcome_verdict, text, why)
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from bot import faults, gitinfo, repolock
+from bot import faults, gitinfo, policy, repolock
 from bot.errors import DirtyTreeError, HealbotError
 from bot.faults import Step
 from bot.flow.context import Flow, ServiceRuntime
 from bot.interfaces import PreflightHealer
 from bot.models import (
     Candidate,
+    ChangeStatus,
     Decision,
     DecisionAction,
     DecisionResult,
@@ -25,6 +26,7 @@ from bot.models import (
     ProposalStatus,
     Risk,
 )
+from bot.render import hour_minute
 
 FIRST_APPROVAL_PREFIX = "first_approval:"
 
@@ -52,9 +54,44 @@ async def decide(flow: Flow, decision: Decision) -> DecisionResult:
             return DecisionResult(True, msg)
         return _already(flow, proposal, decision)
     if decision.action is DecisionAction.SNOOZE:
-        flow.store.audit(decision.actor, "snoozed", proposal.token, at=now, incident_id=incident.id)
-        return DecisionResult(True, "snoozed: the proposal stays open until it expires")
+        return await _snooze(flow, proposal, incident, decision, now)
     return await _approve(flow, proposal, incident, decision, now)
+
+
+async def _snooze(
+    flow: Flow, proposal: Proposal, incident: Incident, decision: Decision, now: float
+) -> DecisionResult:
+    """Reminder and expiry move by the snooze time; the proposal stays approvable meanwhile."""
+    until, expires_at = policy.snoozed(proposal, now)
+    msg = (
+        f"snoozed until {hour_minute(until)} by {decision.actor}: reminder and expiry moved "
+        f"by {policy.SNOOZE_S / 3600:g} h (now expires {hour_minute(expires_at)})"
+    )
+    snoozed = flow.store.snooze_proposal(
+        proposal, decision, until=until, expires_at=expires_at, message=msg, at=now
+    )
+    if snoozed is None:
+        return _already(flow, proposal, decision)
+    flow.deadlines_changed()
+    await flow.channel.progress(incident, msg)
+    return DecisionResult(True, msg)
+
+
+async def keep_change(flow: Flow, change_id: int, actor: str) -> DecisionResult:
+    """A person keeps a change whose verdict was left to them: recorded, audited, said on its card."""
+    change = flow.store.change(change_id)
+    if change is None:
+        return DecisionResult(False, f"change {change_id} does not exist: nothing was done")
+    if not policy.awaits_decision(change):
+        return DecisionResult(False, f"change {change_id} is {change.status.value} already: nothing was done")
+    now = flow.clock.now()
+    msg = f"kept by {actor}: change {change.id} stays"
+    flow.store.update_change(
+        change.id, ChangeStatus.KEPT, at=now, incident_state=IncidentState.RESOLVED, detail=msg
+    )
+    flow.store.audit(actor, "change:kept_by_person", msg, at=now, incident_id=change.incident_id)
+    await flow.channel.progress(flow.store.incident(change.incident_id), msg)
+    return DecisionResult(True, msg)
 
 
 async def expire(flow: Flow, proposal: Proposal, incident: Incident) -> None:

@@ -66,6 +66,9 @@ class Flow(Protocol):
 
     def hold_reason(self) -> str | None: ...
 
+    def deadlines_changed(self) -> None:
+        """A proposal's reminder or expiry was set or moved: the deadline timer is set again."""
+
     def breaker_reason(self, service: str, fingerprint: str, kind: FixKind | None = None) -> str | None: ...
 
     async def poll_once(self) -> list[Incident]: ...

@@ -169,7 +169,7 @@ def _store_proposal(
     flow: Flow, incident_id: int, base_commit: str, candidates: list[Candidate], summary: str
 ) -> Proposal:
     now = flow.clock.now()
-    return flow.store.create_proposal(
+    proposal = flow.store.create_proposal(
         incident_id,
         base_commit=base_commit,
         candidates=candidates,
@@ -177,6 +177,8 @@ def _store_proposal(
         at=now,
         expires_at=now + flow.config.approval.expiry_s,
     )
+    flow.deadlines_changed()
+    return proposal
 
 
 async def _schedule_retry(flow: Flow, incident: Incident) -> None:

@@ -124,6 +124,13 @@ class ChangeQueries(StoreBase):
         row = self._query_one("SELECT * FROM changes WHERE id = ?", (change_id,))
         return _change_from_row(row) if row else None
 
+    def change_of_proposal(self, proposal_id: int) -> Change | None:
+        """The change an approval of this proposal made, if any."""
+        row = self._query_one(
+            "SELECT * FROM changes WHERE proposal_id = ? ORDER BY id DESC LIMIT 1", (proposal_id,)
+        )
+        return _change_from_row(row) if row else None
+
     def change_digest(self, change_id: int) -> str:
         row = self._query_one("SELECT digest FROM changes WHERE id = ?", (change_id,))
         if row is None:

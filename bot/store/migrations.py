@@ -206,6 +206,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX proposals_status ON proposals(status);
     CREATE INDEX diagnoses_incident ON diagnoses(incident_id);
     """,
+    # 12: a snoozed proposal remembers until when (its expiry and reminder moved with it), and each status
+    # line of a card its kind, so the verdict stays pinned and refused presses collapse into one line
+    """
+    ALTER TABLE proposals ADD COLUMN snoozed_until REAL;
+    ALTER TABLE card_progress ADD COLUMN kind TEXT NOT NULL DEFAULT 'step';
+    ALTER TABLE card_progress ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 

@@ -13,6 +13,7 @@ from bot.errors import StoreError
 from bot.models import (
     Candidate,
     Decision,
+    DecisionAction,
     DiffStats,
     Edit,
     Fix,
@@ -100,6 +101,31 @@ class ProposalQueries(StoreBase):
         row = self._query_one("SELECT reminded FROM proposals WHERE id = ?", (proposal_id,))
         return bool(row and row["reminded"])
 
+    def snooze_proposal(
+        self,
+        proposal: Proposal,
+        decision: Decision,
+        *,
+        until: float,
+        expires_at: float,
+        message: str,
+        at: float,
+    ) -> Proposal | None:
+        """A pending proposal snoozed: its expiry moves to `expires_at`, its reminder is due again (not
+        before `until`); the decision is recorded and audited. None when it was no longer pending."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE proposals SET snoozed_until = ?, expires_at = ?, reminded = 0 WHERE id = ? AND status = ?",
+                (until, expires_at, proposal.id, ProposalStatus.PENDING.value),
+            )
+            if cur.rowcount != 1:
+                return None
+            _insert_decision(conn, proposal.id, decision, accepted=True, message=message, at=at)
+            append_audit(conn, at, decision.actor, "proposal:snoozed", proposal.incident_id, message)
+            return _proposal_from_row(
+                conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal.id,)).fetchone()
+            )
+
     def close_proposal(
         self,
         proposal: Proposal,
@@ -135,8 +161,9 @@ class ProposalQueries(StoreBase):
     def decider(self, proposal_id: int) -> tuple[str, str] | None:
         """Who closed this proposal and how (actor, action), if a person did."""
         row = self._query_one(
-            "SELECT actor, action FROM decisions WHERE proposal_id = ? AND accepted = 1 ORDER BY id LIMIT 1",
-            (proposal_id,),
+            "SELECT actor, action FROM decisions WHERE proposal_id = ? AND accepted = 1 AND action != ?"
+            " ORDER BY id LIMIT 1",
+            (proposal_id, DecisionAction.SNOOZE.value),
         )
         return (str(row["actor"]), str(row["action"])) if row else None
 
@@ -234,4 +261,5 @@ def _proposal_from_row(row: sqlite3.Row) -> Proposal:
         expires_at=float(row["expires_at"]),
         status=ProposalStatus(row["status"]),
         summary=row["summary"],
+        snoozed_until=None if row["snoozed_until"] is None else float(row["snoozed_until"]),
     )

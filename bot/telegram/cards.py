@@ -20,20 +20,28 @@ from dataclasses import dataclass
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import invisible
-from bot.models import Candidate, Change, Incident, Proposal, ProposalStatus
+from bot.models import (
+    Candidate,
+    Change,
+    Incident,
+    Proposal,
+    ProposalStatus,
+    StatusKind,
+    StatusLine,
+)
 from bot.operations import HistoryEntry, StatusSummary
+from bot.policy import SNOOZE_S, awaits_decision
 from bot.redact import MARK, redact, redacted
-from bot.render import check_result
+from bot.render import check_result, hour_minute, shorten_middle
 
 MAX_TEXT = 4096
 MAX_ANSWER = 200
 MAX_CALLBACK_BYTES = 64
 STATUS_RESERVE = 1400  # room kept free on a card for progress lines added by later edits
-MAX_STATUS_LINES = 6
-MAX_STATUS_LINE = 200
+MAX_STATUS_LINES = 6  # the verdict among them, always
+MAX_STATUS_LINE = 200  # shortened in the middle: a line's point is at its end
 SAMPLE_LINES = 12
 DIGEST_PREFIX = 12
-SNOOZE_S = 3600.0
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("diagnose", "diagnose a service now (read-only): /diagnose <service>"),
@@ -54,8 +62,9 @@ class CardAction(enum.StrEnum):
     DETAILS = "d"
     SNOOZE = "s"
     DIAGNOSE = "g"  # diagnose again after a revert
-    REVERT = "v"  # confirm a /revert
+    REVERT = "v"  # confirm a /revert, or revert a change whose verdict asks for a decision
     CANCEL = "c"  # cancel a /revert
+    KEEP = "k"  # keep a change whose verdict asks for a decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +81,7 @@ class Callback:
 _TOKEN = r"[A-Za-z0-9_-]{1,32}"  # noqa: S105 (a pattern for proposal tokens)
 _APPROVE = re.compile(rf"a([1-9]):({_TOKEN}):([0-9a-f]{{{DIGEST_PREFIX}}})")
 _SIMPLE = re.compile(rf"([rdsg]):({_TOKEN})")
-_CHANGE = re.compile(r"([vc]):([0-9]{1,12})")
+_CHANGE = re.compile(r"([vck]):([0-9]{1,12})")
 
 
 def approve_data(proposal: Proposal, candidate: Candidate) -> str:
@@ -181,11 +190,42 @@ def _sample(incident: Incident, max_lines: int, max_chars: int) -> str:
     return pre(clip("\n".join(lines), max_chars))
 
 
-def _status_block(status: Sequence[str]) -> str:
-    shown = [clip(redacted(line), MAX_STATUS_LINE) for line in status[-MAX_STATUS_LINES:]]
+StatusItem = str | StatusLine
+
+
+def _as_line(item: StatusItem) -> StatusLine:
+    return item if isinstance(item, StatusLine) else StatusLine(item)
+
+
+def shown_status(status: Sequence[StatusItem]) -> list[StatusLine]:
+    """The newest MAX_STATUS_LINES lines, with the latest verdict kept among them however many lines
+    (refusals, later steps) came after it."""
+    lines = [_as_line(item) for item in status]
+    verdicts = [i for i, line in enumerate(lines) if line.kind is StatusKind.VERDICT]
+    first_shown = max(0, len(lines) - MAX_STATUS_LINES)
+    if verdicts and verdicts[-1] < first_shown:
+        return [lines[verdicts[-1]], *lines[first_shown + 1 :]]
+    return lines[first_shown:]
+
+
+def _status_text(line: StatusLine) -> str:
+    text = redacted(line.text)
+    if line.kind is StatusKind.REFUSAL and line.repeats > 1:
+        return f"{shorten_middle(text, MAX_STATUS_LINE - 24)} (refused {line.repeats}×)"
+    return shorten_middle(text, MAX_STATUS_LINE)
+
+
+def _status_block(status: Sequence[StatusItem]) -> str:
+    shown = shown_status(status)
     if not shown:
         return ""
-    return "<b>status</b>\n" + "\n".join(f"→ {esc(line)}" for line in shown)
+    rendered = [
+        f"→ <b>{esc(_status_text(line))}</b>"
+        if line.kind is StatusKind.VERDICT
+        else f"→ {esc(_status_text(line))}"
+        for line in shown
+    ]
+    return "<b>status</b>\n" + "\n".join(rendered)
 
 
 def redacted_count(incident: Incident, proposal: Proposal) -> int:
@@ -200,7 +240,7 @@ def redacted_count(incident: Incident, proposal: Proposal) -> int:
 def _card_text(
     incident: Incident,
     proposal: Proposal,
-    status: Sequence[str],
+    status: Sequence[StatusItem],
     *,
     with_diffs: bool,
     sample_lines: int,
@@ -220,9 +260,18 @@ def _card_text(
         parts.append(_candidate_block(candidate, with_diff=with_diffs, rationale_limit=text_limit))
     if not with_diffs and any(c.diff for c in proposal.candidates):
         parts.append(f"full diff attached: {esc(diff_filename(incident, proposal))}")
-    parts.append(f"base <code>{esc(proposal.base_commit[:12])}</code> · expires {when(proposal.expires_at)}")
+    parts.append(
+        f"base <code>{esc(proposal.base_commit[:12])}</code> · expires {when(proposal.expires_at)}"
+        f"{_snoozed_note(proposal)}"
+    )
     parts.append(_status_block(status))
     return "\n\n".join(p for p in parts if p)
+
+
+def _snoozed_note(proposal: Proposal) -> str:
+    if proposal.snoozed_until is None or proposal.status is not ProposalStatus.PENDING:
+        return ""
+    return f" · snoozed until {hour_minute(proposal.snoozed_until)}"
 
 
 def _on_host(host: str) -> str:
@@ -251,7 +300,12 @@ def diffs_fit(incident: Incident, proposal: Proposal, *, host: str = "") -> bool
 
 
 def card_text(
-    incident: Incident, proposal: Proposal, status: Sequence[str], *, diffs_inline: bool, host: str = ""
+    incident: Incident,
+    proposal: Proposal,
+    status: Sequence[StatusItem],
+    *,
+    diffs_inline: bool,
+    host: str = "",
 ) -> str:
     """The card, shrunk step by step (sample, then rationale) until it fits in one message."""
     attempts = [(SAMPLE_LINES, 1500, 600), (8, 800, 300), (4, 400, 200), (0, 0, 120), (0, 0, 40)]
@@ -272,9 +326,11 @@ def card_text(
     return fit(text)
 
 
-def card_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:
+def card_keyboard(proposal: Proposal, change: Change | None = None) -> InlineKeyboardMarkup | None:
+    """Approve, Reject, Details and Snooze while pending; afterwards Keep and Revert while the change's
+    verdict waits for a person (`change`: the proposal's change, if one was made)."""
     if proposal.status is not ProposalStatus.PENDING:
-        return None
+        return decision_keyboard(change) if change is not None else None
     approve_row = [
         InlineKeyboardButton(f"Approve #{c.fix.rank}", callback_data=approve_data(proposal, c))
         for c in proposal.candidates[:3]
@@ -282,7 +338,9 @@ def card_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:
     rest = [
         InlineKeyboardButton("Reject", callback_data=proposal_data(CardAction.REJECT, proposal)),
         InlineKeyboardButton("Details", callback_data=proposal_data(CardAction.DETAILS, proposal)),
-        InlineKeyboardButton("Snooze 1 h", callback_data=proposal_data(CardAction.SNOOZE, proposal)),
+        InlineKeyboardButton(
+            f"Snooze {SNOOZE_S / 3600:g} h", callback_data=proposal_data(CardAction.SNOOZE, proposal)
+        ),
     ]
     return InlineKeyboardMarkup([approve_row, rest] if approve_row else [rest])
 
@@ -292,16 +350,32 @@ def diagnose_again_keyboard(proposal: Proposal) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton("Diagnose again", callback_data=data)]])
 
 
+def decision_keyboard(change: Change) -> InlineKeyboardMarkup | None:
+    if not awaits_decision(change):
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Keep", callback_data=change_data(CardAction.KEEP, change.id)),
+                InlineKeyboardButton("Revert", callback_data=change_data(CardAction.REVERT, change.id)),
+            ]
+        ]
+    )
+
+
 def build_card(
     incident: Incident,
     proposal: Proposal,
-    status: Sequence[str],
+    status: Sequence[StatusItem],
     *,
     diffs_inline: bool,
     host: str = "",
+    change: Change | None = None,
     diagnose_again: bool = False,
 ) -> Card:
-    keyboard = card_keyboard(proposal) or (diagnose_again_keyboard(proposal) if diagnose_again else None)
+    keyboard = card_keyboard(proposal, change) or (
+        diagnose_again_keyboard(proposal) if diagnose_again else None
+    )
     return Card(card_text(incident, proposal, status, diffs_inline=diffs_inline, host=host), keyboard)
 
 
@@ -370,7 +444,8 @@ def address_hint(command: str, username: str, host: str) -> str:
 
 
 def usage(line: str) -> str:
-    return esc(line if line.startswith("usage") or "usage:" in line else f"usage: {line}")
+    """The reply to a refused command: a usage hint says "usage:" itself; a plain error is not one."""
+    return esc(line)
 
 
 def help_text() -> str:

@@ -24,14 +24,14 @@ from telegram.ext import CallbackQueryHandler, ContextTypes
 from bot.config import HealbotConfig
 from bot.errors import HealbotError, StoreError
 from bot.interfaces import Clock, DecisionHandler
-from bot.models import Decision, DecisionAction, Incident, Proposal
+from bot.models import ChangeStatus, Decision, DecisionAction, Incident, Proposal, StatusKind
 from bot.pipeline import Pipeline
 from bot.store import OutboxItem, Store
 from bot.tasks import BackgroundTasks
 from bot.telegram import cards
 from bot.telegram.app import TelegramApp, TelegramRejected, TelegramUnavailable
 from bot.telegram.auth import AllowList, Gate, actor
-from bot.telegram.commands import Commands, on_revert_button
+from bot.telegram.commands import Commands, on_change_button
 from bot.telegram.followup import FollowUp
 
 log = logging.getLogger("healbot.telegram.channel")
@@ -43,6 +43,8 @@ MAX_ATTEMPTS = 8
 IDLE_WAKE_S = 30.0
 RETIRE_SCAN = 20  # message ids looked at below a re-sent card for a copy delivered before a crash
 STOP_GRACE_S = 5.0  # how long a stop waits for a message in flight to be recorded as sent
+SETTLED = frozenset({ChangeStatus.KEPT, ChangeStatus.REVERTED, ChangeStatus.NEEDS_HUMAN, ChangeStatus.FAILED})
+CHANGE_ACTIONS = frozenset({cards.CardAction.REVERT, cards.CardAction.CANCEL, cards.CardAction.KEEP})
 
 
 def card_key(proposal_token: str) -> str:
@@ -167,9 +169,22 @@ class TelegramChannel:
 
     async def progress(self, incident: Incident, text: str) -> None:
         """The line goes on the card of the incident's latest proposal, kept in the store so that the card
-        still shows it after a daemon restart; before the first proposal there is no card to show it."""
+        still shows it after a daemon restart; before the first proposal there is no card to show it.
+        The first line said once the change is settled (its state is stored before it is said) is the
+        verdict, which the card keeps shown."""
+        self._add_line(incident, text, self._kind_of_next_line(incident))
+
+    def _kind_of_next_line(self, incident: Incident) -> StatusKind:
+        proposal = self.store.latest_proposal(incident.id)
+        if proposal is None or self.store.has_verdict(proposal.id):
+            return StatusKind.STEP
+        change = self.store.change_of_proposal(proposal.id)
+        settled = change is not None and change.status in SETTLED
+        return StatusKind.VERDICT if settled else StatusKind.STEP
+
+    def _add_line(self, incident: Incident, text: str, kind: StatusKind) -> None:
         try:
-            token = self.store.add_progress(incident.id, self._scrub(text), at=self.clock.now())
+            token = self.store.add_progress(incident.id, self._scrub(text), at=self.clock.now(), kind=kind)
         except StoreError as exc:  # a status line is never worth stopping an apply for
             log.warning(
                 "progress line of #%d not kept: %s", incident.id, exc, extra={"incident": incident.id}
@@ -184,6 +199,15 @@ class TelegramChannel:
         payload = json.dumps({"text": self._scrub(text)})
         for chat in self.config.approval.chats:
             self.store.outbox_put(chat, key, NOTE, payload, incident_id=None, at=self.clock.now())
+        self._wake.set()
+
+    async def remind(self, incident: Incident, proposal: Proposal, text: str) -> None:
+        """A reminder goes out as a reply to the proposal's card in each chat (a plain message where the
+        card was never sent; Telegram sends it without the reply when the card was deleted)."""
+        payload = json.dumps({"text": self._scrub(text), "card": proposal.token}, sort_keys=True)
+        key = f"remind:{proposal.token}:{self.clock.now():.6f}"
+        for chat in self.config.approval.chats:
+            self.store.outbox_put(chat, key, NOTE, payload, incident_id=incident.id, at=self.clock.now())
         self._wake.set()
 
     def _mark_dirty(self, incident_id: int) -> None:
@@ -298,8 +322,15 @@ class TelegramChannel:
                 reply_to=int(payload["reply_to"]),
             )
             return message.message_id
-        message = await self.send_html(chat, cards.notification(str(payload["text"]), self.host))
+        reply_to = self._card_message(item.chat_id, payload["card"]) if "card" in payload else None
+        message = await self.send_html(
+            chat, cards.notification(str(payload["text"]), self.host), reply_to=reply_to
+        )
         return message.message_id
+
+    def _card_message(self, chat_id: str, proposal_token: str) -> int | None:
+        card = self.store.outbox_item(chat_id, card_key(proposal_token))
+        return card.message_id if card is not None else None
 
     def _after_card(self, item: OutboxItem, message_id: int) -> None:
         payload = json.loads(item.payload)
@@ -319,10 +350,19 @@ class TelegramChannel:
         if proposal is None:
             return None
         incident = self.store.incident(proposal.incident_id)
-        status = self.store.progress_lines(proposal.id)
+        status = self.store.status_lines(proposal.id)
+        change = self.store.change_of_proposal(proposal.id)
+        if change is not None and change.id in self.reverting:
+            change = None  # being reverted: no Keep or Revert meanwhile
         again = self._pipeline is not None and self._pipeline.offers_diagnose_again(incident)
         return cards.build_card(
-            incident, proposal, status, diffs_inline=inline, host=self.host, diagnose_again=again
+            incident,
+            proposal,
+            status,
+            diffs_inline=inline,
+            host=self.host,
+            change=change,
+            diagnose_again=again,
         )
 
     async def _flush_edits(self) -> None:
@@ -436,8 +476,8 @@ class TelegramChannel:
             who = actor(query.from_user.id)
             if callback is None:
                 await answer("this button is not valid (any more): nothing was done")
-            elif callback.action is cards.CardAction.REVERT or callback.action is cards.CardAction.CANCEL:
-                await on_revert_button(self, update, callback, who, answer)
+            elif callback.action in CHANGE_ACTIONS:
+                await on_change_button(self, update, callback, who, answer)
             elif callback.action is cards.CardAction.DIAGNOSE:
                 await answer(await self.pipeline.diagnose_again(callback.proposal_token, who))
             elif callback.action is cards.CardAction.DETAILS:
@@ -468,9 +508,27 @@ class TelegramChannel:
             decision = Decision(proposal.token, who, DecisionAction.SNOOZE)
         result = await self._decide(decision)
         if not result.accepted:
-            await self.progress(self.store.incident(proposal.incident_id), result.message)
+            self._add_line(self.store.incident(proposal.incident_id), result.message, StatusKind.REFUSAL)
         self._mark_dirty(proposal.incident_id)
         return result.message
+
+    def is_card(self, chat_id: int, message_id: int) -> bool:
+        item = self.store.outbox_by_message(str(chat_id), message_id)
+        return item is not None and item.kind == CARD
+
+    async def retire_buttons(self, chat_id: int, message_id: int, *, card: bool) -> None:
+        """A card is brought up to date (its keyboard follows the state); any other message of ours just
+        loses its buttons. Telegram trouble is logged: the press was answered already."""
+        if card:
+            item = self.store.outbox_by_message(str(chat_id), message_id)
+            if item is not None:
+                self._state.dirty.add((item.chat_id, item.key))
+                self._wake.set()
+            return
+        try:
+            await self.app.send(chat_id, functools.partial(self._remove_buttons, chat_id, message_id))
+        except (TelegramUnavailable, TelegramRejected) as exc:
+            log.warning("could not retire the buttons of message %s in chat %s: %s", message_id, chat_id, exc)
 
     async def _send_details(self, update: Update, token: str) -> None:
         proposal = self.store.proposal_by_token(token)

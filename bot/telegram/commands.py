@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bot import heartbeat, operations
+from bot import heartbeat, operations, policy
 from bot.errors import HealbotError
+from bot.flow import approval
+from bot.models import Change
 from bot.operations import UsageError
 from bot.telegram import cards
 from bot.telegram.auth import actor
@@ -185,19 +187,20 @@ class Commands:
         if change is None or change.commit is None:
             raise UsageError(f"change {change_id} does not exist or made no commit; usage: {REVERT_USAGE}")
         if change.revert_commit:
-            raise UsageError(f"change {change_id} was already reverted by {change.revert_commit[:10]}")
+            raise HealbotError(f"change {change_id} was already reverted by {change.revert_commit[:10]}")
         card = cards.revert_confirm(change)
         await self.channel.reply(update, card.text, card.keyboard)
 
 
-async def on_revert_button(
+async def on_change_button(
     channel: TelegramChannel,
     update: Update,
     callback: cards.Callback,
     who: str,
     answer: Callable[[str], Awaitable[None]],
 ) -> None:
-    """The confirm (or cancel) button under a /revert question."""
+    """The buttons about a change: confirm or cancel a /revert, and Keep or Revert on a card whose
+    verdict was left to a person. A button for a change that is past that says so and does nothing."""
     message = update.effective_message
     chat = update.effective_chat
     assert callback.change_id is not None
@@ -211,11 +214,23 @@ async def on_revert_button(
             chat.id, message.message_id, cards.plain(f"revert of change {change_id} cancelled")
         )
         return
+    on_card = channel.is_card(chat.id, message.message_id)
     if change_id in channel.reverting:
         await answer(f"change {change_id} is being reverted already")
         return
+    stale = _past_deciding(channel.store.change(change_id), change_id, on_card=on_card)
+    if stale is not None:
+        await answer(stale)
+        await channel.retire_buttons(chat.id, message.message_id, card=on_card)
+        return
+    if callback.action is cards.CardAction.KEEP:
+        result = await approval.keep_change(channel.pipeline, change_id, who)
+        await answer(result.message)
+        return
     channel.reverting.add(change_id)
     await answer(f"reverting change {change_id}…")
+    if on_card:
+        await channel.retire_buttons(chat.id, message.message_id, card=True)
 
     async def run() -> None:
         try:
@@ -224,6 +239,22 @@ async def on_revert_button(
             text = f"revert of change {change_id} failed: {exc}"
         finally:
             channel.reverting.discard(change_id)
-        await channel.edit_html(chat.id, message.message_id, cards.plain(channel.pipeline.scrub(text)))
+        said = channel.pipeline.scrub(f"{text} (by {who})")
+        change = channel.store.change(change_id)
+        if change is not None:
+            await channel.progress(channel.store.incident(change.incident_id), said)
+        if not on_card:
+            await channel.edit_html(chat.id, message.message_id, cards.plain(said))
 
     channel.spawn(run(), f"telegram-revert-{change_id}")
+
+
+def _past_deciding(change: Change | None, change_id: int, *, on_card: bool) -> str | None:
+    """Why a Keep or Revert press can do nothing any more, or None while it can."""
+    if change is None or change.commit is None:
+        return f"change {change_id} does not exist or made no commit: nothing was done"
+    if change.revert_commit:
+        return f"change {change_id} was already reverted by {change.revert_commit[:10]}: nothing was done"
+    if on_card and not policy.awaits_decision(change):
+        return f"change {change_id} is {change.status.value} already: nothing was done"
+    return None

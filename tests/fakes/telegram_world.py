@@ -55,14 +55,21 @@ def telegram_approval(bot_url: str, approvers: list[int], **options: TomlValue) 
     }
 
 
-def config_text(tmp: Path, repo: Path, log: Path, bot_url: str, window_s: float) -> str:
+def config_text(
+    tmp: Path,
+    repo: Path,
+    log: Path,
+    bot_url: str,
+    window_s: float,
+    approval: Mapping[str, TomlValue] | None = None,
+) -> str:
     return healbot_toml(
         tmp / "state",
         repo,
         [log],
         healbot={"poll_interval_s": 0.1},
         claude=in_process_claude(idle_timeout_s=20),
-        tables={"approval": telegram_approval(bot_url, [APPROVER, SECOND_APPROVER])},
+        tables={"approval": telegram_approval(bot_url, [APPROVER, SECOND_APPROVER], **(approval or {}))},
         health={"process": False, "window_s": window_s, "settle_s": 0.1},
     )
 
@@ -177,8 +184,11 @@ async def telegram_world_fixture(tmp_path: Path) -> Any:
     worlds: list[TelegramWorld] = []
 
     async def make(
-        answer: object | Callable[[Mapping[str, Any]], object] = None, window_s: float = 1.0
+        answer: object | Callable[[Mapping[str, Any]], object] = None,
+        window_s: float = 1.0,
+        approval: Mapping[str, TomlValue] | None = None,
     ) -> TelegramWorld:
+        """`approval`: more [approval] keys (expiry_minutes, …)."""
         if claude_binary() is None:
             pytest.fail("claude binary missing: run `make tools`")
         service = scratch_service(tmp_path)
@@ -186,7 +196,7 @@ async def telegram_world_fixture(tmp_path: Path) -> Any:
         bot_api = FakeBotApi().start()
         messages_api = FakeMessagesApi(structured=answer if answer is not None else ANSWER).start()
         cfg_path = tmp_path / "healbot.toml"
-        cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, window_s))
+        cfg_path.write_text(config_text(tmp_path, repo, log, bot_api.base_url, window_s, approval or {}))
         config = load_config(cfg_path)
         runner = fake_api_runner(config, messages_api.url, tmp_path / "claude")
         world = TelegramWorld(tmp_path, repo, log, config, bot_api, messages_api, runner, ShiftedClock())
