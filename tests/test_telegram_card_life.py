@@ -94,7 +94,14 @@ async def test_please_decide_named_the_cli_and_gave_no_buttons(telegram_world, p
         reverted = world.store.change(change.id)
         assert reverted is not None and reverted.status is ChangeStatus.REVERTED
         assert git(world.repo, "rev-parse", "HEAD") == reverted.revert_commit
-    assert done.reply_markup is None
+        # no Keep or Revert any more; a reverted fix offers a new diagnosis without it (issue 17.4)
+        done = await until(
+            lambda: (m := world.bot_api.message(CHAT, card.message_id)) and m.reply_markup is not None and m,
+            what="the Diagnose again button",
+        )
+        assert [b["text"] for b in done.buttons()] == ["Diagnose again"]
+    if press == "Keep":
+        assert done.reply_markup is None
     assert "please decide" in done.text  # the verdict stays on the card
     await until(lambda: not world.bot_api.unanswered_queries(), what="the presses answered")
     assert world.bot_api.calls(ok=False) == [], world.bot_api.calls(ok=False)
