@@ -260,7 +260,7 @@ async def _recover_verifying(pipeline: Pipeline, change: Change) -> str:
     if runtime is None or before is None:
         text = (
             f"#{change.incident_id}: verification of {sha} was interrupted by a restart; "
-            f"the change is in place; check the service, revert with `healbot revert {change.id}`"
+            f"the change is in place; check the service; Keep or Revert on the card (/revert {change.id}; on the host: healbot revert {change.id})"
         )
         pipeline.store.update_change(
             change.id,
@@ -317,7 +317,7 @@ async def _recover_applying(pipeline: Pipeline, change: Change) -> str:
     if commit:
         text = (
             f"#{change.incident_id}: the fix was committed as {commit[:10]} but the daemon stopped before the restart; "
-            f"nothing was repeated; restart the service and check it, or revert with `healbot revert {change.id}`"
+            f"nothing was repeated; restart the service and check it; Keep or Revert on the card (/revert {change.id}; on the host: healbot revert {change.id})"
         )
         pipeline.store.update_change(
             change.id,
