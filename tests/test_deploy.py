@@ -50,6 +50,7 @@ def test_unit_has_the_promised_hardening_and_lifecycle() -> None:
         "NoNewPrivileges": "true",
         "ProtectSystem": "strict",
         "PrivateTmp": "true",
+        "ProtectHome": "true",  # read-only left /home visible to it
         "User": "healbot",
         "Restart": "on-failure",
         "StandardOutput": "journal",
@@ -59,7 +60,7 @@ def test_unit_has_the_promised_hardening_and_lifecycle() -> None:
     for key, value in expected.items():
         assert service.get(key) == [value], key
     assert "/var/lib/healbot" in service["ReadWritePaths"][0].split()
-    assert service["ExecStart"][0].startswith(f"{INSTALLED_BIN} run --config {INSTALLED_CONFIG}")
+    assert service["ExecStart"] == [f"{INSTALLED_BIN} run --config {INSTALLED_CONFIG} --log-json"]
     assert int(keys["Unit"]["StartLimitBurst"][0]) >= 1
     assert keys["Install"]["WantedBy"] == ["multi-user.target"]
 
