@@ -57,7 +57,8 @@ def test_visudo_rejects_a_command_without_its_full_path(tmp_path: Path) -> None:
 def server(systemd: SystemdEnv) -> Iterator[SystemdEnv]:
     """The healbot user, sudo with the example installed, two units: one granted, one not."""
     systemd.install_sudo(sudo_dir())
-    if systemd.run("id", "healbot", check=False).returncode != 0:
+    created = systemd.run("id", "healbot", check=False).returncode != 0
+    if created:
         systemd.run(
             "useradd", "--system", "--home-dir", "/var/lib/healbot", "--shell", "/usr/sbin/nologin", "healbot"
         )
@@ -73,6 +74,8 @@ def server(systemd: SystemdEnv) -> Iterator[SystemdEnv]:
         for name in (GRANTED, OTHER):
             systemd.remove_unit(name)
         systemd.run("rm", "-f", "/etc/sudoers.d/healbot", "/etc/polkit-1/rules.d/50-healbot.rules")
+        if created:  # the README walkthrough adds its own with `useradd`, in the same session's systemd
+            systemd.run("userdel", "healbot")
 
 
 def main_pid(env: SystemdEnv, unit: str) -> str:

@@ -18,6 +18,7 @@ from tests.conftest import REPO_ROOT, claude_binary
 from tests.fakes.systemd_env import SystemdEnv, sudo_package
 from tests.walkthrough.readme_install import CHAT_ID, DIAGNOSIS_SUMMARY, HOME_SECRET, readme_chunks
 
+pytestmark = pytest.mark.timeout(600)  # the module's walkthrough: pip installs, a claude run, RestartSec=10
 WHEELHOUSE = Path(os.environ.get("HEALBOT_WHEELHOUSE") or REPO_ROOT / ".cache" / "wheelhouse")
 
 
@@ -72,7 +73,6 @@ def explain(result: dict[str, Any]) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
 def test_every_readme_line_runs_and_the_bot_comes_up_under_its_unit(walkthrough: dict[str, Any]) -> None:
     assert walkthrough["failure"] is None, explain(walkthrough)
     ran = [step["line"] for step in walkthrough["steps"]]
