@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import RestartFailed, SourceError
+from bot.sources.journald import JournaldSource
 from healers.services.systemd import SystemdManager
 from tests.conftest import REPO_ROOT
 from tests.fakes.systemd_env import SystemdEnv, sudo_package
@@ -129,3 +131,42 @@ def test_the_polkit_rule_lets_the_hardened_healbot_restart_exactly_its_units(ser
     assert main_pid(server, OTHER) == other_before
     status = SystemdManager("web", unit=GRANTED, systemctl=server.systemctl_bin).status()
     assert status.pid == int(main_pid(server, GRANTED))
+
+
+def as_healbot_wrapper(env: SystemdEnv, tool: str, directory: Path) -> str:
+    """`tool` run as the healbot user inside the namespace, the way the daemon under its unit runs it."""
+    wrapper = directory / f"{tool}-as-healbot"
+    enter = " ".join(env.argv(*AS_HEALBOT, tool))
+    wrapper.write_text(f'#!/bin/sh\nexec {enter} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_restart_refused_by_polkit_says_which_rule_allows_it(server: SystemdEnv, tmp_path: Path) -> None:
+    """systemctl's "Interactive authentication required" said nothing of what to do about it."""
+    systemctl = as_healbot_wrapper(server, "systemctl", tmp_path)
+    manager = SystemdManager("other", unit=OTHER, systemctl=systemctl, timeout_s=20)
+
+    with pytest.raises(RestartFailed) as error:
+        manager.restart(settle_s=0.2)
+
+    assert "Interactive authentication required" in str(error.value)
+    assert f"may not restart {OTHER}: list {OTHER} in deploy/polkit-1/rules.d/50-healbot.rules" in str(
+        error.value
+    )
+
+
+def test_journal_unreadable_without_its_group_says_which_group(server: SystemdEnv, tmp_path: Path) -> None:
+    """journalctl's "insufficient permissions" left the operator to guess the systemd-journal group."""
+    source = JournaldSource("web", GRANTED, binary=as_healbot_wrapper(server, "journalctl", tmp_path))
+
+    with pytest.raises(SourceError) as error:
+        source.read(None)
+
+    assert "insufficient permissions" in str(error.value)
+    assert "add it to the systemd-journal group" in str(error.value)
+    server.run("usermod", "-aG", "systemd-journal", "healbot")
+    try:
+        assert source.read(None).cursor  # in the group, the same reader reads
+    finally:
+        server.run("gpasswd", "-d", "healbot", "systemd-journal")
