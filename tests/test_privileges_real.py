@@ -1,7 +1,8 @@
 """deploy/sudoers.d/healbot and deploy/polkit-1/rules.d/50-healbot.rules against the real programs: Debian's
 `visudo -c` and sudo (unpacked by `make tools`), and polkit inside the session's booted systemd
 (tests/fakes/systemd_env.py). Each grants exactly its restart and nothing more, as the healbot user; and
-from a unit with NoNewPrivileges=, as deploy/healbot.service runs, sudo is refused and polkit still works."""
+from a unit with deploy/healbot.service's hardening (NoNewPrivileges= above all), sudo is refused and
+polkit still works."""
 
 from __future__ import annotations
 
@@ -23,8 +24,27 @@ POLKIT_RULE = REPO_ROOT / "deploy" / "polkit-1" / "rules.d" / "50-healbot.rules"
 GRANTED, OTHER = "web.service", "other.service"
 SLEEPER = "[Service]\nExecStart=/bin/sleep 1000\n"
 AS_HEALBOT = ("setpriv", "--reuid=healbot", "--regid=healbot", "--init-groups")
-# deploy/healbot.service's hardening, on a transient unit run as healbot (its NoNewPrivileges= above all)
-HARDENED = ("NoNewPrivileges=true", "ProtectSystem=strict", "ProtectHome=true", "PrivateTmp=true")
+UNIT = REPO_ROOT / "deploy" / "healbot.service"
+HARDENING_KEYS = (  # deploy/healbot.service's, on a transient unit run as healbot (ReadWritePaths= aside)
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectControlGroups",
+    "RestrictSUIDSGID",
+    "LockPersonality",
+)
+
+
+def unit_hardening() -> list[str]:
+    values = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and line[0] != "#"
+    )
+    assert set(HARDENING_KEYS) <= set(values), f"{UNIT.name} lost one of {HARDENING_KEYS}"
+    return [f"{key}={values[key]}" for key in HARDENING_KEYS]
 
 
 def sudo_dir() -> Path:
@@ -103,7 +123,7 @@ def test_sudo_grants_the_healbot_user_exactly_the_restart_it_lists(server: Syste
 
 
 def hardened_as_healbot(env: SystemdEnv, *argv: str) -> subprocess.CompletedProcess[str]:
-    properties = [arg for prop in HARDENED for arg in ("-p", prop)]
+    properties = [arg for prop in unit_hardening() for arg in ("-p", prop)]
     return env.run(
         "systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=healbot", *properties, *argv, check=False
     )
