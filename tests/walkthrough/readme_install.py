@@ -11,12 +11,14 @@ stands in for what cannot run here:
   them and put the API key the fake accepts into /etc/healbot/env (`not_from_readme` in the report);
 - pip installs from a local wheelhouse (`make tools` fills it), named in /etc/pip.conf since sudo resets
   the environment; `pipx` is the one pinned in the dev extras.
-The "server" already runs a service `shop` under supervisord, its repo in /srv/shop; its control socket
-gets the access the README asks for (`chown=root:healbot`, `chmod=0770`) once the healbot user exists.
+The "server" already runs two services: `shop` under supervisord, its control socket with the access the
+README asks for (`chown=root:healbot`, `chmod=0770`) once the healbot user exists, and `web` under systemd
+(its own unit in /etc/systemd/system), their repos in /srv/shop and /srv/web.
 
 After the README, the checks: the daemon runs as its `User=` with its hardening in force, posts the
-shop's error with Claude's diagnosis, comes back by `Restart=` after `kill -9`, reloads on `systemctl
-reload`, stops cleanly with its store intact and the incident kept, and logs JSON to the journal.
+shop's error with Claude's diagnosis, restarts web.service when web's card is approved (polkit, from the
+hardened unit), comes back by `Restart=` after `kill -9`, reloads on `systemctl reload` at once, stops
+cleanly with its store intact and the incident kept, and logs JSON to the journal.
 Writes a JSON report (each line run with its exit status and output, then the checks) and exits 1 at the
 first failed step, saying which.
 """
@@ -73,6 +75,23 @@ while True:
             traceback.print_exc()
             sys.stderr.flush()
     time.sleep(0.1)
+"""
+
+
+APPROVER = 123456789  # the README's --approver
+WEB_CODE = SERVICE_CODE.replace("shop started", "web started").replace(
+    'checkout({"total": 10, "items": 0})', 'checkout({"total": 10})'
+)  # a KeyError, on stderr: the journal
+WEB_UNIT = """\
+[Unit]
+Description=web, the server's own service under systemd
+
+[Service]
+ExecStart=/usr/bin/python3 -u /srv/web/app.py
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
 """
 
 
@@ -150,14 +169,24 @@ class Walkthrough:
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(REPO_ROOT / name, self.checkout / name)
 
-    def make_service_repo(self) -> None:
-        repo = Path("/srv/shop")
-        repo.mkdir()
-        (repo / "app.py").write_text(SERVICE_CODE)
-        git = ["git", "-C", str(repo), "-c", "user.name=ops", "-c", "user.email=ops@example.com"]
-        subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
-        subprocess.run([*git, "add", "app.py"], check=True, timeout=30)
-        subprocess.run([*git, "commit", "-q", "-m", "shop"], check=True, timeout=30)
+    def make_service_repos(self) -> None:
+        for name, code in (("shop", SERVICE_CODE), ("web", WEB_CODE)):
+            repo = Path("/srv") / name
+            repo.mkdir()
+            (repo / "app.py").write_text(code)
+            git = ["git", "-C", str(repo), "-c", "user.name=ops", "-c", "user.email=ops@example.com"]
+            subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
+            subprocess.run([*git, "add", "app.py"], check=True, timeout=30)
+            subprocess.run([*git, "commit", "-q", "-m", name], check=True, timeout=30)
+
+    def start_web_unit(self) -> None:
+        """The server's own systemd unit, in /etc/systemd/system as an operator installs one."""
+        Path("/etc/systemd/system/web.service").write_text(WEB_UNIT)
+        subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=60)
+        subprocess.run(
+            ["systemctl", "enable", "--now", "web.service"], check=True, timeout=60, capture_output=True
+        )
+        wait_until(lambda: "web started" in self.journal("web.service"), 30, what="the web service")
 
     def start_supervisord(self) -> None:
         """The server's supervisord, its socket open to the healbot group as the README says."""
@@ -301,14 +330,20 @@ class Walkthrough:
 
         Path("/srv/shop/trigger").touch()
         checks["card"] = wait_until(self.diagnosed_card, 120, what="a card with Claude's diagnosis")
+        self.approve_the_restart_of_web()
 
         os.kill(pid, signal.SIGKILL)
-        checks["restarted_pid"] = wait_until(
-            lambda: (new := self.main_pid(allow_none=True)) not in (None, pid) and new, 60, what="Restart="
+        checks["after_kill"] = wait_until(
+            lambda: (
+                (state := self.show("MainPID", "NRestarts", "ActiveState"))["ActiveState"] == "active"
+                and state["MainPID"] not in ("0", str(pid))
+                and state
+            ),
+            60,
+            what="Restart= to bring it back",
         )
-        checks["after_kill"] = self.show("NRestarts", "ActiveState")
-        wait_until(lambda: len(self.bot_api.calls("getUpdates")) > 2, 60, what="polling again after the kill")
-
+        # At once: `active` as soon as systemd counts it started. (Type=simple: at fork, and the SIGHUP
+        # then killed the Python still importing, for good.)
         reloaded_pid = self.main_pid()
         self.run_line("sudo systemctl reload healbot")
         wait_until(lambda: "config reloaded" in self.journal(), 30, what="the reload in the journal")
@@ -327,6 +362,41 @@ class Walkthrough:
         checks["journal_json"] = self.journal_entries()
         checks["journal"] = self.journal()[-4000:]
 
+    def approve_the_restart_of_web(self) -> None:
+        """web's error, its card, Approve: healbot restarts web.service from its hardened unit (polkit)."""
+        checks = self.report.checks
+        before = self.show("MainPID", unit="web.service")["MainPID"]
+        Path("/srv/web/trigger").touch()
+        card = wait_until(
+            lambda: next(
+                (
+                    m
+                    for m in self.bot_api.bot_messages(CHAT_ID)
+                    if "KeyError" in m.text and DIAGNOSIS_SUMMARY in m.text
+                ),
+                None,
+            ),
+            120,
+            what="web's card with Claude's diagnosis",
+        )
+        checks["web_card"] = card.text
+        self.bot_api.press(APPROVER, CHAT_ID, card.message_id, text="Approve #1")
+        checks["web_pids"] = [
+            before,
+            wait_until(
+                lambda: (
+                    (pid := self.show("MainPID", unit="web.service")["MainPID"]) not in ("0", before) and pid
+                ),
+                60,
+                what="healbot's restart of web.service",
+            ),
+        ]
+        checks["web_card_after"] = wait_until(
+            lambda: (m := self.bot_api.message(CHAT_ID, card.message_id)).reply_markup is None and m.text,
+            60,
+            what="web's card to show the outcome",
+        )
+
     def cards(self) -> list[str]:
         texts = [str(c.params.get("text", "")) for c in self.bot_api.calls(chat_id=CHAT_ID, ok=True)]
         return [text for text in texts if "ZeroDivisionError" in text]
@@ -340,9 +410,9 @@ class Walkthrough:
             raise WalkthroughFailed("healbot.service has no main process")
         return pid or None
 
-    def show(self, *properties: str) -> dict[str, str]:
+    def show(self, *properties: str, unit: str = "healbot") -> dict[str, str]:
         done = subprocess.run(
-            ["systemctl", "show", "healbot", f"--property={','.join(properties)}"],
+            ["systemctl", "show", unit, f"--property={','.join(properties)}"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -366,9 +436,9 @@ class Walkthrough:
             if e.get("_COMM") != "systemd"
         ]
 
-    def journal(self) -> str:
+    def journal(self, unit: str = "healbot") -> str:
         done = subprocess.run(
-            ["journalctl", "-u", "healbot", "-o", "cat", "--no-pager"],
+            ["journalctl", "-u", unit, "-o", "cat", "--no-pager"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -385,7 +455,8 @@ class Walkthrough:
             self.admin_home.mkdir(parents=True)
             self.prepare_server()
             self.copy_checkout()
-            self.make_service_repo()
+            self.make_service_repos()
+            self.start_web_unit()
             self.follow_readme()
             self.check_running_service()
         except (WalkthroughFailed, AssertionError, OSError, subprocess.SubprocessError, ValueError) as exc:
