@@ -97,16 +97,7 @@ def test_sudoers_example_allows_only_fixed_commands() -> None:
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert any(line.startswith("healbot ALL=(root) NOPASSWD: HEALBOT_RESTARTS") for line in rules)
     assert "*" not in "\n".join(rules)
-    assert "ALL=(ALL)" not in text
-    visudo = shutil.which("visudo")
-    if visudo is not None:
-        out = subprocess.run(
-            [visudo, "-cf", str(DEPLOY / "sudoers.d" / "healbot")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
+    assert "ALL=(ALL)" not in text  # visudo -c and sudo itself: tests/test_privileges_real.py
 
 
 def test_example_config_is_valid() -> None:

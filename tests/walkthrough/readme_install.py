@@ -472,7 +472,11 @@ class Walkthrough:
         return self.report
 
     def tear_down(self) -> None:
+        """The session's systemd serves other tests after this one: healbot and web stopped, web disabled."""
         subprocess.run(["systemctl", "stop", "healbot"], capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            ["systemctl", "disable", "--now", "web"], capture_output=True, timeout=120, check=False
+        )
         if self.supervisord is not None and self.supervisord.poll() is None:
             self.supervisord.terminate()
             try:
