@@ -157,10 +157,21 @@ class Walkthrough:
             Path(user_config).unlink(missing_ok=True)
         HOME_SECRET.parent.mkdir(parents=True)
         HOME_SECRET.write_text("a user's file healbot must not see\n")
+        self.install_claude()
         self.shims.mkdir()
         pipx = self.shims / "pipx"  # the operator's pipx (pinned in dev)
         pipx.write_text(f'#!/bin/sh\nexec {Path(sys.executable).parent / "pipx"} "$@"\n')
         pipx.chmod(0o755)
+
+    def install_claude(self) -> None:
+        """The claude binary where an operator would put it: its folder bound at /opt/claude (the checkout may
+        be under /home or /root, which ProtectHome= hides from the unit)."""
+        target = Path("/opt/claude")
+        target.mkdir()
+        subprocess.run(
+            ["mount", "--bind", str(Path(self.claude).parent), str(target)], check=True, timeout=30
+        )
+        self.claude = str(target / Path(self.claude).name)
 
     def copy_checkout(self) -> None:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
