@@ -7,7 +7,7 @@ command, `sudo` is Debian's (the test installs it into that /usr), and `systemct
 real ones: `systemctl enable --now healbot` starts deploy/healbot.service with all its hardening. What
 stands in for what cannot run here:
 - Telegram is the fake Bot API from bot/demo and Claude the fake Messages API (with the real `claude`
-  binary), both on the namespace's loopback; the lines not from the README point the written config at
+  binary, its folder bound at /opt/claude), both on the namespace's loopback; the lines not from the README point the written config at
   them and put the API key the fake accepts into /etc/healbot/env (`not_from_readme` in the report);
 - pip installs from a local wheelhouse (`make tools` fills it), named in /etc/pip.conf since sudo resets
   the environment; `pipx` is the one pinned in the dev extras.
@@ -49,6 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- install-walkthrough -->"
 TOKEN = "4242:walkthrough-token"
 CHAT_ID = -1001234567890
+APPROVER = 123456789  # the README's --approver
 DAEMON_STARTED = "Started healbot.service"
 DIAGNOSIS_SUMMARY = str(DEFAULT_ANSWER["summary"])
 HOME_SECRET = Path("/home/alice/notes.txt")
@@ -77,8 +78,6 @@ while True:
     time.sleep(0.1)
 """
 
-
-APPROVER = 123456789  # the README's --approver
 WEB_CODE = SERVICE_CODE.replace("shop started", "web started").replace(
     'checkout({"total": 10, "items": 0})', 'checkout({"total": 10})'
 )  # a KeyError, on stderr: the journal
@@ -146,14 +145,11 @@ class Walkthrough:
 
     # -- the scratch world ------------------------------------------------------------------------------
     def prepare_server(self) -> None:
-        """What the server has before the README: a local package mirror, a user's home, the pipx shim."""
+        """What the server has before the README: a local package mirror, a user's home, claude, pipx."""
         Path("/etc/pip.conf").write_text(
             f"[global]\nno-index = true\nfind-links = {self.wheelhouse}\ndisable-pip-version-check = true\n"
         )
-        for user_config in (
-            "/root/.config/pip/pip.conf",
-            "/root/.pip/pip.conf",
-        ):  # this host's, not the server's
+        for user_config in ("/root/.config/pip/pip.conf", "/root/.pip/pip.conf"):  # the host's root's
             Path(user_config).unlink(missing_ok=True)
         HOME_SECRET.parent.mkdir(parents=True)
         HOME_SECRET.write_text("a user's file healbot must not see\n")
@@ -295,7 +291,7 @@ class Walkthrough:
             self.run_line(line)
         self.start_supervisord()  # the README's supervisord access paragraph, now that the group exists
         for line in configure:
-            # doctor cannot find claude here (it is not installed for this walkthrough): exit 1, checked below
+            # doctor runs before the config names the claude binary (not on PATH here): exit 1, checked below
             self.run_line(line, expect=1 if line.startswith("healbot doctor") else 0)
         self.point_at_the_fakes()
         for line in run:
