@@ -93,6 +93,24 @@ $(WHEELHOUSE_STAMP): pyproject.toml tests/tools/fill_wheelhouse.py $(VENV_STAMP)
 
 tools: $(CLAUDE_BIN) $(PM2_BIN) $(BWRAP_BIN) $(DOCKERD_BIN) $(PROMETHEUS_BIN) $(ALERTMANAGER_BIN) $(WHEELHOUSE_STAMP)
 
+# Debian's sudo, for the tests only: `visudo -c` of deploy/sudoers.d and sudo inside the booted systemd
+# (tests/fakes/systemd_env.py copies it into that namespace's /usr); unpacked here, not setuid, never installed.
+SUDO_VERSION := 1.9.13p3-1+deb12u4
+SUDO_DIR := $(CACHE)/sudo-1.9.13p3-1-deb12u4
+SUDO_BIN := $(SUDO_DIR)/usr/bin/sudo
+export HEALBOT_SUDO_DIR := $(abspath $(SUDO_DIR))
+
+$(SUDO_BIN):
+	mkdir -p $(SUDO_DIR)
+	cd $(SUDO_DIR) && rm -f sudo_*.deb && \
+		{ apt-get download sudo=$(SUDO_VERSION) || \
+		  { apt-get update -qq && apt-get download sudo=$(SUDO_VERSION); }; }
+	dpkg -x $(SUDO_DIR)/sudo_*.deb $(SUDO_DIR)
+	chmod u-s $@  # setuid only inside the namespace (install_sudo), never on the host
+	test -x $@
+
+tools: $(SUDO_BIN)  # after SUDO_BIN is defined: a rule's prerequisites expand as make reads it
+
 # the demo's check runs sandboxed when bwrap is installed, or fetched by `make tools`
 demo: $(VENV_STAMP) $(CLAUDE_BIN)
 	PATH=$(abspath $(BWRAP_DIR))/usr/bin:$$PATH $(BIN)/healbot demo --yes $(DEMO_ARGS)

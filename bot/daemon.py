@@ -11,7 +11,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import registry
+from bot import registry, sd_notify
 from bot.clock import SystemClock
 from bot.config import HealbotConfig, ServiceConfig, load_config
 from bot.errors import HealbotError, StoreError
@@ -311,6 +311,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        sd_notify.notify("READY=1")  # Type=notify: from now on a `systemctl reload` is a reload
         await self.start()
         sources = sum(1 for r in self.pipeline.services.values() for _ in expand_sources(r.sources))
         log.info(

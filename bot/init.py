@@ -2,8 +2,9 @@
 
 Detection asks each process manager directly (never through healers/): PM2 with `pm2 jlist` (only when a
 daemon already runs: any pm2 call would otherwise spawn one), supervisord over its XML-RPC unix socket,
-systemd with `systemctl list-units --output=json`, docker with `docker ps --format "{{json .}}"`. A
-manager that is absent or does not answer simply contributes nothing.
+systemd with `systemctl list-units --output=json` (leaving out the units packages installed: journald,
+dbus, cron, ... are not services to heal), docker with `docker ps --format "{{json .}}"`. A manager
+that is absent or does not answer simply contributes nothing.
 """
 
 from __future__ import annotations
@@ -232,6 +233,9 @@ def detect_supervisord(socket_path: str, *, timeout_s: float = DETECT_TIMEOUT_S)
     return found
 
 
+PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")
+
+
 def detect_systemd(run: CommandRunner, *, systemctl: str = "systemctl") -> list[DetectedService]:
     out = run(
         [systemctl, "list-units", "--type=service", "--state=running", "--output=json", "--no-pager"], None
@@ -242,10 +246,16 @@ def detect_systemd(run: CommandRunner, *, systemctl: str = "systemctl") -> list[
         units = json.loads(out.stdout)
     except json.JSONDecodeError:
         return []
+    running = [
+        unit
+        for unit in (units if isinstance(units, list) else [])
+        if isinstance(unit, dict) and isinstance(unit.get("unit"), str) and unit["unit"].endswith(".service")
+    ]
+    from_packages = units_from_packages(run, systemctl, [unit["unit"] for unit in running])
     found = []
-    for unit in units if isinstance(units, list) else []:
-        name = unit.get("unit") if isinstance(unit, dict) else None
-        if not isinstance(name, str) or not name.endswith(".service"):
+    for unit in running:
+        name = unit["unit"]
+        if name in from_packages:
             continue
         found.append(
             DetectedService(
@@ -257,6 +267,23 @@ def detect_systemd(run: CommandRunner, *, systemctl: str = "systemctl") -> list[
             )
         )
     return found
+
+
+def units_from_packages(run: CommandRunner, systemctl: str, names: Sequence[str]) -> set[str]:
+    """The units whose file a package installed (under /lib/systemd or /usr/lib/systemd): the system's own
+    daemons (journald, dbus, cron, ...), not services with a repo to heal. An operator's units live in
+    /etc/systemd/system. When systemctl cannot tell, none are left out."""
+    if not names:
+        return set()
+    out = run([systemctl, "show", "--property=Id,FragmentPath", "--no-pager", *names], None)
+    if out.returncode != 0:
+        return set()
+    packaged = set()
+    for block in out.stdout.split("\n\n"):
+        properties = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if properties.get("FragmentPath", "").startswith(PACKAGE_UNIT_DIRS):
+            packaged.add(properties.get("Id", ""))
+    return packaged
 
 
 def detect_docker(run: CommandRunner, *, docker: str = "docker") -> list[DetectedService]:

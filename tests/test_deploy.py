@@ -50,6 +50,7 @@ def test_unit_has_the_promised_hardening_and_lifecycle() -> None:
         "NoNewPrivileges": "true",
         "ProtectSystem": "strict",
         "PrivateTmp": "true",
+        "ProtectHome": "true",  # read-only left /home visible to it
         "User": "healbot",
         "Restart": "on-failure",
         "StandardOutput": "journal",
@@ -59,7 +60,7 @@ def test_unit_has_the_promised_hardening_and_lifecycle() -> None:
     for key, value in expected.items():
         assert service.get(key) == [value], key
     assert "/var/lib/healbot" in service["ReadWritePaths"][0].split()
-    assert service["ExecStart"][0].startswith(f"{INSTALLED_BIN} run --config {INSTALLED_CONFIG}")
+    assert service["ExecStart"] == [f"{INSTALLED_BIN} run --config {INSTALLED_CONFIG} --log-json"]
     assert int(keys["Unit"]["StartLimitBurst"][0]) >= 1
     assert keys["Install"]["WantedBy"] == ["multi-user.target"]
 
@@ -96,16 +97,7 @@ def test_sudoers_example_allows_only_fixed_commands() -> None:
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert any(line.startswith("healbot ALL=(root) NOPASSWD: HEALBOT_RESTARTS") for line in rules)
     assert "*" not in "\n".join(rules)
-    assert "ALL=(ALL)" not in text
-    visudo = shutil.which("visudo")
-    if visudo is not None:
-        out = subprocess.run(
-            [visudo, "-cf", str(DEPLOY / "sudoers.d" / "healbot")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
+    assert "ALL=(ALL)" not in text  # visudo -c and sudo itself: tests/test_privileges_real.py
 
 
 def test_example_config_is_valid() -> None:

@@ -47,6 +47,37 @@ def test_systemd_running_units_from_recorded_output() -> None:
     assert run.calls[0][:3] == ["systemctl", "list-units", "--type=service"]
 
 
+SHOW_FRAGMENTS = (
+    "Id=cron.service\nFragmentPath=/lib/systemd/system/cron.service\n\n"
+    "Id=nginx.service\nFragmentPath=/usr/lib/systemd/system/nginx.service\n\n"
+    "Id=shop-api.service\nFragmentPath=/etc/systemd/system/shop-api.service\n"
+)
+
+
+class ListThenShow(Recorded):
+    def __call__(self, argv: Sequence[str], env: Mapping[str, str] | None) -> init.CommandOutput:
+        self.calls.append(list(argv))
+        if argv[1] == "show":
+            return init.CommandOutput(0, SHOW_FRAGMENTS, "")
+        return init.CommandOutput(0, recorded("systemctl-list-units-running.json"), "")
+
+
+def test_init_leaves_out_units_installed_by_packages_such_as_cron() -> None:
+    """init proposed every running unit, journald and dbus included, as a service to heal with a /srv repo."""
+    run = ListThenShow({})
+    found = init.detect_systemd(run)
+    assert [s.name for s in found] == ["shop-api"]
+    assert run.calls[1] == [
+        "systemctl",
+        "show",
+        "--property=Id,FragmentPath",
+        "--no-pager",
+        "cron.service",
+        "nginx.service",
+        "shop-api.service",
+    ]
+
+
 def test_docker_containers_from_recorded_output() -> None:
     run = Recorded({"docker": init.CommandOutput(0, recorded("docker-ps.jsonl"), "")})
     found = init.detect_docker(run)

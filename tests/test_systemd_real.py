@@ -216,7 +216,21 @@ def test_init_finds_the_running_units_and_writes_them(systemd: SystemdEnv, tmp_p
     assert "found hb-shop" in result.stdout and "systemd" in result.stdout, result.stdout
     written = tomllib.loads((tmp_path / "healbot.toml").read_text())  # repos are /srv placeholders
     assert written["services"]["hb-shop"]["manager"] == {"type": "systemd", "unit": "hb-shop.service"}
-    assert "systemd-journald" in written["services"]  # the namespace's own running units, found the same way
+    assert "systemd-journald" not in written["services"]  # a unit of a package: see the test below
+
+
+def test_init_leaves_out_the_running_units_packages_installed_such_as_journald(
+    systemd: SystemdEnv, tmp_path: Path
+) -> None:
+    """init proposed journald, dbus, logind, ... (every running unit) as services to heal with /srv repos."""
+    running = systemd.systemctl("list-units", "--type=service", "--state=running", "--no-legend", "--plain")
+    assert "systemd-journald.service" in running and "dbus.service" in running
+
+    result = healbot(systemd, "init", "--yes", "-o", str(tmp_path / "healbot.toml"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    written = tomllib.loads((tmp_path / "healbot.toml").read_text())
+    assert not {"systemd-journald", "dbus", "systemd-logind"} & set(written.get("services", {})), written
 
 
 def doctor_config(tmp_path: Path, units: dict[str, str]) -> Path:

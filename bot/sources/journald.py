@@ -25,6 +25,12 @@ from bot.sources.file import clean_line
 DEFAULT_TIMEOUT_S = 30.0
 MAX_ENTRIES = 5000
 MAX_LINE_BYTES = 8192
+# journalctl 252 run by a user outside the journal's groups: exit 1, "No journal files were opened due to
+# insufficient permissions."
+NO_PERMISSION_HINT = (
+    "; this user may not read the system journal: add it to the systemd-journal group "
+    "(`sudo usermod -aG systemd-journal healbot`, then restart healbot)"
+)
 
 
 def parse_entries(
@@ -145,7 +151,8 @@ class JournaldSource:
         out = self._run(self.argv(journal_cursor, first=cursor is None), self.timeout_s)
         if out.returncode != 0:
             problem = (out.stderr or out.stdout).decode("utf-8", errors="replace").strip()[:300]
-            raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}")
+            hint = NO_PERMISSION_HINT if "insufficient permissions" in problem else ""
+            raise SourceError(f"{self.source_id}: journalctl failed (exit {out.returncode}): {problem}{hint}")
         if b"No journal files were found" in out.stderr + out.stdout[:200]:
             raise SourceError(f"{self.source_id}: no journal files on this host (is journald running?)")
         parsed = _parse(

@@ -63,6 +63,12 @@ _RESULTS = {
     "oom-kill": "it was killed by the OOM killer",
     "protocol": "it violated the service protocol",
 }
+# What systemctl says when polkit (or its absence) refuses a restart to a user other than root.
+NOT_AUTHORIZED = ("Interactive authentication required", "Access denied")
+NOT_AUTHORIZED_HINT = (
+    "this user may not restart UNIT: list UNIT in deploy/polkit-1/rules.d/50-healbot.rules and install it "
+    "in /etc/polkit-1/rules.d/"
+)
 MASKED_HINT = "systemd refuses to start it; `systemctl unmask UNIT` allows it again"
 
 
@@ -126,7 +132,10 @@ class SystemdManager:
             raise RestartFailed(f"cannot restart: {exc}") from exc
         rc, stdout, stderr = self._run_for_restart()
         if rc != 0:
-            message = f"{self.label}: `systemctl restart` failed (exit {rc}): {tail(stderr or stdout, 300)}"
+            problem = tail(stderr or stdout, 300)
+            message = f"{self.label}: `systemctl restart` failed (exit {rc}): {problem}"
+            if any(refusal in problem for refusal in NOT_AUTHORIZED):
+                message += f"; {NOT_AUTHORIZED_HINT.replace('UNIT', self.unit)}"
             if before.state is ServiceState.FATAL:
                 message += f"; before the restart it was {before.detail}"
             raise RestartFailed(message)

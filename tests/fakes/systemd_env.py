@@ -13,8 +13,8 @@ the code under test is exactly what runs in production, only its child process e
 (Running the test's Python inside the namespace instead would hide pytest's files behind the private
 /tmp and make every assertion cross the namespace.)
 
-Nothing may reach the host: mount, pid, uts, ipc and net namespaces are new; /etc, /var, /root and
-/home are overlays whose upper layer is a tmpfs that only the namespace sees (unit files written under
+Nothing may reach the host: mount, pid, uts, ipc and net namespaces are new; /etc, /var, /usr, /opt, /srv,
+/root and /home are overlays whose upper layer is a tmpfs that only the namespace sees (unit files written under
 /etc/systemd/system land there, and systemd-tmpfiles' `D /tmp` cannot empty the host's /tmp); /tmp,
 /run and /dev are private tmpfs (with the few device nodes bind-mounted); `shared` is the one host
 folder bound in, at the same path. Unit files are written through /proc/PID/root, i.e. into that
@@ -78,7 +78,7 @@ done < "$base/cgroups"
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir "$layers"
 mount -t tmpfs -o mode=700 tmpfs "$layers"
-for d in etc var root home; do
+for d in etc var root home usr opt srv; do
   mkdir -p "$layers/$d/upper" "$layers/$d/work"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$layers/$d/upper,workdir=$layers/$d/work" "/$d"
 done
@@ -102,6 +102,15 @@ shift
 for unit in "$@"; do ln -sf /dev/null "/etc/systemd/system/$unit"; done
 exec /lib/systemd/systemd --system
 """
+
+
+def sudo_package() -> Path | None:
+    """Debian's sudo as `make tools` unpacks it (HEALBOT_SUDO_DIR), or None before that ran."""
+    configured = os.environ.get("HEALBOT_SUDO_DIR")
+    repo_root = Path(__file__).resolve().parents[2]
+    candidates = [Path(configured)] if configured else sorted(repo_root.glob(".cache/sudo-*"))
+    found = [path for path in candidates if (path / "usr/bin/sudo").is_file()]
+    return found[-1] if found else None
 
 
 def cannot_boot_reason() -> str | None:
@@ -199,6 +208,18 @@ class SystemdEnv:
             yield name
         finally:
             self.remove_unit(name)
+
+    def install_sudo(self, package: Path) -> None:
+        """Debian's sudo, unpacked by `make tools` (SUDO_DIR), into the namespace's /usr and /etc overlays
+        with the owners and modes its package gives them; the host keeps no sudo."""
+        if (self.root / "usr/bin/sudo").exists():
+            return
+        self.run("cp", "-a", f"{package}/usr/.", "/usr/")
+        self.run("cp", "-a", "--no-clobber", f"{package}/etc/.", "/etc/")
+        self.run("chown", "-R", "root:root", "/usr/bin/sudo", "/etc/sudoers", "/etc/sudoers.d")
+        self.run("chmod", "4755", "/usr/bin/sudo")
+        self.run("chmod", "0440", "/etc/sudoers")
+        self.run("chmod", "0750", "/etc/sudoers.d")
 
     def stop(self) -> None:
         if self.process.poll() is None:
