@@ -37,6 +37,7 @@ from tests.fakes.hostile_check import (  # noqa: F401 (the repo and marker fixtu
     propose,
     repo_fixture,
 )
+from tests.helpers import wait_until
 
 # --- writes outside the tree --------------------------------------------------------------------------
 
@@ -181,7 +182,9 @@ def test_fork_bomb_is_bounded_and_leaves_nothing(repo: Path, marker: str) -> Non
     candidate = propose(repo, context(repo, marker), hostile(FORK_BOMB))
     forked = int(candidate.check_output.split("forked", 1)[1].split()[0])
     assert forked < 64, candidate.check_output
-    assert marked_processes(marker) == []
+    # the kernel kills the rest of the check's pid namespace as its first process ends, but not at once:
+    # on a busy machine some forks are still exiting when the check returns
+    wait_until(lambda: marked_processes(marker) == [], 10, what="every fork of the check gone")
 
 
 def test_nothing_the_check_starts_outlives_it(repo: Path, tmp_path: Path, marker: str) -> None:
