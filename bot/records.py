@@ -48,6 +48,11 @@ JAVA_EXCEPTION_LINE = re.compile(
     r"^(?:Exception in thread \"[^\"]*\" )?(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable)"
     r"(?::.*)?$"
 )
+# What a line must look like to be more than a record of its own when it comes after a single line: a
+# traceback start, a Java exception line, frame or cause (`_continues` and `_start` look closer).
+_MAY_JOIN = re.compile(
+    "|".join(f"(?:{p.pattern})" for p in (PY_TRACEBACK, JAVA_EXCEPTION_LINE, JAVA_FRAME, JAVA_CAUSE))
+)
 ACCESS_LOG = re.compile(
     r"\"(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/[\d.]+\" \d{3}\b"
 )
@@ -84,7 +89,7 @@ class _Pending:
 
     def add(self, text: str) -> None:
         self.line_count += 1
-        size = len(text.encode("utf-8", errors="replace")) + 1
+        size = (len(text) if text.isascii() else len(text.encode("utf-8", errors="replace"))) + 1
         head_cap_bytes = int(MAX_RECORD_BYTES * _HEAD_SHARE)
         head_cap_lines = int(MAX_RECORD_LINES * _HEAD_SHARE)
         if not self.tail and self.head_bytes + size <= head_cap_bytes and len(self.head) < head_cap_lines:
@@ -101,6 +106,8 @@ class _Pending:
             self.omitted += 1
 
     def text(self) -> str:
+        if len(self.head) == 1 and not self.tail:
+            return self.head[0]  # a single line within the head's share of the cap
         parts = list(self.head)
         if self.omitted:
             parts.append(f"    [... {self.omitted} lines omitted ...]")  # indented: inside a trace
@@ -166,6 +173,11 @@ class RecordAssembler:
     def _feed_one(self, line: LogLine, index: int, at: float, done: list[LogRecord]) -> None:
         body = strip_line_prefix(line.text)
         pending = self._pending
+        if (pending is None or pending.state is _State.LINE) and _MAY_JOIN.match(body) is None:
+            self._finish(done)  # the common case, decided by one search: a line that is a record of its own
+            self._pending = _Pending(first=line, at=at, state=_State.LINE, index=index)
+            self._pending.add(line.text)
+            return
         if pending is not None and self._continues(pending, line, body):
             return
         self._finish(done)

@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,8 @@ from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError
 from bot.flow import observe
 from bot.models import Incident
-from bot.store import Store
+from bot.sources.file import FileCursor
+from bot.store import Observation, Store
 from tests.fakes.world import (
     DEFAULT_ANSWER,
     ShiftedClock,
@@ -217,3 +219,52 @@ async def test_a_batch_cut_by_the_poll_budget_was_read_again_from_disk(
     [incident] = _own(world.incidents("shop"))
     assert incident.count == lines
     assert len(reads) <= 3, len(reads)  # the first read, and the quiet polls after it
+
+
+async def test_a_batch_of_identical_errors_is_one_store_write_with_its_count(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: each record of a flood was one SELECT and one UPDATE; a batch now reaches the store
+    tallied, one observation per fingerprint with its count and a few samples."""
+    writes: list[list[tuple[str, int]]] = []
+    real_ingest = world.store.ingest
+
+    def spying_ingest(source_id: str, cursor: str, observations: list[Observation], **kw: Any) -> Any:
+        writes.append([(o.fingerprint.key, o.count) for o in observations])
+        return real_ingest(source_id, cursor, observations, **kw)
+
+    monkeypatch.setattr(world.store, "ingest", spying_ingest)
+    lines = 500
+    await world.log(world.flooded, "".join(f"ERROR upstream timed out after {n} ms\n" for n in range(lines)))
+    [incident] = _own(world.incidents("shop"))
+    assert incident.count == lines
+    assert len(incident.samples) == world.daemon.config.max_samples
+    counted = [entry for write in writes for entry in write]
+    assert sum(count for _, count in counted) == lines
+    assert len(counted) <= 2, counted  # the batch, and the record a quiet poll flushed
+
+
+async def test_a_different_error_mid_flood_is_stored_by_the_poll_that_reads_it(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: the poll that reads a line commits it with the cursor past it: once the stored cursor is
+    past the different error, its incident exists (one chunk per poll, so the flood takes many polls)."""
+    monkeypatch.setattr(observe, "POLL_BUDGET_S", 0.0)
+    monkeypatch.setattr(observe, "CHUNK_LINES", 64)
+    flood = "".join(f"ERROR upstream timed out after {n} ms\n" for n in range(640))
+    with world.flooded.open("a") as handle:
+        handle.write(flood)
+        mid = handle.tell()
+        handle.write("ERROR disk quota of the spool exceeded\n" + flood)
+    source_id = f"file:{world.flooded}"
+    for _ in range(100):
+        await world.daemon.pipeline.poll_once()
+        cursor = world.store.get_cursor(source_id)
+        assert cursor is not None
+        titles = [i.title for i in world.incidents("shop")]
+        if FileCursor.load(cursor).offset > mid:
+            assert any("disk quota" in t for t in titles), titles
+            break
+        assert not any("disk quota" in t for t in titles)
+    else:
+        pytest.fail("the flood was not read past the different error")

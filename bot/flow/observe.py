@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from bot import faults
 from bot.errors import HealbotError, SourceError, StoreError
 from bot.faults import Step
+from bot.fingerprint_memo import FingerprintMemo
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.flow.storm import StormGate
 from bot.interfaces import LogSource
-from bot.models import Incident, LogRecord, SourceBatch
+from bot.models import Fingerprint, Incident, LogRecord, SourceBatch
 from bot.records import RecordAssembler
 from bot.sources import expand_sources
 from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
 
-CHUNK_LINES = 32  # lines assembled and fingerprinted between two yields to the loop
+CHUNK_LINES = 1024  # lines assembled and fingerprinted between two yields to the loop (a few ms)
 POLL_BUDGET_S = 0.2  # per source and poll; a flood's rest is read by the next polls (the cursor says where)
 BACKLOG_GAP_S = 0.02  # between a poll that left a backlog and the next one
 
@@ -42,6 +43,7 @@ class Observer:
         # The unprocessed rest of a batch cut by the poll budget, by source, with the cursor it starts
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
+        self._fingerprints = FingerprintMemo(flow.grouper)
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -114,17 +116,16 @@ class Observer:
         else:
             batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
-        observations: list[Observation] = []
-        sampled: dict[str, int] = {}
+        tally = _Tally(flow.config.max_samples)
+        self._fingerprints.clear()
         if not batch.lines:
-            self._observe(runtime, assembler.flush(), now, observations, sampled)
+            self._observe(runtime, assembler.flush(), now, tally)
             read_to = batch.cursor
         else:
-            read_to, cut_at = await self._observe_batch(
-                runtime, assembler, batch, cursor, now, observations, sampled
-            )
+            read_to, cut_at = await self._observe_batch(runtime, assembler, batch, cursor, now, tally)
             if cut_at is not None:
                 self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
+        observations = tally.observations(flow.scrub, now)
         keep = _cursor_to_keep(assembler, read_to)
         if not observations and keep == stored:
             assembler.read_cursor = read_to
@@ -159,8 +160,7 @@ class Observer:
         batch: SourceBatch,
         read_from: str | None,
         now: float,
-        observations: list[Observation],
-        sampled: dict[str, int],
+        tally: _Tally,
     ) -> tuple[str, int | None]:
         """Assemble and fingerprint the batch chunk by chunk, yielding to the loop in between; once
         `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at,
@@ -168,7 +168,7 @@ class Observer:
         lines = batch.lines
         if batch.resume is None:  # it cannot be cut: all of it, now
             records = assembler.feed(lines, now, read_from=read_from)
-            self._observe(runtime, records, now, observations, sampled)
+            self._observe(runtime, records, now, tally)
             return batch.cursor, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_BUDGET_S
@@ -178,7 +178,7 @@ class Observer:
             records = assembler.feed(
                 lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
             )
-            self._observe(runtime, records, now, observations, sampled)
+            self._observe(runtime, records, now, tally)
             if end >= len(lines):
                 return batch.cursor, None
             start = end
@@ -187,25 +187,44 @@ class Observer:
                 return batch.resume(start), start  # a flood: the next poll goes on with the rest, soon
             await asyncio.sleep(0)  # a big batch leaves the loop to the timers between chunks
 
-    def _observe(
-        self,
-        runtime: ServiceRuntime,
-        records: list[LogRecord],
-        now: float,
-        observations: list[Observation],
-        sampled: dict[str, int],
-    ) -> None:
-        flow = self._flow
-        max_samples = flow.config.max_samples
+    def _observe(self, runtime: ServiceRuntime, records: list[LogRecord], now: float, tally: _Tally) -> None:
+        record_error = self._flow.ledger.record
+        fingerprint = self._fingerprints.fingerprint
+        service = runtime.cfg.name
         for record in records:
-            fp = flow.grouper.fingerprint(record)
-            if not fp.is_error:
-                continue
-            flow.ledger.record(runtime.cfg.name, fp.key, now)
-            # Redaction is the costly step of a flood: only records that may become stored samples need it.
-            sampled[fp.key] = sampled.get(fp.key, 0) + 1
-            sample = flow.scrub(record.text) if sampled[fp.key] <= max_samples else ""
-            observations.append(Observation(fp, sample, now))
+            fp = fingerprint(record)
+            if fp.is_error:
+                record_error(service, fp.key, now)
+                tally.add(fp, record.text)
+
+
+class _Tally:
+    """A batch's error records counted by fingerprint, in the order each fingerprint first came, with the
+    texts of the first `max_samples` records of each: the store gets one observation per fingerprint."""
+
+    def __init__(self, max_samples: int) -> None:
+        self._max_samples = max_samples
+        self._firsts: dict[str, tuple[Fingerprint, list[str]]] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, fp: Fingerprint, text: str) -> None:
+        key = fp.key
+        count = self._counts.get(key)
+        if count is None:
+            self._counts[key] = 1
+            self._firsts[key] = (fp, [text])
+            return
+        self._counts[key] = count + 1
+        if count < self._max_samples:
+            self._firsts[key][1].append(text)
+
+    def observations(self, scrub: Callable[[str], str], now: float) -> list[Observation]:
+        """One observation per fingerprint; samples are redacted here, once (the costly step of a flood)."""
+        result: list[Observation] = []
+        for key, (fp, texts) in self._firsts.items():
+            samples = [scrub(text) for text in texts]
+            result.append(Observation(fp, samples[0], now, self._counts[key], tuple(samples[1:])))
+        return result
 
 
 @dataclass(frozen=True, slots=True)
