@@ -27,13 +27,15 @@ MAX_RECORD_LINES = 200
 _HEAD_SHARE = 0.5  # of an over-long record, keep this much of the start and the rest from the end
 
 # Prefixes a process manager puts before each line of a multi-line write.
-LINE_PREFIX = re.compile(
-    r"^(?:"
+_ONE_PREFIX = (
+    r"(?:"
     r"\d+\|[^|]{1,64}\|\s?"  # pm2 logs: "0|svc      | "
     r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --time, docker -t
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? ?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --log-date-format
-    r")+"
+    r")"
 )
+LINE_PREFIX = re.compile(r"^" + _ONE_PREFIX + "+")
+_STARTS_WITH_PREFIX = re.compile(_ONE_PREFIX)  # the cheaper test first: most lines have none
 
 PY_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\s*$")
 PY_CHAIN = re.compile(
@@ -60,6 +62,8 @@ ACCESS_LOG = re.compile(
 
 def strip_line_prefix(text: str) -> str:
     """The line without a process manager's per-line prefix (indentation after it is kept)."""
+    if not text[:1].isdigit() or _STARTS_WITH_PREFIX.match(text) is None:
+        return text
     match = LINE_PREFIX.match(text)
     return text[match.end() :] if match else text
 
@@ -104,6 +108,17 @@ class _Pending:
             dropped = self.tail.popleft()
             self.tail_bytes -= len(dropped.encode("utf-8", errors="replace")) + 1
             self.omitted += 1
+
+    def is_one_short_line(self) -> bool:
+        """A single line within the head's share of the cap, no blank held after it."""
+        return self.line_count == 1 and not self.tail and self.held_blank is None
+
+    def restart(self, line: LogLine, index: int, at: float) -> None:
+        """Become the pending record of `line` alone (state LINE), as a new `_Pending` would be."""
+        self.first, self.at, self.state, self.index, self.resume = line, at, _State.LINE, index, None
+        self.head.clear()
+        self.head_bytes = self.line_count = 0
+        self.add(line.text)
 
     def text(self) -> str:
         if len(self.head) == 1 and not self.tail:
@@ -174,7 +189,12 @@ class RecordAssembler:
         body = strip_line_prefix(line.text)
         pending = self._pending
         if (pending is None or pending.state is _State.LINE) and _MAY_JOIN.match(body) is None:
-            self._finish(done)  # the common case, decided by one search: a line that is a record of its own
+            # The common case, decided by one search: a line that is a record of its own (so far).
+            if pending is not None and pending.is_one_short_line():
+                done.append(self._record(pending))
+                pending.restart(line, index, at)  # a flood's lines cost no new object each
+                return
+            self._finish(done)
             self._pending = _Pending(first=line, at=at, state=_State.LINE, index=index)
             self._pending.add(line.text)
             return
@@ -251,21 +271,17 @@ class RecordAssembler:
             pending.add(pending.held_blank.text)
             pending.held_blank = None
 
+    def _record(self, pending: _Pending) -> LogRecord:
+        return LogRecord(
+            self.service, self.source, pending.text(), pending.first.line_no, pending.line_count, pending.at
+        )
+
     def _finish(self, done: list[LogRecord]) -> None:
         pending = self._pending
         self._pending = None
         if pending is None:
             return
-        done.append(
-            LogRecord(
-                service=self.service,
-                source=self.source,
-                text=pending.text(),
-                first_line_no=pending.first.line_no,
-                line_count=pending.line_count,
-                at=pending.at,
-            )
-        )
+        done.append(self._record(pending))
         if pending.held_blank is not None:
             blank = pending.held_blank
             done.append(
