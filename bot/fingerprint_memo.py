@@ -54,7 +54,9 @@ class FingerprintMemo:
     def __init__(self, grouper: FingerprintSource) -> None:
         self._grouper = grouper
         self._entries: dict[tuple[str, bytes], _Entry] = {}
-        self._distrusted: set[tuple[str, bytes]] = set()  # shapes a check found wrong: always in full
+        # Hashes of the shapes a check found wrong, grouped in full from then on: a collision only costs
+        # speed, and the set stays small whatever the lines' length.
+        self._distrusted: set[int] = set()
         self._warned = False
 
     def clear(self) -> None:
@@ -71,7 +73,7 @@ class FingerprintMemo:
         if entry is None:
             fp = self._grouper.fingerprint(record)
             if len(self._entries) < MAX_SHAPES:
-                trusted = _memoizable(key[1]) and key not in self._distrusted
+                trusted = _memoizable(key[1]) and hash(key) not in self._distrusted
                 self._entries[key] = _Entry(fp if trusted else None)
             return fp
         known = entry.fingerprint
@@ -84,7 +86,7 @@ class FingerprintMemo:
         if fp.key != known.key or fp.is_error != known.is_error:
             entry.fingerprint = None
             if len(self._distrusted) < MAX_SHAPES:
-                self._distrusted.add(key)
+                self._distrusted.add(hash(key))
             if not self._warned:
                 self._warned = True
                 log.warning(

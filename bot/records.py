@@ -25,6 +25,10 @@ from bot.models import LogLine, LogRecord
 MAX_RECORD_BYTES = 8 * 1024
 MAX_RECORD_LINES = 200
 _HEAD_SHARE = 0.5  # of an over-long record, keep this much of the start and the rest from the end
+_HEAD_CAP_BYTES = int(MAX_RECORD_BYTES * _HEAD_SHARE)
+_HEAD_CAP_LINES = int(MAX_RECORD_LINES * _HEAD_SHARE)
+_TAIL_CAP_BYTES = MAX_RECORD_BYTES - _HEAD_CAP_BYTES - 64  # room for the omission marker
+_TAIL_CAP_LINES = MAX_RECORD_LINES - _HEAD_CAP_LINES - 1
 
 # Prefixes a process manager puts before each line of a multi-line write.
 _ONE_PREFIX = (
@@ -94,17 +98,13 @@ class _Pending:
     def add(self, text: str) -> None:
         self.line_count += 1
         size = (len(text) if text.isascii() else len(text.encode("utf-8", errors="replace"))) + 1
-        head_cap_bytes = int(MAX_RECORD_BYTES * _HEAD_SHARE)
-        head_cap_lines = int(MAX_RECORD_LINES * _HEAD_SHARE)
-        if not self.tail and self.head_bytes + size <= head_cap_bytes and len(self.head) < head_cap_lines:
+        if not self.tail and self.head_bytes + size <= _HEAD_CAP_BYTES and len(self.head) < _HEAD_CAP_LINES:
             self.head.append(text)
             self.head_bytes += size
             return
         self.tail.append(text)
         self.tail_bytes += size
-        tail_cap_bytes = MAX_RECORD_BYTES - head_cap_bytes - 64  # room for the omission marker
-        tail_cap_lines = MAX_RECORD_LINES - head_cap_lines - 1
-        while len(self.tail) > 1 and (self.tail_bytes > tail_cap_bytes or len(self.tail) > tail_cap_lines):
+        while len(self.tail) > 1 and (self.tail_bytes > _TAIL_CAP_BYTES or len(self.tail) > _TAIL_CAP_LINES):
             dropped = self.tail.popleft()
             self.tail_bytes -= len(dropped.encode("utf-8", errors="replace")) + 1
             self.omitted += 1

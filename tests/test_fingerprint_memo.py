@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.fingerprint_memo import CHECK_EVERY, FingerprintMemo, shape
+from bot.grepfilter import CANDIDATE_TEXT
 from bot.grouping import Grouper, fingerprint
 from bot.models import Fingerprint, LogLine, LogRecord
 from bot.records import RecordAssembler
@@ -109,3 +110,12 @@ def test_a_grouping_that_tells_a_shape_apart_is_noticed_and_trusted_no_more() ->
     before = grouper.calls
     assert [memo.fingerprint(record(t)).key for t in texts[:3]] == texts[:3]
     assert grouper.calls == before + 3
+
+
+def test_every_error_record_of_the_sample_logs_holds_a_candidate() -> None:
+    """The daemon groups only records the bulk scan's candidate search finds something in (issue 13): that
+    search must find something in every record grouping calls an error."""
+    records = sample_records()
+    errors = [r for r in records if fingerprint(r).is_error]
+    assert errors and len(errors) < len(records)
+    assert [r.text for r in errors if CANDIDATE_TEXT.search(r.text) is None] == []

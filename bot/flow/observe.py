@@ -17,6 +17,7 @@ from bot.faults import Step
 from bot.fingerprint_memo import FingerprintMemo
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.flow.storm import StormGate
+from bot.grepfilter import CANDIDATE_TEXT
 from bot.interfaces import LogSource
 from bot.models import Fingerprint, Incident, LogRecord, SourceBatch
 from bot.records import RecordAssembler
@@ -190,8 +191,11 @@ class Observer:
     def _observe(self, runtime: ServiceRuntime, records: list[LogRecord], now: float, tally: _Tally) -> None:
         record_error = self._flow.ledger.record
         fingerprint = self._fingerprints.fingerprint
+        may_be_error = CANDIDATE_TEXT.search  # the bulk scan's pre-filter: most lines are not grouped
         service = runtime.cfg.name
         for record in records:
+            if may_be_error(record.text) is None:
+                continue
             fp = fingerprint(record)
             if fp.is_error:
                 record_error(service, fp.key, now)
