@@ -8,6 +8,7 @@ Messages API, real log files read by cursor.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError
 from bot.flow import observe
 from bot.models import Incident
-from bot.sources.file import FileCursor
+from bot.sources.file import POLL_MAX_BYTES, FileCursor
 from bot.store import Observation, Store
 from tests.fakes.world import (
     DEFAULT_ANSWER,
@@ -268,3 +269,25 @@ async def test_a_different_error_mid_flood_is_stored_by_the_poll_that_reads_it(
         assert not any("disk quota" in t for t in titles)
     else:
         pytest.fail("the flood was not read past the different error")
+
+
+async def test_a_flood_longer_than_one_read_is_read_on_without_waiting_for_the_next_poll(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): a batch done within the poll budget scheduled no follow-up poll even when
+    its read had stopped at POLL_MAX_BYTES, so after a flood's last write the rest was read 1 MB per poll
+    interval (the 1 M-line flood: 12 k lines/s). Now the poll that leaves unread bytes asks for the next."""
+    monkeypatch.setattr(observe, "POLL_BUDGET_S", 60.0)  # every batch is done within its poll
+    line = "ERROR upstream timed out after {n} ms\n"
+    lines = 3 * POLL_MAX_BYTES // len(line.format(n=100000))
+    with world.flooded.open("a") as handle:
+        handle.write("".join(line.format(n=100000 + n) for n in range(lines)))
+    await world.daemon.pipeline.poll_once()  # the only poll asked for; follow-ups come on their own
+
+    def counted() -> int:
+        return sum(i.count for i in _own(world.incidents("shop")))
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while counted() < lines - 1 and asyncio.get_running_loop().time() < deadline:  # the last one pends
+        await asyncio.sleep(0.02)
+    assert counted() >= lines - 1
