@@ -101,7 +101,12 @@ def run(workdir: Path, *, idle_s: float = 30.0, appends: int = 200, flood_lines:
         config = service.config_path
         config.write_text(
             healbot_toml(
-                service.state_dir, service.repo, files, service="shop", claude=claude_via_fake_api(api.url)
+                service.state_dir,
+                service.repo,
+                files,
+                service="shop",
+                claude=claude_via_fake_api(api.url),
+                tables={"limits": FLOOD_LIMITS},
             )
         )
         daemon = DaemonProcess(config, env=FAKE_CLAUDE_ENV)
