@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError
 from bot.flow import observe
 from bot.models import Incident
+from bot.records import RecordAssembler
 from bot.sources.file import POLL_MAX_BYTES, FileCursor
 from bot.store import Observation, Store
 from tests.fakes.world import (
@@ -291,3 +293,34 @@ async def test_a_flood_longer_than_one_read_is_read_on_without_waiting_for_the_n
     while counted() < lines - 1 and asyncio.get_running_loop().time() < deadline:  # the last one pends
         await asyncio.sleep(0.02)
     assert counted() >= lines - 1
+
+
+async def test_costly_records_are_fed_in_small_chunks_from_the_start_of_the_next_poll(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): each batch began with a fixed chunk of lines; when every record was costly
+    to group (a flood of new kinds, each matched against many clusters) that first chunk held the loop
+    for seconds (heartbeat gaps of 14 s). A source's chunk size now follows what its last chunk cost."""
+    grouper = world.daemon.pipeline.grouper
+    real_fingerprint = grouper.fingerprint
+
+    def costly(record: Any) -> Any:
+        time.sleep(0.002)  # stands for cluster matching that takes this long per record
+        return real_fingerprint(record)
+
+    monkeypatch.setattr(grouper, "fingerprint", costly)
+    fed: list[int] = []
+    real_feed = RecordAssembler.feed
+
+    def counting_feed(self: RecordAssembler, lines: Any, *args: Any, **kwargs: Any) -> Any:
+        lines = list(lines)
+        fed.append(len(lines))
+        return real_feed(self, lines, *args, **kwargs)
+
+    monkeypatch.setattr(RecordAssembler, "feed", counting_feed)
+    await world.log(world.flooded, distinct_errors(0, 200))
+    fed.clear()
+    with world.flooded.open("a") as handle:
+        handle.write(distinct_errors(200, 200))
+    await world.daemon.pipeline.poll_once()
+    assert fed and fed[0] < observe.CHUNK_LINES, fed

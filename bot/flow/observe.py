@@ -26,7 +26,9 @@ from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
 
-CHUNK_LINES = 1024  # lines assembled and fingerprinted between two yields to the loop (a few ms)
+CHUNK_LINES = 32  # lines of a source's first chunk; later ones are sized to take about CHUNK_S each
+CHUNK_S = 0.005  # assembling and fingerprinting between two yields to the loop
+MAX_CHUNK_LINES = 4096
 POLL_BUDGET_S = 0.2  # per source and poll; a flood's rest is read by the next polls (the cursor says where)
 BACKLOG_GAP_S = 0.02  # between a poll that left a backlog and the next one
 
@@ -45,6 +47,7 @@ class Observer:
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
         self._fingerprints = FingerprintMemo(flow.grouper)
+        self._chunk_lines: dict[str, int] = {}  # by source: what the last chunk's cost says fits CHUNK_S
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -117,20 +120,22 @@ class Observer:
         else:
             batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
-        tally = _Tally(flow.config.max_samples)
+        tally = _Tally(flow.config.max_samples, flow.scrub)
         self._fingerprints.clear()
         if not batch.lines:
             self._observe(runtime, assembler.flush(), now, tally)
             read_to = batch.cursor
         else:
-            read_to, cut_at = await self._observe_batch(runtime, assembler, batch, cursor, now, tally)
+            read_to, cut_at = await self._observe_batch(
+                runtime, source.source_id, assembler, batch, cursor, now, tally
+            )
             if cut_at is not None:
                 self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
             elif callable(nothing_new) and not nothing_new(read_to):
                 self._backlog = (
                     True  # a read stops at POLL_MAX_BYTES: the rest is read soon, not next interval
                 )
-        observations = tally.observations(flow.scrub, now)
+        observations = tally.observations(now)
         keep = _cursor_to_keep(assembler, read_to)
         if not observations and keep == stored:
             assembler.read_cursor = read_to
@@ -161,6 +166,7 @@ class Observer:
     async def _observe_batch(
         self,
         runtime: ServiceRuntime,
+        source_id: str,
         assembler: RecordAssembler,
         batch: SourceBatch,
         read_from: str | None,
@@ -178,8 +184,10 @@ class Observer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_BUDGET_S
         start = 0
+        size = self._chunk_lines.get(source_id, CHUNK_LINES)
         while True:
-            end = chunk_end(batch, start + CHUNK_LINES)
+            end = chunk_end(batch, start + size)
+            began = loop.time()
             records = assembler.feed(
                 lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
             )
@@ -187,6 +195,7 @@ class Observer:
             if end >= len(lines):
                 return batch.cursor, None
             start = end
+            size = self._chunk_lines[source_id] = _next_chunk_size(size, loop.time() - began)
             if loop.time() >= deadline:
                 self._backlog = True
                 return batch.resume(start), start  # a flood: the next poll goes on with the rest, soon
@@ -208,10 +217,12 @@ class Observer:
 
 class _Tally:
     """A batch's error records counted by fingerprint, in the order each fingerprint first came, with the
-    texts of the first `max_samples` records of each: the store gets one observation per fingerprint."""
+    redacted texts of the first `max_samples` records of each: the store gets one observation per
+    fingerprint. Samples are redacted as they come, so the cost is spread over the batch's chunks."""
 
-    def __init__(self, max_samples: int) -> None:
+    def __init__(self, max_samples: int, scrub: Callable[[str], str]) -> None:
         self._max_samples = max_samples
+        self._scrub = scrub
         self._firsts: dict[str, tuple[Fingerprint, list[str]]] = {}
         self._counts: dict[str, int] = {}
 
@@ -220,19 +231,17 @@ class _Tally:
         count = self._counts.get(key)
         if count is None:
             self._counts[key] = 1
-            self._firsts[key] = (fp, [text])
+            self._firsts[key] = (fp, [self._scrub(text)])
             return
         self._counts[key] = count + 1
-        if count < self._max_samples:
-            self._firsts[key][1].append(text)
+        if count < self._max_samples:  # redaction is the costly step of a flood: the few kept samples only
+            self._firsts[key][1].append(self._scrub(text))
 
-    def observations(self, scrub: Callable[[str], str], now: float) -> list[Observation]:
-        """One observation per fingerprint; samples are redacted here, once (the costly step of a flood)."""
-        result: list[Observation] = []
-        for key, (fp, texts) in self._firsts.items():
-            samples = [scrub(text) for text in texts]
-            result.append(Observation(fp, samples[0], now, self._counts[key], tuple(samples[1:])))
-        return result
+    def observations(self, now: float) -> list[Observation]:
+        return [
+            Observation(fp, samples[0], now, self._counts[key], tuple(samples[1:]))
+            for key, (fp, samples) in self._firsts.items()
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +253,16 @@ class _Shifted:
 
     def __call__(self, index: int) -> str:
         return self.resume(self.start + index)
+
+
+def _next_chunk_size(size: int, took_s: float) -> int:
+    """Cheap lines (a flood of one message) go in big chunks, costly ones (each a new kind of error, to be
+    clustered) in small ones, so the loop waits about CHUNK_S whatever the lines cost."""
+    if took_s < CHUNK_S / 2:
+        return min(MAX_CHUNK_LINES, size * 2)
+    if took_s > CHUNK_S:
+        return max(1, size // 2)
+    return size
 
 
 def _rest_of(batch: SourceBatch, start: int) -> SourceBatch:
