@@ -132,9 +132,8 @@ class Observer:
             if cut_at is not None:
                 self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
             elif callable(nothing_new) and not nothing_new(read_to):
-                self._backlog = (
-                    True  # a read stops at POLL_MAX_BYTES: the rest is read soon, not next interval
-                )
+                # A read stops at POLL_MAX_BYTES: the rest is read soon, not at the next interval.
+                self._backlog = True
         observations = tally.observations(now)
         keep = _cursor_to_keep(assembler, read_to)
         if not observations and keep == stored:
