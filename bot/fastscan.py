@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import SourceError
+from bot.fingerprint_memo import FingerprintMemo
 from bot.grepfilter import CANDIDATE_PATTERN, GrepHits, grep_timeout
 from bot.models import Fingerprint, LogLine, LogRecord
 from bot.records import (
@@ -82,7 +83,8 @@ def scan_errors(
         raise SourceError(f"{path}: permission denied (the bot's user cannot read it)") from None
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from None
-    found = [(record, fp) for record in finder.candidates if (fp := grouper.fingerprint(record)).is_error]
+    memo = FingerprintMemo(grouper)  # a flood of one message is grouped once per digit shape
+    found = [(record, fp) for record in finder.candidates if (fp := memo.fingerprint(record)).is_error]
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
     line_groups: list[tuple[int, str]] = []

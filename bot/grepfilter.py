@@ -34,6 +34,9 @@ CANDIDATE_PATTERN = (
     '|panic|error|fatal|HTTP/[0-9.]+" 5'
 )
 
+# The same search over decoded text: a record it finds nothing in is no error (the daemon's pre-filter).
+CANDIDATE_TEXT = re.compile(CANDIDATE_PATTERN)
+
 _REPORT_PREFIX = re.compile(rb"([0-9]+):([0-9]+):")  # "LINE:OFFSET:" before each reported line
 _PREFIX_MAX = 48  # two 20-digit numbers and their colons fit
 _READ_BYTES = 256 * 1024

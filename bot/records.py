@@ -25,15 +25,21 @@ from bot.models import LogLine, LogRecord
 MAX_RECORD_BYTES = 8 * 1024
 MAX_RECORD_LINES = 200
 _HEAD_SHARE = 0.5  # of an over-long record, keep this much of the start and the rest from the end
+_HEAD_CAP_BYTES = int(MAX_RECORD_BYTES * _HEAD_SHARE)
+_HEAD_CAP_LINES = int(MAX_RECORD_LINES * _HEAD_SHARE)
+_TAIL_CAP_BYTES = MAX_RECORD_BYTES - _HEAD_CAP_BYTES - 64  # room for the omission marker
+_TAIL_CAP_LINES = MAX_RECORD_LINES - _HEAD_CAP_LINES - 1
 
 # Prefixes a process manager puts before each line of a multi-line write.
-LINE_PREFIX = re.compile(
-    r"^(?:"
+_ONE_PREFIX = (
+    r"(?:"
     r"\d+\|[^|]{1,64}\|\s?"  # pm2 logs: "0|svc      | "
     r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --time, docker -t
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? ?(?:Z|[+-]\d\d:?\d\d)?: "  # pm2 --log-date-format
-    r")+"
+    r")"
 )
+LINE_PREFIX = re.compile(r"^" + _ONE_PREFIX + "+")
+_STARTS_WITH_PREFIX = re.compile(_ONE_PREFIX)  # the cheaper test first: most lines have none
 
 PY_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\s*$")
 PY_CHAIN = re.compile(
@@ -48,6 +54,11 @@ JAVA_EXCEPTION_LINE = re.compile(
     r"^(?:Exception in thread \"[^\"]*\" )?(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable)"
     r"(?::.*)?$"
 )
+# What a line must look like to be more than a record of its own when it comes after a single line: a
+# traceback start, a Java exception line, frame or cause (`_continues` and `_start` look closer).
+_MAY_JOIN = re.compile(
+    "|".join(f"(?:{p.pattern})" for p in (PY_TRACEBACK, JAVA_EXCEPTION_LINE, JAVA_FRAME, JAVA_CAUSE))
+)
 ACCESS_LOG = re.compile(
     r"\"(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/[\d.]+\" \d{3}\b"
 )
@@ -55,6 +66,8 @@ ACCESS_LOG = re.compile(
 
 def strip_line_prefix(text: str) -> str:
     """The line without a process manager's per-line prefix (indentation after it is kept)."""
+    if not text[:1].isdigit() or _STARTS_WITH_PREFIX.match(text) is None:
+        return text
     match = LINE_PREFIX.match(text)
     return text[match.end() :] if match else text
 
@@ -84,23 +97,32 @@ class _Pending:
 
     def add(self, text: str) -> None:
         self.line_count += 1
-        size = len(text.encode("utf-8", errors="replace")) + 1
-        head_cap_bytes = int(MAX_RECORD_BYTES * _HEAD_SHARE)
-        head_cap_lines = int(MAX_RECORD_LINES * _HEAD_SHARE)
-        if not self.tail and self.head_bytes + size <= head_cap_bytes and len(self.head) < head_cap_lines:
+        size = (len(text) if text.isascii() else len(text.encode("utf-8", errors="replace"))) + 1
+        if not self.tail and self.head_bytes + size <= _HEAD_CAP_BYTES and len(self.head) < _HEAD_CAP_LINES:
             self.head.append(text)
             self.head_bytes += size
             return
         self.tail.append(text)
         self.tail_bytes += size
-        tail_cap_bytes = MAX_RECORD_BYTES - head_cap_bytes - 64  # room for the omission marker
-        tail_cap_lines = MAX_RECORD_LINES - head_cap_lines - 1
-        while len(self.tail) > 1 and (self.tail_bytes > tail_cap_bytes or len(self.tail) > tail_cap_lines):
+        while len(self.tail) > 1 and (self.tail_bytes > _TAIL_CAP_BYTES or len(self.tail) > _TAIL_CAP_LINES):
             dropped = self.tail.popleft()
             self.tail_bytes -= len(dropped.encode("utf-8", errors="replace")) + 1
             self.omitted += 1
 
+    def is_one_short_line(self) -> bool:
+        """A single line within the head's share of the cap, no blank held after it."""
+        return self.line_count == 1 and not self.tail and self.held_blank is None
+
+    def restart(self, line: LogLine, index: int, at: float) -> None:
+        """Become the pending record of `line` alone (state LINE), as a new `_Pending` would be."""
+        self.first, self.at, self.state, self.index, self.resume = line, at, _State.LINE, index, None
+        self.head.clear()
+        self.head_bytes = self.line_count = 0
+        self.add(line.text)
+
     def text(self) -> str:
+        if len(self.head) == 1 and not self.tail:
+            return self.head[0]  # a single line within the head's share of the cap
         parts = list(self.head)
         if self.omitted:
             parts.append(f"    [... {self.omitted} lines omitted ...]")  # indented: inside a trace
@@ -166,6 +188,16 @@ class RecordAssembler:
     def _feed_one(self, line: LogLine, index: int, at: float, done: list[LogRecord]) -> None:
         body = strip_line_prefix(line.text)
         pending = self._pending
+        if (pending is None or pending.state is _State.LINE) and _MAY_JOIN.match(body) is None:
+            # The common case, decided by one search: a line that is a record of its own (so far).
+            if pending is not None and pending.is_one_short_line():
+                done.append(self._record(pending))
+                pending.restart(line, index, at)  # a flood's lines cost no new object each
+                return
+            self._finish(done)
+            self._pending = _Pending(first=line, at=at, state=_State.LINE, index=index)
+            self._pending.add(line.text)
+            return
         if pending is not None and self._continues(pending, line, body):
             return
         self._finish(done)
@@ -239,21 +271,17 @@ class RecordAssembler:
             pending.add(pending.held_blank.text)
             pending.held_blank = None
 
+    def _record(self, pending: _Pending) -> LogRecord:
+        return LogRecord(
+            self.service, self.source, pending.text(), pending.first.line_no, pending.line_count, pending.at
+        )
+
     def _finish(self, done: list[LogRecord]) -> None:
         pending = self._pending
         self._pending = None
         if pending is None:
             return
-        done.append(
-            LogRecord(
-                service=self.service,
-                source=self.source,
-                text=pending.text(),
-                first_line_no=pending.first.line_no,
-                line_count=pending.line_count,
-                at=pending.at,
-            )
-        )
+        done.append(self._record(pending))
         if pending.held_blank is not None:
             blank = pending.held_blank
             done.append(

@@ -304,3 +304,37 @@ def test_nothing_new_is_a_stat_that_says_whether_a_read_would_find_lines(log: Pa
     assert source.nothing_new(cursor) is False  # another inode: rotated
     log.unlink()
     assert source.nothing_new(cursor) is False  # gone: the read will say why
+
+
+def _every_read(source: FileSource, max_bytes: int) -> list[tuple[tuple[object, ...], str, list[str]]]:
+    """Every batch from the start, by budget: its lines, cursor, and the resume cursor of each line."""
+    batches = []
+    cursor = source.start_cursor()
+    while True:
+        batch = source.read(cursor, max_bytes)
+        assert batch.resume is not None
+        resumes = [batch.resume(i) for i in range(len(batch.lines))]
+        batches.append((batch.lines, batch.cursor, resumes))
+        if batch.cursor == cursor:
+            return batches
+        cursor = batch.cursor
+
+
+@pytest.mark.parametrize("max_bytes", [1, 7, 100, 4096, 1 << 20])
+def test_whole_lines_read_at_buffer_speed_equal_the_line_by_line_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_bytes: int
+) -> None:
+    """Issue 13: a budget of whole lines is split at buffer speed; lines, cursors and resume points are
+    those of the line-by-line read, also around over-long lines, CRs, NULs, bad UTF-8 and a line cut off."""
+    import random
+
+    from bot.sources import file as file_module
+
+    rng = random.Random(13)
+    parts = [b"ERROR short\n", b"x" * 150 + b"\n", b"\r\n", b"\x00nul\x1b[31mred\n", b"\xff\xfebad\n", b"\n"]
+    log = tmp_path / "mixed.log"
+    log.write_bytes(b"".join(rng.choice(parts) for _ in range(400)) + b"unterminated")
+    source = FileSource("web", log, max_line_bytes=100)
+    fast = _every_read(source, max_bytes)
+    monkeypatch.setattr(file_module._LineReader, "_read_whole_lines", lambda *args: None)
+    assert fast == _every_read(source, max_bytes)

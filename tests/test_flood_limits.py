@@ -8,10 +8,13 @@ Messages API, real log files read by cursor.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,9 @@ from bot.demo.fake_messages_api import FakeMessagesApi
 from bot.errors import ConfigError
 from bot.flow import observe
 from bot.models import Incident
-from bot.store import Store
+from bot.records import RecordAssembler
+from bot.sources.file import POLL_MAX_BYTES, FileCursor
+from bot.store import Observation, Store
 from tests.fakes.world import (
     DEFAULT_ANSWER,
     ShiftedClock,
@@ -217,3 +222,105 @@ async def test_a_batch_cut_by_the_poll_budget_was_read_again_from_disk(
     [incident] = _own(world.incidents("shop"))
     assert incident.count == lines
     assert len(reads) <= 3, len(reads)  # the first read, and the quiet polls after it
+
+
+async def test_a_batch_of_identical_errors_is_one_store_write_with_its_count(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: each record of a flood was one SELECT and one UPDATE; a batch now reaches the store
+    tallied, one observation per fingerprint with its count and a few samples."""
+    writes: list[list[tuple[str, int]]] = []
+    real_ingest = world.store.ingest
+
+    def spying_ingest(source_id: str, cursor: str, observations: list[Observation], **kw: Any) -> Any:
+        writes.append([(o.fingerprint.key, o.count) for o in observations])
+        return real_ingest(source_id, cursor, observations, **kw)
+
+    monkeypatch.setattr(world.store, "ingest", spying_ingest)
+    lines = 500
+    await world.log(world.flooded, "".join(f"ERROR upstream timed out after {n} ms\n" for n in range(lines)))
+    [incident] = _own(world.incidents("shop"))
+    assert incident.count == lines
+    assert len(incident.samples) == world.daemon.config.max_samples
+    counted = [entry for write in writes for entry in write]
+    assert sum(count for _, count in counted) == lines
+    assert len(counted) <= 2, counted  # the batch, and the record a quiet poll flushed
+
+
+async def test_a_different_error_mid_flood_is_stored_by_the_poll_that_reads_it(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: the poll that reads a line commits it with the cursor past it: once the stored cursor is
+    past the different error, its incident exists (one chunk per poll, so the flood takes many polls)."""
+    monkeypatch.setattr(observe, "POLL_BUDGET_S", 0.0)
+    monkeypatch.setattr(observe, "CHUNK_LINES", 64)
+    flood = "".join(f"ERROR upstream timed out after {n} ms\n" for n in range(640))
+    with world.flooded.open("a") as handle:
+        handle.write(flood)
+        mid = handle.tell()
+        handle.write("ERROR disk quota of the spool exceeded\n" + flood)
+    source_id = f"file:{world.flooded}"
+    for _ in range(100):
+        await world.daemon.pipeline.poll_once()
+        cursor = world.store.get_cursor(source_id)
+        assert cursor is not None
+        titles = [i.title for i in world.incidents("shop")]
+        if FileCursor.load(cursor).offset > mid:
+            assert any("disk quota" in t for t in titles), titles
+            break
+        assert not any("disk quota" in t for t in titles)
+    else:
+        pytest.fail("the flood was not read past the different error")
+
+
+async def test_a_flood_longer_than_one_read_is_read_on_without_waiting_for_the_next_poll(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): a batch done within the poll budget scheduled no follow-up poll even when
+    its read had stopped at POLL_MAX_BYTES, so after a flood's last write the rest was read 1 MB per poll
+    interval (the 1 M-line flood: 12 k lines/s). Now the poll that leaves unread bytes asks for the next."""
+    monkeypatch.setattr(observe, "POLL_BUDGET_S", 60.0)  # every batch is done within its poll
+    line = "ERROR upstream timed out after {n} ms\n"
+    lines = 3 * POLL_MAX_BYTES // len(line.format(n=100000))
+    with world.flooded.open("a") as handle:
+        handle.write("".join(line.format(n=100000 + n) for n in range(lines)))
+    await world.daemon.pipeline.poll_once()  # the only poll asked for; follow-ups come on their own
+
+    def counted() -> int:
+        return sum(i.count for i in _own(world.incidents("shop")))
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while counted() < lines - 1 and asyncio.get_running_loop().time() < deadline:  # the last one pends
+        await asyncio.sleep(0.02)
+    assert counted() >= lines - 1
+
+
+async def test_costly_records_are_fed_in_small_chunks_from_the_start_of_the_next_poll(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): each batch began with a fixed chunk of lines; when every record was costly
+    to group (a flood of new kinds, each matched against many clusters) that first chunk held the loop
+    for seconds (heartbeat gaps of 14 s). A source's chunk size now follows what its last chunk cost."""
+    grouper = world.daemon.pipeline.grouper
+    real_fingerprint = grouper.fingerprint
+
+    def costly(record: Any) -> Any:
+        time.sleep(0.002)  # stands for cluster matching that takes this long per record
+        return real_fingerprint(record)
+
+    monkeypatch.setattr(grouper, "fingerprint", costly)
+    fed: list[int] = []
+    real_feed = RecordAssembler.feed
+
+    def counting_feed(self: RecordAssembler, lines: Any, *args: Any, **kwargs: Any) -> Any:
+        lines = list(lines)
+        fed.append(len(lines))
+        return real_feed(self, lines, *args, **kwargs)
+
+    monkeypatch.setattr(RecordAssembler, "feed", counting_feed)
+    await world.log(world.flooded, distinct_errors(0, 200))
+    fed.clear()
+    with world.flooded.open("a") as handle:
+        handle.write(distinct_errors(200, 200))
+    await world.daemon.pipeline.poll_once()
+    assert fed and fed[0] < observe.CHUNK_LINES, fed

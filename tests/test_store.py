@@ -216,3 +216,14 @@ def test_a_refused_decision_is_never_the_decider(store: Store) -> None:
     )
     assert store.decider(proposal.id) == ("alice", "approve")
     assert "decision_refused" in [e.event for e in store.audit_log(incident_id=ing.incident.id)]
+
+
+def test_a_tallied_observation_is_one_write_counting_all_its_records(store: Store) -> None:
+    """Issue 13: a flood reaches the store tallied by fingerprint: one observation holds the count and a
+    few distinct samples; first_seen stays that of the first write."""
+    tallied = Observation(fp(), "a", 1.0, count=5, more_samples=("b", "a", "c", "d"))
+    [first] = store.ingest("file:a", "c1", [tallied], max_samples=3, at=1.0)
+    assert (first.is_new, first.incident.count, first.incident.samples) == (True, 5, ("a", "b", "c"))
+    [again] = store.ingest("file:a", "c2", [Observation(fp(), "e", 4.0, count=2)], max_samples=3, at=4.0)
+    assert (again.incident.count, again.incident.first_seen, again.incident.last_seen) == (7, 1.0, 4.0)
+    assert again.incident.samples == ("a", "b", "c")

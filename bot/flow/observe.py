@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from bot import faults
 from bot.errors import HealbotError, SourceError, StoreError
 from bot.faults import Step
+from bot.fingerprint_memo import FingerprintMemo
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.flow.storm import StormGate
+from bot.grepfilter import CANDIDATE_TEXT
 from bot.interfaces import LogSource
-from bot.models import Incident, LogRecord, SourceBatch
+from bot.models import Fingerprint, Incident, LogRecord, SourceBatch
 from bot.records import RecordAssembler
 from bot.sources import expand_sources
 from bot.store import Observation
 
 log = logging.getLogger(LOGGER_NAME)
 
-CHUNK_LINES = 32  # lines assembled and fingerprinted between two yields to the loop
+CHUNK_LINES = 32  # lines of a source's first chunk; later ones are sized to take about CHUNK_S each
+CHUNK_S = 0.005  # assembling and fingerprinting between two yields to the loop
+MAX_CHUNK_LINES = 4096
 POLL_BUDGET_S = 0.2  # per source and poll; a flood's rest is read by the next polls (the cursor says where)
 BACKLOG_GAP_S = 0.02  # between a poll that left a backlog and the next one
 
@@ -43,6 +47,8 @@ class Observer:
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
         self.records_read: dict[str, int] = {}  # by source id, since start (for /metrics)
+        self._fingerprints = FingerprintMemo(flow.grouper)
+        self._chunk_lines: dict[str, int] = {}  # by source: what the last chunk's cost says fits CHUNK_S
 
     async def poll(self) -> list[Incident]:
         """Read every source once; the incidents that errors were counted into."""
@@ -115,17 +121,21 @@ class Observer:
         else:
             batch = await asyncio.to_thread(source.read, cursor)
         now = flow.clock.now()
-        observations: list[Observation] = []
-        sampled: dict[str, int] = {}
+        tally = _Tally(flow.config.max_samples, flow.scrub)
+        self._fingerprints.clear()
         if not batch.lines:
-            self._observe(runtime, assembler.flush(), now, observations, sampled)
+            self._observe(runtime, assembler.flush(), now, tally)
             read_to = batch.cursor
         else:
             read_to, cut_at = await self._observe_batch(
-                runtime, assembler, batch, cursor, now, observations, sampled
+                runtime, source.source_id, assembler, batch, cursor, now, tally
             )
             if cut_at is not None:
                 self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
+            elif callable(nothing_new) and not nothing_new(read_to):
+                # A read stops at POLL_MAX_BYTES: the rest is read soon, not at the next interval.
+                self._backlog = True
+        observations = tally.observations(now)
         keep = _cursor_to_keep(assembler, read_to)
         if not observations and keep == stored:
             assembler.read_cursor = read_to
@@ -156,12 +166,12 @@ class Observer:
     async def _observe_batch(
         self,
         runtime: ServiceRuntime,
+        source_id: str,
         assembler: RecordAssembler,
         batch: SourceBatch,
         read_from: str | None,
         now: float,
-        observations: list[Observation],
-        sampled: dict[str, int],
+        tally: _Tally,
     ) -> tuple[str, int | None]:
         """Assemble and fingerprint the batch chunk by chunk, yielding to the loop in between; once
         `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at,
@@ -169,47 +179,72 @@ class Observer:
         lines = batch.lines
         if batch.resume is None:  # it cannot be cut: all of it, now
             records = assembler.feed(lines, now, read_from=read_from)
-            self._observe(runtime, records, now, observations, sampled)
+            self._observe(runtime, records, now, tally)
             return batch.cursor, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_BUDGET_S
         start = 0
+        size = self._chunk_lines.get(source_id, CHUNK_LINES)
         while True:
-            end = chunk_end(batch, start + CHUNK_LINES)
+            end = chunk_end(batch, start + size)
+            began = loop.time()
             records = assembler.feed(
                 lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
             )
-            self._observe(runtime, records, now, observations, sampled)
+            self._observe(runtime, records, now, tally)
             if end >= len(lines):
                 return batch.cursor, None
             start = end
+            size = self._chunk_lines[source_id] = _next_chunk_size(size, loop.time() - began)
             if loop.time() >= deadline:
                 self._backlog = True
                 return batch.resume(start), start  # a flood: the next poll goes on with the rest, soon
             await asyncio.sleep(0)  # a big batch leaves the loop to the timers between chunks
 
-    def _observe(
-        self,
-        runtime: ServiceRuntime,
-        records: list[LogRecord],
-        now: float,
-        observations: list[Observation],
-        sampled: dict[str, int],
-    ) -> None:
-        flow = self._flow
-        max_samples = flow.config.max_samples
+    def _observe(self, runtime: ServiceRuntime, records: list[LogRecord], now: float, tally: _Tally) -> None:
         if records:  # one call's records come from one source
             source = records[0].source
             self.records_read[source] = self.records_read.get(source, 0) + len(records)
+        record_error = self._flow.ledger.record
+        fingerprint = self._fingerprints.fingerprint
+        may_be_error = CANDIDATE_TEXT.search  # the bulk scan's pre-filter: most lines are not grouped
+        service = runtime.cfg.name
         for record in records:
-            fp = flow.grouper.fingerprint(record)
-            if not fp.is_error:
+            if may_be_error(record.text) is None:
                 continue
-            flow.ledger.record(runtime.cfg.name, fp.key, now)
-            # Redaction is the costly step of a flood: only records that may become stored samples need it.
-            sampled[fp.key] = sampled.get(fp.key, 0) + 1
-            sample = flow.scrub(record.text) if sampled[fp.key] <= max_samples else ""
-            observations.append(Observation(fp, sample, now))
+            fp = fingerprint(record)
+            if fp.is_error:
+                record_error(service, fp.key, now)
+                tally.add(fp, record.text)
+
+
+class _Tally:
+    """A batch's error records counted by fingerprint, in the order each fingerprint first came, with the
+    redacted texts of the first `max_samples` records of each: the store gets one observation per
+    fingerprint. Samples are redacted as they come, so the cost is spread over the batch's chunks."""
+
+    def __init__(self, max_samples: int, scrub: Callable[[str], str]) -> None:
+        self._max_samples = max_samples
+        self._scrub = scrub
+        self._firsts: dict[str, tuple[Fingerprint, list[str]]] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, fp: Fingerprint, text: str) -> None:
+        key = fp.key
+        count = self._counts.get(key)
+        if count is None:
+            self._counts[key] = 1
+            self._firsts[key] = (fp, [self._scrub(text)])
+            return
+        self._counts[key] = count + 1
+        if count < self._max_samples:  # redaction is the costly step of a flood: the few kept samples only
+            self._firsts[key][1].append(self._scrub(text))
+
+    def observations(self, now: float) -> list[Observation]:
+        return [
+            Observation(fp, samples[0], now, self._counts[key], tuple(samples[1:]))
+            for key, (fp, samples) in self._firsts.items()
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +256,16 @@ class _Shifted:
 
     def __call__(self, index: int) -> str:
         return self.resume(self.start + index)
+
+
+def _next_chunk_size(size: int, took_s: float) -> int:
+    """Cheap lines (a flood of one message) go in big chunks, costly ones (each a new kind of error, to be
+    clustered) in small ones, so the loop waits about CHUNK_S whatever the lines cost."""
+    if took_s < CHUNK_S / 2:
+        return min(MAX_CHUNK_LINES, size * 2)
+    if took_s > CHUNK_S:
+        return max(1, size // 2)
+    return size
 
 
 def _rest_of(batch: SourceBatch, start: int) -> SourceBatch:

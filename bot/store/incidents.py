@@ -18,11 +18,14 @@ SAMPLE_CAP_CHARS = 8192
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One error record seen by a source, ready to be counted into an incident."""
+    """Error records of one fingerprint seen by a source at `at`, ready to be counted into an incident:
+    `count` of them, with up to a few distinct samples (`sample` first, then `more_samples`)."""
 
     fingerprint: Fingerprint
     sample: str
     at: float
+    count: int = 1
+    more_samples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ class IncidentQueries(StoreBase):
         max_new: int | None = None,
         overflow: Fingerprint | None = None,
     ) -> list[Ingested]:
-        """Count observations into open incidents and move the cursor, in one transaction.
+        """Count observations into open incidents and move the cursor, in one transaction: one write per
+        observation, whatever its count (a flood arrives tallied by fingerprint).
 
         With `max_new`, at most that many incidents are opened; an observation that would open one more
         is counted into the open incident of `overflow` instead (opened if need be, not counted in
@@ -75,14 +79,14 @@ class IncidentQueries(StoreBase):
                         (fp.service, fp.key),
                     ).fetchone()
                     folded_here = folded.setdefault(-1 if row is None else int(row["id"]), {})
-                    folded_here[template] = folded_here.get(template, 0) + 1
+                    folded_here[template] = folded_here.get(template, 0) + obs.count
                 elif row is None:
                     opened += 1
-                sample = obs.sample[:SAMPLE_CAP_CHARS]
+                offered = [s[:SAMPLE_CAP_CHARS] for s in (obs.sample, *obs.more_samples)]
                 if row is None:
                     cur = conn.execute(
                         "INSERT INTO incidents (service, fingerprint, title, state, first_seen, last_seen, count,"
-                        " samples, exception_type, frames) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                        " samples, exception_type, frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             fp.service,
                             fp.key,
@@ -90,7 +94,8 @@ class IncidentQueries(StoreBase):
                             IncidentState.OPEN.value,
                             obs.at,
                             obs.at,
-                            json.dumps([sample]),
+                            obs.count,
+                            json.dumps(_kept_samples([offered[0]], offered[1:], max_samples)),
                             fp.exception_type,
                             json.dumps([asdict(f) for f in fp.frames]),
                         ),
@@ -109,12 +114,10 @@ class IncidentQueries(StoreBase):
                     )
                 else:
                     incident_id = int(row["id"])
-                    samples: list[str] = json.loads(row["samples"])
-                    if sample and len(samples) < max_samples and sample not in samples:
-                        samples.append(sample)
+                    samples = _kept_samples(json.loads(row["samples"]), offered, max_samples)
                     conn.execute(
-                        "UPDATE incidents SET count = count + 1, last_seen = ?, samples = ? WHERE id = ?",
-                        (obs.at, json.dumps(samples), incident_id),
+                        "UPDATE incidents SET count = count + ?, last_seen = ?, samples = ? WHERE id = ?",
+                        (obs.count, obs.at, json.dumps(samples), incident_id),
                     )
                     touched.setdefault(incident_id, False)
             conn.execute(
@@ -280,6 +283,14 @@ def _incident_from_row(row: sqlite3.Row) -> Incident:
         last_diagnosed_at=row["last_diagnosed_at"],
         error=row["error"],
     )
+
+
+def _kept_samples(samples: list[str], offered: Sequence[str], max_samples: int) -> list[str]:
+    """`samples` with the non-empty `offered` ones it lacks appended, up to `max_samples` in all."""
+    for sample in offered:
+        if sample and len(samples) < max_samples and sample not in samples:
+            samples.append(sample)
+    return samples
 
 
 def _folded(templates: dict[str, int], shown: int = 5) -> tuple[int, tuple[str, ...]]:

@@ -1,0 +1,121 @@
+"""The flood memo of fingerprints (bot.fingerprint_memo): records that differ only in digit values share a
+fingerprint, except where grouping or redaction looks at digit values; a changed grouping is caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.fingerprint_memo import CHECK_EVERY, FingerprintMemo, shape
+from bot.grepfilter import CANDIDATE_TEXT
+from bot.grouping import Grouper, fingerprint
+from bot.models import Fingerprint, LogLine, LogRecord
+from bot.records import RecordAssembler
+
+LOGS = Path(__file__).parent / "data" / "logs"
+_OTHER_DIGITS = str.maketrans("123456789", "987654321")
+
+
+def record(text: str) -> LogRecord:
+    return LogRecord("shop", "file:x", text)
+
+
+def sample_records() -> list[LogRecord]:
+    records: list[LogRecord] = []
+    for path in sorted(LOGS.glob("*.log")):
+        assembler = RecordAssembler("shop", "file:x")
+        lines = [LogLine(t, "file:x", n) for n, t in enumerate(path.read_text().splitlines(), 1)]
+        records += assembler.feed(lines, 0.0) + assembler.flush()
+    return records
+
+
+def test_records_of_one_shape_group_alike_in_the_sample_logs() -> None:
+    """The memo's premise, checked on the annotated logs: other digit values (0 kept) give the same key and
+    error class for every record the memo would remember. Fails once grouping looks at digit values."""
+    memo = FingerprintMemo(Grouper())
+    checked = 0
+    for original in sample_records():
+        variant = record(original.text.translate(_OTHER_DIGITS))
+        assert shape(variant.text) == shape(original.text)
+        memo.clear()
+        memo.fingerprint(original)
+        if not memo.remembers(variant):
+            continue
+        mine, theirs = fingerprint(original), fingerprint(variant)
+        assert (theirs.key, theirs.is_error) == (mine.key, mine.is_error), original.text[:200]
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # an access line's status is in its template, and 5xx makes it an error
+        (
+            '10.0.0.1 - - [26/Nov/2026 06:00:01] "GET /items HTTP/1.1" 200 512',
+            '10.0.0.1 - - [26/Nov/2026 06:00:01] "GET /items HTTP/1.1" 500 512',
+        ),
+        # redaction reads a card number's Luhn digit
+        (
+            "ERROR charge refused for card 4111 1111 1111 1111",
+            "ERROR charge refused for card 4111 1111 1111 1112",
+        ),
+    ],
+)
+def test_a_shape_whose_digit_values_matter_is_grouped_record_by_record(first: str, second: str) -> None:
+    memo = FingerprintMemo(Grouper())
+    assert shape(first) == shape(second)
+    one, two = memo.fingerprint(record(first)), memo.fingerprint(record(second))
+    assert (one.key, one.is_error) != (two.key, two.is_error)
+    assert (two.key, two.is_error) == (fingerprint(record(second)).key, fingerprint(record(second)).is_error)
+
+
+def test_a_flood_is_grouped_once_per_shape() -> None:
+    calls: list[str] = []
+    grouper = Grouper()
+
+    class Counting:
+        def fingerprint(self, rec: LogRecord) -> Fingerprint:
+            calls.append(rec.text)
+            return grouper.fingerprint(rec)
+
+    memo = FingerprintMemo(Counting())
+    keys = {
+        memo.fingerprint(record(f"ERROR upstream timed out after {n % 9 + 1}{n % 7 + 1} ms")).key
+        for n in range(500)
+    }
+    assert len(keys) == 1
+    assert len(calls) == 1
+
+
+def test_a_grouping_that_tells_a_shape_apart_is_noticed_and_trusted_no_more() -> None:
+    """Every CHECK_EVERY-th hit is grouped in full: when that disagrees, the shape is grouped in full from
+    then on, also after `clear`."""
+
+    class DigitSensitive:
+        calls = 0
+
+        def fingerprint(self, rec: LogRecord) -> Fingerprint:
+            self.calls += 1
+            return Fingerprint(rec.text, rec.service, True, None, rec.text)  # the digits make the key
+
+    grouper = DigitSensitive()
+    memo = FingerprintMemo(grouper)
+    texts = [f"ERROR job {n % 9 + 1} failed" for n in range(CHECK_EVERY + 5)]
+    keys = [memo.fingerprint(record(t)).key for t in texts]
+    assert keys[CHECK_EVERY] == texts[CHECK_EVERY]  # the check itself answers in full
+    assert keys[CHECK_EVERY + 1 :] == texts[CHECK_EVERY + 1 :]
+    memo.clear()
+    before = grouper.calls
+    assert [memo.fingerprint(record(t)).key for t in texts[:3]] == texts[:3]
+    assert grouper.calls == before + 3
+
+
+def test_every_error_record_of_the_sample_logs_holds_a_candidate() -> None:
+    """The daemon groups only records the bulk scan's candidate search finds something in (issue 13): that
+    search must find something in every record grouping calls an error."""
+    records = sample_records()
+    errors = [r for r in records if fingerprint(r).is_error]
+    assert errors and len(errors) < len(records)
+    assert [r.text for r in errors if CANDIDATE_TEXT.search(r.text) is None] == []
