@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.models import Fingerprint, LogRecord
-from bot.redact import _may_hold_secret  # blind to digit values: one answer for every text of a shape
+from bot.redact import may_hold_secret  # blind to digit values: one answer for every text of a shape
 
 log = logging.getLogger(__name__)
 
@@ -99,4 +99,4 @@ class FingerprintMemo:
 
 
 def _memoizable(text_shape: bytes) -> bool:
-    return b"HTTP/" not in text_shape and not _may_hold_secret(text_shape.decode("utf-8", "surrogatepass"))
+    return b"HTTP/" not in text_shape and not may_hold_secret(text_shape.decode("utf-8", "surrogatepass"))

@@ -11,7 +11,7 @@ key-value position and long bare ones (hex of 32+ digits unless a commit/sha/has
 it). A secret becomes `[REDACTED:<kind>]`; the placeholder is never matched again, so `redact` is
 idempotent.
 
-A text with none of the rules' trigger words or shapes (`_may_hold_secret`) is returned untouched after a
+A text with none of the rules' trigger words or shapes (`may_hold_secret`) is returned untouched after a
 few cheap checks, which keeps ordinary log text cheap (bench: `python -m tests.bench --only scan`).
 
 Why not detect-secrets (PyPI): measured on 10 k ordinary log lines it took 2.2 ms per line (these rules:
@@ -256,7 +256,7 @@ _LONG_RUN = re.compile(r"(?<![A-Za-z0-9_.=+/-])[A-Za-z0-9_.=+/-]{16}")
 _CARD_LIKE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12}")
 
 
-def _may_hold_secret(text: str) -> bool:
+def may_hold_secret(text: str) -> bool:
     lowered = text.lower()
     return (
         any(word in lowered for word in _TRIGGER_WORDS)
@@ -266,7 +266,7 @@ def _may_hold_secret(text: str) -> bool:
 
 
 def _apply(text: str) -> tuple[str, int]:
-    if not _may_hold_secret(text):
+    if not may_hold_secret(text):
         return text, 0
     count = 0
     for pattern, replacement in _RULES:
