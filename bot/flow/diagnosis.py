@@ -17,6 +17,8 @@ from bot.errors import DiagnosisError, HealbotError, RunnerError
 from bot.evidence import collect_evidence
 from bot.faults import Step
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
+from bot.mcp_server import looked_at
+from bot.mcp_server.scope import scope_for
 from bot.models import Candidate, Fix, Incident, IncidentState, Proposal, RunStats
 from bot.recent import most_frequent_error
 from bot.store import Observation
@@ -43,7 +45,14 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
             past_outcomes=past,
             redact=flow.scrub,
         )
-        result = await diagnose(flow.runner, evidence, str(cfg.repo), incident_id=incident_id)
+        tools = scope_for(
+            cfg,
+            incident,
+            manager_logs=await asyncio.to_thread(_manager_logs, runtime),
+            config_path=flow.config.path,
+            db_path=flow.config.db_path,
+        )
+        result = await diagnose(flow.runner, evidence, str(cfg.repo), incident_id=incident_id, tools=tools)
     except (RunnerError, DiagnosisError, HealbotError) as exc:
         message = f"diagnosis failed: {flow.scrub(str(exc))}"
         stats = exc.stats if isinstance(exc, RunnerError | DiagnosisError) else None
@@ -87,6 +96,8 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
         )
         return None
     summary = result.summary
+    if result.stats.tool_calls:
+        summary += "\nlooked at: " + looked_at.summary(result.stats.tool_calls)
     if problems:
         summary += "\n(dropped: " + "; ".join(problems) + ")"
     proposal = _store_proposal(flow, incident_id, evidence.head, candidates, summary)
@@ -119,6 +130,14 @@ async def _offer_playbooks(
     proposal = _store_proposal(flow, incident.id, head, candidates, summary)
     await flow.channel.present(flow.store.incident(incident.id), proposal)
     return proposal
+
+
+def _manager_logs(runtime: ServiceRuntime) -> list[str]:
+    try:
+        return list(runtime.manager.log_paths())
+    except HealbotError as exc:
+        log.warning("log files of %s for the diagnosis tools: %s", runtime.cfg.name, exc)
+        return []
 
 
 def _not_reverted_before(flow: Flow, incident: Incident, fixes: tuple[Fix, ...]) -> tuple[Fix, ...]:
