@@ -1,6 +1,7 @@
-"""The real `claude` binary looks through `healbot mcp`, against the fake Messages API scripted to call the
-tools: each answer arrives in the next request, redacted and fenced; refusals are clear; caps end the
-diagnosis; the server does not outlive claude."""
+"""Both runners look through `healbot mcp`: the real `claude` binary, and the Messages-API runner through
+the API's tool use, each against the fake Messages API scripted to call the tools. Each answer arrives in
+the next request, redacted and fenced; refusals are clear; caps end the diagnosis; the server does not
+outlive claude."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from bot.mcp_server import launch as mcp_launch
 from bot.mcp_server.scope import ToolScope
 from bot.models import Evidence, FixKind, RunRequest
 from bot.runner.claude_cli import ClaudeCliRunner
+from bot.runner.messages_api import MessagesApiRunner, RetryPolicy
 from bot.store import Store
 from tests.conftest import claude_binary
 from tests.helpers import git, wait_until
@@ -70,16 +73,27 @@ def fake_api() -> Iterator[FakeMessagesApi]:
     api.stop()
 
 
-def make_runner(fake_api: FakeMessagesApi, tmp_path: Path, **cfg: Any) -> ClaudeCliRunner:
+Backend = ClaudeCliRunner | MessagesApiRunner
+
+
+@pytest.fixture(params=["cli", "api"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_runner(fake_api: FakeMessagesApi, tmp_path: Path, backend: str = "cli", **cfg: Any) -> Backend:
+    settings: dict[str, Any] = {"max_turns": 8, "timeout_s": 90.0, "idle_timeout_s": 60.0} | cfg
+    if backend == "api":
+        config = ClaudeConfig(runner="messages_api", base_url=fake_api.url, **settings)
+        return MessagesApiRunner(config, environ={"ANTHROPIC_API_KEY": "test"}, retry=RetryPolicy(0))
     binary = claude_binary()
     if binary is None:
         pytest.fail("the claude binary is missing: run `make tools`")
-    settings: dict[str, Any] = {"max_turns": 8, "timeout_s": 90.0, "idle_timeout_s": 60.0} | cfg
     config = ClaudeConfig(binary=binary, base_url=fake_api.url, **settings)
     return ClaudeCliRunner(config, extra_env=TEST_ENV, config_dir=tmp_path / "claude-config")
 
 
-def run(runner: ClaudeCliRunner, scope: ToolScope, cwd: str) -> Any:
+def run(runner: Backend, scope: ToolScope, cwd: str) -> Any:
     request = RunRequest(prompt="Diagnose this.", schema=load_schema(), cwd=cwd, tools=scope)
     return asyncio.run(runner.run(request))
 
@@ -89,7 +103,11 @@ def results_by_tool(fake_api: FakeMessagesApi) -> dict[str, ToolResult]:
 
 
 def test_each_tool_answers_in_the_next_request(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake_api: FakeMessagesApi,
+    scope: ToolScope,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    backend: str,
 ) -> None:
     fake_api.tool_script = (
         (healbot("incident"), healbot("log_window", pattern="ERROR"), healbot("health")),
@@ -102,7 +120,7 @@ def test_each_tool_answers_in_the_next_request(
         ),
     )
     with caplog.at_level("INFO", logger="bot.runner.stream"):
-        result = run(make_runner(fake_api, tmp_path), scope, scope.repo)
+        result = run(make_runner(fake_api, tmp_path, backend), scope, scope.repo)
 
     assert result.structured == ANSWER
     requests = fake_api.message_requests()
@@ -137,7 +155,7 @@ def test_each_tool_answers_in_the_next_request(
 
 
 def test_seeded_secrets_reach_the_model_redacted(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, backend: str
 ) -> None:
     fake_api.tool_script = (
         (
@@ -148,7 +166,7 @@ def test_seeded_secrets_reach_the_model_redacted(
             healbot("search_repo", pattern="PASSWORD"),
         ),
     )
-    run(make_runner(fake_api, tmp_path), scope, scope.repo)
+    run(make_runner(fake_api, tmp_path, backend), scope, scope.repo)
 
     answers = results_by_tool(fake_api)
     assert "password=[REDACTED:password]" in answers["log_window"].text
@@ -160,7 +178,7 @@ def test_seeded_secrets_reach_the_model_redacted(
 
 
 def test_outside_paths_git_internals_huge_and_binary_files_are_refused(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, backend: str
 ) -> None:
     refused = {
         "../outside.txt": "contains '..'",
@@ -170,7 +188,7 @@ def test_outside_paths_git_internals_huge_and_binary_files_are_refused(
         "image.bin": "is a binary file",
     }
     fake_api.tool_script = (tuple(healbot("read_file", path=path) for path in refused),)
-    result = run(make_runner(fake_api, tmp_path), scope, scope.repo)
+    result = run(make_runner(fake_api, tmp_path, backend), scope, scope.repo)
 
     assert result.structured == ANSWER
     answers = fake_api.tool_results()
@@ -185,7 +203,7 @@ def test_outside_paths_git_internals_huge_and_binary_files_are_refused(
 
 
 def test_an_injected_log_line_changes_nothing_that_is_applied(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, backend: str
 ) -> None:
     repo = Path(scope.repo)
     head = git(repo, "rev-parse", "HEAD")
@@ -196,7 +214,7 @@ def test_an_injected_log_line_changes_nothing_that_is_applied(
         first_seen=0.0, last_seen=0.0, samples=("boom",), code=(), recent_commits=(), past_outcomes=(),
         allowed_paths=(), runbooks=(), head=head,
     )  # fmt: skip
-    runner = make_runner(fake_api, tmp_path)
+    runner = make_runner(fake_api, tmp_path, backend)
 
     diagnosis = asyncio.run(diagnose(runner, evidence, str(repo), persist_session=False, tools=scope))
 
@@ -212,17 +230,17 @@ def test_an_injected_log_line_changes_nothing_that_is_applied(
 
 
 def test_tool_calls_beyond_the_cap_end_the_diagnosis_with_a_note(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, backend: str
 ) -> None:
     fake_api.tool_script = tuple((healbot("incident"),) for _ in range(5))
-    runner = make_runner(fake_api, tmp_path, max_tool_calls=2)
+    runner = make_runner(fake_api, tmp_path, backend, max_tool_calls=2)
 
     with pytest.raises(RunnerLimitReached, match=r"ended after 3 tool calls, over the cap of 2") as caught:
         run(runner, scope, scope.repo)
 
     assert caught.value.stats.tool_calls == (("incident", 3),)  # type: ignore[attr-defined]
     assert len(fake_api.message_requests()) <= 3
-    assert runner.running_pids() == ()
+    assert not isinstance(runner, ClaudeCliRunner) or runner.running_pids() == ()
 
 
 def test_the_server_exits_with_its_claude_parent(
@@ -231,6 +249,7 @@ def test_the_server_exits_with_its_claude_parent(
     """claude is killed -9 on its own, with no runner around to kill its group: the server must go too."""
     fake_api.tool_script = ((healbot("read_file", path="hang.txt"),),)
     runner = make_runner(fake_api, tmp_path)
+    assert isinstance(runner, ClaudeCliRunner)
     launch = mcp_launch.prepare(scope)
     request = RunRequest(prompt="Diagnose this.", schema=load_schema(), cwd=scope.repo, tools=scope)
     argv = runner.build_argv(runner.resolve_binary() or "claude", request, mcp_config=launch.mcp_config)
@@ -261,3 +280,40 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+API_HEALBOT = """
+import asyncio, sys
+from pathlib import Path
+from bot.config import ClaudeConfig
+from bot.diagnose import load_schema
+from bot.mcp_server.scope import ToolScope
+from bot.models import RunRequest
+from bot.runner.messages_api import MessagesApiRunner, RetryPolicy
+
+scope = ToolScope.load(Path(sys.argv[2]))
+config = ClaudeConfig(runner="messages_api", base_url=sys.argv[1], timeout_s=120.0, idle_timeout_s=120.0)
+runner = MessagesApiRunner(config, environ={"ANTHROPIC_API_KEY": "test"}, retry=RetryPolicy(0))
+asyncio.run(runner.run(RunRequest(prompt="Diagnose.", schema=load_schema(), cwd=scope.repo, tools=scope)))
+"""
+
+
+def test_the_api_runners_server_exits_with_healbot(
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+) -> None:
+    """The Messages-API runner's server is healbot's own child: a kill -9 of healbot takes it along."""
+    fake_api.tool_script = ((healbot("read_file", path="hang.txt"),),)
+    scope.dump(tmp_path / "scope.json")
+    bot = subprocess.Popen([sys.executable, "-c", API_HEALBOT, fake_api.url, str(tmp_path / "scope.json")])
+    try:
+        wait_until(lambda: len(fake_api.message_requests()) >= 2, timeout=60, what="the hanging request")
+        [server] = [
+            child.pid for child in psutil.Process(bot.pid).children() if "mcp" in " ".join(child.cmdline())
+        ]
+        os.kill(bot.pid, signal.SIGKILL)
+        bot.wait(timeout=10)
+
+        wait_until(lambda: not _alive(server), timeout=10, what="the MCP server to exit")
+    finally:
+        if bot.poll() is None:
+            bot.kill()

@@ -47,7 +47,7 @@ from bot.mcp_server import launch as mcp_launch
 from bot.models import RunRequest, RunResult, RunStats
 from bot.runner.children import ChildRegistry, ClaudeBusy
 from bot.runner.env import PER_TOKEN_BILLING, build_env, scrubbed_request
-from bot.runner.stream import StreamState, attach_stats, finish
+from bot.runner.stream import StreamState, attach_stats, finish, tool_cap_problem
 
 log = logging.getLogger(__name__)
 
@@ -343,14 +343,10 @@ class ClaudeCliRunner:
     def _check_tool_caps(self, state: StreamState, started: float) -> None:
         """A diagnosis that looks at more than its caps is ended, with a note saying which cap."""
         tools = state.tools
-        if tools.calls > self.cfg.max_tool_calls:
-            why = f"{tools.calls} tool calls, over the cap of {self.cfg.max_tool_calls} ([claude] max_tool_calls)"
-        elif tools.bytes > self.cfg.max_tool_bytes:
-            why = (
-                f"{tools.bytes} bytes of tool answers, over the cap of {self.cfg.max_tool_bytes} "
-                "([claude] max_tool_bytes)"
-            )
-        else:
+        problem = tool_cap_problem(
+            tools, max_calls=self.cfg.max_tool_calls, max_bytes=self.cfg.max_tool_bytes
+        )
+        if problem is None:
             return
         stats = RunStats(
             self.name,
@@ -358,7 +354,7 @@ class ClaudeCliRunner:
             session_id=state.session_id,
             tool_calls=tools.counts(),
         )
-        raise attach_stats(RunnerLimitReached(f"the diagnosis was ended after {why}"), stats)
+        raise attach_stats(RunnerLimitReached(problem), stats)
 
 
 async def _feed_stdin(process: asyncio.subprocess.Process, prompt: str) -> None:

@@ -76,6 +76,17 @@ class ToolLedger:
         return tuple(self.by_tool.items())
 
 
+def tool_cap_problem(tools: ToolLedger, *, max_calls: int, max_bytes: int) -> str | None:
+    """Why a run that looked this much must end now, or None (both runners end it the same way)."""
+    if tools.calls > max_calls:
+        why = f"{tools.calls} tool calls, over the cap of {max_calls} ([claude] max_tool_calls)"
+    elif tools.bytes > max_bytes:
+        why = f"{tools.bytes} bytes of tool answers, over the cap of {max_bytes} ([claude] max_tool_bytes)"
+    else:
+        return None
+    return f"the diagnosis was ended after {why}"
+
+
 def cap(text: str, limit: int = MESSAGE_CAP) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
