@@ -20,7 +20,7 @@ from mcp import Client
 
 from bot.mcp_server import launch as mcp_launch
 from bot.mcp_server import looked_at
-from bot.mcp_server.scope import ToolScope
+from bot.mcp_server.scope import ScopeError, ToolScope
 from bot.mcp_server.server import build_server
 from bot.models import (
     Candidate,
@@ -337,3 +337,12 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_malformed_scope_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "scope.json"
+    path.write_text('{"service": "api"}')
+    with pytest.raises(ScopeError, match="not a healbot tool scope"):
+        ToolScope.load(path)
+    with pytest.raises(ScopeError, match="cannot read the scope file"):
+        ToolScope.load(tmp_path / "missing.json")

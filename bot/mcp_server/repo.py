@@ -22,6 +22,7 @@ BINARY_SNIFF_BYTES = 8192
 MAX_LIST_ENTRIES = 400
 MAX_SEARCH_FILES = 5000
 MAX_LINE_CHARS = 400
+SEARCH_LINE_CHARS = 4000  # of each line a pattern is tried on: bounds a pathological pattern's time
 _REV = re.compile(r"(?:[0-9a-fA-F]{4,40}|HEAD)(?:~\d{1,4}|\^{1,4})?")
 _NO_PROGRAMS = ("-c", "core.fsmonitor=false", "-c", "diff.external=", "-c", "core.pager=cat")
 
@@ -134,7 +135,7 @@ class Repo:
             if b"\x00" in data[:BINARY_SNIFF_BYTES]:
                 continue
             for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-                if regex.search(line):
+                if regex.search(line[:SEARCH_LINE_CHARS]):
                     hits.append(f"{self.relative(file)}:{n}: {line[:MAX_LINE_CHARS]}")
                     if len(hits) >= max_results:
                         break

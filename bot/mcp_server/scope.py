@@ -68,8 +68,7 @@ class ToolScope:
             )
             known = {f.name for f in fields(cls)} - {"incident"}
             values = {k: v for k, v in raw.items() if k in known}
-            for key in ("log_paths",):
-                values[key] = tuple(values.get(key, ()))
+            values["log_paths"] = tuple(values.get("log_paths", ()))
             return cls(incident=incident, **values)
         except TypeError as exc:
             raise ScopeError(f"{path} is not a healbot tool scope: {exc}") from None
