@@ -47,6 +47,10 @@ class ClaudeConfig:
     tools: str = "healbot"
     max_tool_calls: int = 40  # per diagnosis; the next call ends it
     max_tool_bytes: int = 400_000  # of tool answers per diagnosis
+    session_minutes: float = (
+        60.0  # a service's next diagnosis resumes its Claude session within this (0: never)
+    )
+    session_messages: int = 8  # … unless this many diagnoses went into it already
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,8 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
     "claude.max_concurrent": _count(1, 32),
     "claude.max_tool_calls": _count(1, 1000),
     "claude.max_tool_bytes": NumberRange(1000, 100_000_000, whole=True, low_included=True, unit="bytes"),
+    "claude.session_minutes": NumberRange(0.0, 7 * 24 * 60.0, low_included=True, unit="minutes"),
+    "claude.session_messages": _count(1, 1000),
     "approval.expiry_minutes": _minutes(7 * 24 * 60.0),
     "approval.reminder_minutes_before": _minutes(7 * 24 * 60.0),
     "policy.max_fixes_per_fingerprint_per_day": _count(1, 1000),
@@ -484,6 +490,8 @@ def _claude(t: _Table) -> ClaudeConfig:
         tools=tools,
         max_tool_calls=t.whole("max_tool_calls", 40),
         max_tool_bytes=t.whole("max_tool_bytes", 400_000),
+        session_minutes=t.number("session_minutes", 60.0),
+        session_messages=t.whole("session_messages", 8),
     )
     t.finish()
     return cfg

@@ -106,6 +106,18 @@ REFERENCE: tuple[Table, ...] = (
                 "bytes of tool answers per diagnosis; past it the diagnosis ends with a note",
             ),
             Key(
+                "session_minutes",
+                num("claude.session_minutes"),
+                "60",
+                "a service's next diagnosis resumes its Claude session within this (0: always cold)",
+            ),
+            Key(
+                "session_messages",
+                num("claude.session_messages"),
+                "8",
+                "diagnoses per session before the next starts cold; /newsession <service> resets",
+            ),
+            Key(
                 "pass_env",
                 "list of strings",
                 "[]",

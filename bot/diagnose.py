@@ -321,6 +321,7 @@ async def diagnose(
     persist_session: bool = True,
     incident_id: int | None = None,
     tools: ToolScope | None = None,
+    resume_session: str | None = None,
 ) -> Diagnosis:
     """Run one read-only diagnosis; with `tools`, Claude may look through healbot's MCP tools within that
     scope. Errors of a finished run carry its `stats` attribute (cost, turns, tool calls)."""
@@ -334,6 +335,7 @@ async def diagnose(
         persist_session=persist_session,
         incident_id=incident_id,
         tools=tools,
+        resume_session=resume_session,
     )
     result = await runner.run(request)
     try:

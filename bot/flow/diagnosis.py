@@ -16,10 +16,11 @@ from bot.diagnose import diagnose
 from bot.errors import DiagnosisError, HealbotError, RunnerError
 from bot.evidence import collect_evidence
 from bot.faults import Step
+from bot.flow import sessions
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.mcp_server import looked_at
-from bot.mcp_server.scope import scope_for
-from bot.models import Candidate, Fix, Incident, IncidentState, Proposal, RunStats
+from bot.mcp_server.scope import ToolScope, scope_for
+from bot.models import Candidate, Diagnosis, Evidence, Fix, Incident, IncidentState, Proposal, RunStats
 from bot.recent import most_frequent_error
 from bot.store import Observation
 
@@ -52,7 +53,7 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
             config_path=flow.config.path,
             db_path=flow.config.db_path,
         )
-        result = await diagnose(flow.runner, evidence, str(cfg.repo), incident_id=incident_id, tools=tools)
+        result = await _diagnose_in_session(flow, incident, evidence, tools)
     except (RunnerError, DiagnosisError, HealbotError) as exc:
         message = f"diagnosis failed: {flow.scrub(str(exc))}"
         stats = exc.stats if isinstance(exc, RunnerError | DiagnosisError) else None
@@ -130,6 +131,33 @@ async def _offer_playbooks(
     proposal = _store_proposal(flow, incident.id, head, candidates, summary)
     await flow.channel.present(flow.store.incident(incident.id), proposal)
     return proposal
+
+
+async def _diagnose_in_session(
+    flow: Flow, incident: Incident, evidence: Evidence, tools: ToolScope
+) -> Diagnosis:
+    """Diagnose in the service's Claude session when it is recent enough (bot/flow/sessions.py); a
+    session the runner no longer knows is forgotten and the diagnosis starts cold."""
+    service, cfg = incident.service, flow.runtime(incident.service).cfg
+    now = flow.clock.now()
+    resume = sessions.to_resume(flow.store, service, runner=flow.runner.name, cfg=flow.config.claude, now=now)
+
+    async def run(session: str | None) -> Diagnosis:
+        return await diagnose(
+            flow.runner, evidence, str(cfg.repo), incident_id=incident.id, tools=tools, resume_session=session
+        )
+
+    try:
+        result = await run(resume)
+    except RunnerError as exc:
+        if resume is None or "conversation" not in str(exc).lower():
+            raise
+        log.info("the Claude session of %s is gone (%s); starting a new one", service, exc)
+        sessions.reset(flow.store, service, actor=sessions.ACTOR, now=now)
+        resume = None
+        result = await run(None)
+    sessions.note(flow.store, service, result.stats, resumed=resume, now=flow.clock.now())
+    return result
 
 
 def _manager_logs(runtime: ServiceRuntime) -> list[str]:
