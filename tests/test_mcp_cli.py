@@ -6,6 +6,7 @@ outlive claude."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -280,6 +281,17 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_api_tools_started_when_healbots_stderr_was_no_real_file(
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's stdio client gave the server healbot's stderr, which a capture (or a wrapper) may not
+    back with a file descriptor: the tools then failed to start with `fileno`."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    fake_api.tool_script = ((healbot("incident"),),)
+    result = run(make_runner(fake_api, tmp_path, "api"), scope, scope.repo)
+    assert result.stats.tool_calls == (("incident", 1),)
 
 
 API_HEALBOT = """

@@ -4,7 +4,9 @@ claude, started through the MCP SDK's stdio client, its tools offered to the mod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import replace
@@ -36,15 +38,20 @@ class ApiTools:
         self.offered: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> ApiTools:
-        from mcp import Client, StdioServerParameters
+        await asyncio.to_thread(importlib.import_module, "mcp")  # about 1 s of CPU: not on the event loop
+        from mcp import Client, StdioServerParameters, stdio_client
 
         self._launch = mcp_launch.prepare(self._scope)
+        # the server's stderr goes to a file of its own: healbot's may be no real file (a test's capture)
+        errlog = self._stack.enter_context(
+            (self._launch.directory / "server.log").open("w", encoding="utf-8")
+        )
         command = lifeline.command(mcp_launch.server_command(self._launch.directory / "scope.json"), env=None)
         env = {name: os.environ[name] for name in INHERITED if os.environ.get(name)}
         env.setdefault("LANG", DEFAULT_LANG)
         params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=self._scope.repo)
         try:
-            self._client = await self._stack.enter_async_context(Client(params))
+            self._client = await self._stack.enter_async_context(Client(stdio_client(params, errlog=errlog)))
             listed = await self._client.list_tools()
         except Exception as exc:
             await self.__aexit__(None, None, None)
