@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,24 @@ def test_api_tools_started_when_healbots_stderr_was_no_real_file(
     fake_api.tool_script = ((healbot("incident"),),)
     result = run(make_runner(fake_api, tmp_path, "api"), scope, scope.repo)
     assert result.stats.tool_calls == (("incident", 1),)
+
+
+def test_api_tool_answers_lose_the_values_of_healbots_secret_variables(
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+) -> None:
+    """A value of the bot's own secret-named variables has no shape the server could know; the
+    Messages-API runner, which has them, takes them out of each answer before it is sent."""
+    value = "plain-words-no-shape-5d1c"
+    log = tmp_path / "env.log"
+    log.write_text(f"ERROR connecting with {value}\n")
+    fake_api.tool_script = ((healbot("log_window", pattern="ERROR"),),)
+    config = ClaudeConfig(runner="messages_api", base_url=fake_api.url, max_turns=4, timeout_s=60.0)
+    environ = {"ANTHROPIC_API_KEY": "test", "SHOP_DB_PASSWORD": value}
+    runner = MessagesApiRunner(config, environ=environ, retry=RetryPolicy(0))
+    run(runner, replace(scope, log_paths=(str(log),)), scope.repo)
+    (answer,) = fake_api.tool_results()
+    assert "[REDACTED:env:SHOP_DB_PASSWORD]" in answer.text
+    assert value not in "\n".join(entry.text() for entry in fake_api.journal())
 
 
 API_HEALBOT = """

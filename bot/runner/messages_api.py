@@ -42,6 +42,7 @@ from bot.errors import (
     RunnerTimeout,
 )
 from bot.models import RunRequest, RunResult, RunStats
+from bot.redact import redact_env_values
 from bot.runner.api_tools import ApiTools
 from bot.runner.env import scrubbed_request
 from bot.runner.schema_check import schema_problem
@@ -385,6 +386,7 @@ class MessagesApiRunner:
                 self._check_caps(ledger, started, turn)
                 if tools.owns(block.name):
                     text, is_error = await tools.call(block.name, arguments)
+                    text = redact_env_values(text, self._environ).text  # the server cannot know these
                 else:
                     text, is_error = f"no such tool: {block.name}", True
                 ledger.answered({"tool_use_id": block.id, "content": text, "is_error": is_error})
