@@ -295,21 +295,30 @@ def test_api_tools_started_when_healbots_stderr_was_no_real_file(
     assert result.stats.tool_calls == (("incident", 1),)
 
 
-def test_api_tool_answers_lose_the_values_of_healbots_secret_variables(
-    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path
+def test_tool_answers_lose_the_values_of_healbots_secret_variables(
+    fake_api: FakeMessagesApi, scope: ToolScope, tmp_path: Path, backend: str
 ) -> None:
-    """A value of the bot's own secret-named variables has no shape the server could know; the
-    Messages-API runner, which has them, takes them out of each answer before it is sent."""
+    """A value of the bot's own secret-named variables has no shape the redaction rules could know, and
+    the server runs in claude's scrubbed environment: it gets the values as salted digests only."""
     value = "plain-words-no-shape-5d1c"
     log = tmp_path / "env.log"
     log.write_text(f"ERROR connecting with {value}\n")
     fake_api.tool_script = ((healbot("log_window", pattern="ERROR"),),)
-    config = ClaudeConfig(runner="messages_api", base_url=fake_api.url, max_turns=4, timeout_s=60.0)
-    environ = {"ANTHROPIC_API_KEY": "test", "SHOP_DB_PASSWORD": value}
-    runner = MessagesApiRunner(config, environ=environ, retry=RetryPolicy(0))
-    run(runner, replace(scope, log_paths=(str(log),)), scope.repo)
+    environ = {**os.environ, "SHOP_DB_PASSWORD": value}
+    if backend == "api":
+        config = ClaudeConfig(runner="messages_api", base_url=fake_api.url, max_turns=4, timeout_s=60.0)
+        runner: Backend = MessagesApiRunner(config, environ=environ | {"ANTHROPIC_API_KEY": "test"})
+    else:
+        binary = claude_binary()
+        assert binary is not None
+        config = ClaudeConfig(binary=binary, base_url=fake_api.url, max_turns=4, timeout_s=60.0)
+        runner = ClaudeCliRunner(
+            config, base_env=environ, extra_env=TEST_ENV, config_dir=tmp_path / "claude-config"
+        )
+    launched = replace(scope, log_paths=(str(log),))
+    run(runner, launched, scope.repo)
     (answer,) = fake_api.tool_results()
-    assert "[REDACTED:env:SHOP_DB_PASSWORD]" in answer.text
+    assert "ERROR connecting with [REDACTED:env:SHOP_DB_PASSWORD]" in answer.text
     assert value not in "\n".join(entry.text() for entry in fake_api.journal())
 
 

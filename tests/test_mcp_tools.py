@@ -346,3 +346,16 @@ def test_a_malformed_scope_file_is_a_clear_error(tmp_path: Path) -> None:
         ToolScope.load(path)
     with pytest.raises(ScopeError, match="cannot read the scope file"):
         ToolScope.load(tmp_path / "missing.json")
+
+
+def test_secret_values_are_scrubbed_from_their_digests_only(tmp_path: Path) -> None:
+    from bot.mcp_server import env_secrets
+
+    salt = env_secrets.new_salt()
+    known = env_secrets.digests({"API_TOKEN": "a b&c=d/e-91", "SHORT_KEY": "abc", "PATH": "/bin"}, salt)
+    assert {name for _, _, name in known} == {"API_TOKEN"}  # short and non-secret names are not kept
+    assert all("a b&c" not in digest for _, digest, _ in known)
+    text = 'raw a b&c=d/e-91, quoted a%20b%26c%3Dd%2Fe-91, json "a b&c=d/e-91"'
+    scrubbed = env_secrets.scrub(text, salt, known)
+    assert scrubbed.count("[REDACTED:env:API_TOKEN]") == 3
+    assert "a b&c" not in scrubbed

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.diagnose import neutralise
+from bot.mcp_server import env_secrets
 from bot.mcp_server.refused import ToolRefused
 from bot.redact import redact
 
@@ -34,13 +35,24 @@ def _cut(text: str, limit: int) -> str:
 class Budget:
     """Calls and bytes one diagnosis may spend; beyond either, every tool refuses."""
 
-    def __init__(self, *, max_calls: int, max_bytes: int, answer_bytes: int, calls_log: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        max_calls: int,
+        max_bytes: int,
+        answer_bytes: int,
+        calls_log: str | None,
+        secret_salt: str = "",
+        secret_digests: tuple[env_secrets.Digest, ...] = (),
+    ) -> None:
         self.max_calls = max_calls
         self.max_bytes = max_bytes
         self.answer_bytes = answer_bytes
         self.calls = 0
         self.bytes = 0
         self._calls_log = Path(calls_log) if calls_log else None
+        self._salt = secret_salt
+        self._digests = secret_digests
         self._lock = threading.Lock()
 
     def admit(self, tool: str) -> None:
@@ -59,7 +71,10 @@ class Budget:
 
     def answer(self, tool: str, args: Mapping[str, object], text: str, *, refused: bool = False) -> str:
         """The text as it may reach the model; the call is logged and its size counted."""
-        safe = fenced(tool, _cut(redact(text).text, self.answer_bytes))
+        cut = _cut(text, self.answer_bytes)
+        if self._digests:
+            cut = env_secrets.scrub(cut, self._salt, self._digests)
+        safe = fenced(tool, redact(cut).text)
         size = len(safe.encode("utf-8"))
         with self._lock:
             self.bytes += size

@@ -5,13 +5,16 @@ current directory on sys.path: the service's repo, claude's working directory, c
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import bot
+from bot.mcp_server import env_secrets
 from bot.mcp_server.looked_at import SERVER_NAME, TOOL_PREFIX
 from bot.mcp_server.scope import ToolScope
 
@@ -40,11 +43,15 @@ class Launch:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def prepare(scope: ToolScope) -> Launch:
+def prepare(scope: ToolScope, environ: Mapping[str, str] | None = None) -> Launch:
+    """The server's files; `environ` is healbot's own environment, whose secret values the server is
+    told of as salted digests only (bot/mcp_server/env_secrets.py)."""
     directory = Path(tempfile.mkdtemp(prefix="healbot-mcp-"))  # mode 0700
     calls_log = directory / "calls.jsonl"
     scope_path = directory / "scope.json"
-    replace(scope, calls_log=str(calls_log)).dump(scope_path)
+    salt = env_secrets.new_salt()
+    known = env_secrets.digests(os.environ if environ is None else environ, salt)
+    replace(scope, calls_log=str(calls_log), secret_salt=salt, secret_digests=known).dump(scope_path)
     command = server_command(scope_path)
     config = {"mcpServers": {SERVER_NAME: {"type": "stdio", "command": command[0], "args": command[1:]}}}
     mcp_config = directory / "mcp.json"

@@ -50,6 +50,8 @@ class ToolScope:
     max_bytes: int = DEFAULT_MAX_BYTES
     answer_bytes: int = DEFAULT_ANSWER_BYTES
     calls_log: str | None = None  # JSONL: one line per tool call (name, args, bytes)
+    secret_salt: str = ""  # with secret_digests: healbot's secret values, never in the clear
+    secret_digests: tuple[tuple[int, str, str], ...] = ()
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -69,6 +71,7 @@ class ToolScope:
             known = {f.name for f in fields(cls)} - {"incident"}
             values = {k: v for k, v in raw.items() if k in known}
             values["log_paths"] = tuple(values.get("log_paths", ()))
+            values["secret_digests"] = tuple(tuple(d) for d in values.get("secret_digests", ()))
             return cls(incident=incident, **values)
         except TypeError as exc:
             raise ScopeError(f"{path} is not a healbot tool scope: {exc}") from None

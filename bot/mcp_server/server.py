@@ -46,6 +46,8 @@ def build_server(scope: ToolScope) -> MCPServer[Any]:
         max_bytes=scope.max_bytes,
         answer_bytes=scope.answer_bytes,
         calls_log=scope.calls_log,
+        secret_salt=scope.secret_salt,
+        secret_digests=scope.secret_digests,
     )
     server: MCPServer[Any] = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, log_level="WARNING")
 

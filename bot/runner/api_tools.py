@@ -30,8 +30,11 @@ START_TIMEOUT_S = 60.0
 class ApiTools:
     """`async with ApiTools(scope, ...) as tools:` one server for one run; `tools.offered` for the API."""
 
-    def __init__(self, scope: ToolScope, *, max_calls: int, max_bytes: int) -> None:
+    def __init__(
+        self, scope: ToolScope, *, max_calls: int, max_bytes: int, environ: Mapping[str, str] | None = None
+    ) -> None:
         self._scope = replace(scope, max_calls=max_calls, max_bytes=max_bytes)
+        self._environ = environ
         self._launch: mcp_launch.Launch | None = None
         self._client: Client | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -41,7 +44,7 @@ class ApiTools:
         await asyncio.to_thread(importlib.import_module, "mcp")  # about 1 s of CPU: not on the event loop
         from mcp import Client, StdioServerParameters, stdio_client
 
-        self._launch = mcp_launch.prepare(self._scope)
+        self._launch = mcp_launch.prepare(self._scope, self._environ)
         # the server's stderr goes to a file of its own: healbot's may be no real file (a test's capture)
         errlog = self._stack.enter_context(
             (self._launch.directory / "server.log").open("w", encoding="utf-8")

@@ -225,7 +225,7 @@ class ClaudeCliRunner:
             scope = replace(
                 request.tools, max_calls=self.cfg.max_tool_calls, max_bytes=self.cfg.max_tool_bytes
             )
-            launch = await asyncio.to_thread(mcp_launch.prepare, scope)
+            launch = await asyncio.to_thread(mcp_launch.prepare, scope, self._base_env)
         try:
             return await self._run_claude(binary, request, launch)
         finally:

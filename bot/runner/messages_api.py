@@ -305,6 +305,7 @@ class MessagesApiRunner:
                             request.tools,
                             max_calls=self.cfg.max_tool_calls,
                             max_bytes=self.cfg.max_tool_bytes,
+                            environ=self._environ,
                         ) as tools:
                             message, attempts, turns = await self._converse(
                                 client, request, system, messages, tools, ledger, started
