@@ -582,18 +582,24 @@ def _system_text(body: Mapping[str, Any]) -> str:
 
 
 def _tool_turns(body: Mapping[str, Any]) -> int:
-    """Assistant turns so far that called a tool other than the answer tool."""
+    """Assistant turns that called a tool other than the answer tool since the latest prompt (a user
+    turn that is not only tool results): a resumed session plays the script again for its new prompt."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0
     turns = 0
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") != "assistant":
+        if not isinstance(message, dict):
             continue
         content = message.get("content")
-        if isinstance(content, list) and any(
+        blocks = content if isinstance(content, list) else [content]
+        if message.get("role") == "user" and not all(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+        ):
+            turns = 0
+        elif message.get("role") == "assistant" and any(
             isinstance(b, dict) and b.get("type") == "tool_use" and b.get("name") != STRUCTURED_TOOL
-            for b in content
+            for b in blocks
         ):
             turns += 1
     return turns
