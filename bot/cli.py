@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--no-detect", action="store_true", help="do not look for services")
 
+    mcp = sub.add_parser(
+        "mcp", help="the read-only MCP server one diagnosis looks through (stdio; claude starts it)"
+    )
+    mcp.add_argument("--scope", type=Path, required=True, help="the scope file the runner wrote")
+
     demo = sub.add_parser("demo", help="the whole loop on a bundled sample service (no accounts needed)")
     demo.add_argument("--yes", action="store_true", help="approve the top candidate without asking")
     demo.add_argument(
@@ -119,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries(level)
     streams = sys.stdout, sys.stderr
     # Everything the CLI prints passes bot.redact; the history and audit exports are redacted field by
-    # field as they are rendered (bot.audit_export.render), which keeps commit ids readable.
-    if not getattr(args, "raw", False) and args.command not in {"history", "audit"}:
+    # field as they are rendered (bot.audit_export.render), which keeps commit ids readable; `mcp` speaks
+    # the protocol on stdout, each answer redacted by the server.
+    if not getattr(args, "raw", False) and args.command not in {"history", "audit", "mcp"}:
         sys.stdout, sys.stderr = RedactingWriter(sys.stdout), RedactingWriter(sys.stderr)
     try:
         return _dispatch(args)
@@ -161,6 +167,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return scan(
             args.file, service=args.service, all_records=args.all, groups_out=args.groups_out, raw=args.raw
         )
+
+    if args.command == "mcp":
+        from bot.mcp_server.server import serve
+
+        return serve(args.scope)
 
     import asyncio  # ~50 ms: only the commands below need it, not `scan`
 

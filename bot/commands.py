@@ -23,6 +23,8 @@ from bot.evidence import collect_evidence
 from bot.heartbeat import load_scans, scan_lines
 from bot.interfaces import SandboxedCheck
 from bot.logging_setup import LogFormat, configure_logging
+from bot.mcp_server import looked_at
+from bot.mcp_server.scope import scope_for
 from bot.models import FixKind, Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
 from bot.redact import redact, redact_env_values
@@ -108,7 +110,14 @@ async def diagnose_service(config_path: Path, service: str, *, tail_bytes: int) 
         redact=scrub,
     )
     runner = build_runner(config)
-    result = await diagnose(runner, evidence, str(cfg.repo), persist_session=False)
+    try:
+        manager_logs = list(runtime.manager.log_paths())
+    except HealbotError:
+        manager_logs = []
+    tools = scope_for(
+        cfg, incident, manager_logs=manager_logs, config_path=config.path, db_path=config.db_path
+    )
+    result = await diagnose(runner, evidence, str(cfg.repo), persist_session=False, tools=tools)
     healers = registry.all_healers()
     candidates = []
     for fix in result.fixes:
@@ -126,6 +135,8 @@ async def diagnose_service(config_path: Path, service: str, *, tail_bytes: int) 
     print(
         f"\n{result.stats.runner}: {result.stats.duration_s:.1f} s, {result.stats.turns} turns, cost {cost}"
     )
+    if result.stats.tool_calls:
+        print(f"looked at: {looked_at.summary(result.stats.tool_calls)}")
     return 0
 
 
@@ -198,12 +209,25 @@ def _sandbox_problem(config: HealbotConfig, cfg: ServiceConfig) -> str | None:
     return healer.sandbox_problem(heal_context(cfg, config.sandbox))
 
 
+def mcp_problem(config: HealbotConfig) -> str | None:
+    """healbot's MCP tools need the `mcp` SDK; its absence is a problem only when they are in force."""
+    import importlib.util
+
+    if config.claude.tools == "builtin" or importlib.util.find_spec("mcp") is not None:
+        return None
+    return (
+        "claude tools: the `mcp` package is not installed, so `healbot mcp` cannot start (fix: reinstall "
+        'healbot with its dependencies, or set [claude] tools = "builtin")'
+    )
+
+
 def _claude_problems(config: HealbotConfig) -> list[str]:
     runner = build_runner(config)
     if isinstance(runner, MessagesApiRunner):
         warnings = runner.startup_warnings()
         if not warnings:
             print(f"✓ claude: {runner.describe_billing()}")
+            print("✓ claude tools: none with the Messages-API runner (the evidence is in the prompt)")
         return warnings
     billing = (
         "per token (ANTHROPIC_API_KEY is passed)"
@@ -211,6 +235,9 @@ def _claude_problems(config: HealbotConfig) -> list[str]:
         else ("the operator's subscription login")
     )
     print(f"✓ claude runner: cli, billed to {billing}")
+    tools_problem = mcp_problem(config)
+    if tools_problem is None:
+        print(f"✓ claude tools: {runner.tools_in_force()}")
     binary = shutil.which(config.claude.binary) or (
         config.claude.binary if os.access(config.claude.binary, os.X_OK) else None
     )
@@ -222,7 +249,7 @@ def _claude_problems(config: HealbotConfig) -> list[str]:
         return [f"claude --version failed: {exc}"]
     if out.timed_out:
         return [f"claude --version failed: no answer within {CLAUDE_VERSION_TIMEOUT_S:.0f} s"]
-    problems = []
+    problems = [tools_problem] if tools_problem else []
     if out.returncode != 0:
         problems.append(f"claude --version exited {out.returncode}: {out.stderr_text.strip()[:200]}")
     home = Path(os.environ.get("CLAUDE_CONFIG_DIR", Path.home() / ".claude"))

@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 MANAGER_TYPES = ("command", "supervisord", "pm2", "systemd", "docker")
 RUNNER_TYPES = ("cli", "api", "messages_api")
+TOOL_MODES = ("healbot", "builtin")
 CHANNEL_TYPES = ("console", "telegram")
 LOG_FORMATS = ("text", "json")
 
@@ -41,6 +42,15 @@ class ClaudeConfig:
     # Variables copied from the bot's environment into Claude's (the environment is otherwise built
     # from scratch). Only names, never values, live in the file.
     pass_env: tuple[str, ...] = ()
+    # "healbot": claude looks only through `healbot mcp` (every byte redacted); "builtin": its own
+    # Read/Grep/Glob inside the repo, unredacted.
+    tools: str = "healbot"
+    max_tool_calls: int = 40  # per diagnosis; the next call ends it
+    max_tool_bytes: int = 400_000  # of tool answers per diagnosis
+    session_minutes: float = (
+        60.0  # a service's next diagnosis resumes its Claude session within this (0: never)
+    )
+    session_messages: int = 8  # … unless this many diagnoses went into it already
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +237,10 @@ NUMBER_RANGES: Mapping[str, NumberRange] = {
     "claude.timeout_s": _seconds(_DAY_S),
     "claude.idle_timeout_s": _seconds(_DAY_S),
     "claude.max_concurrent": _count(1, 32),
+    "claude.max_tool_calls": _count(1, 1000),
+    "claude.max_tool_bytes": NumberRange(1000, 100_000_000, whole=True, low_included=True, unit="bytes"),
+    "claude.session_minutes": NumberRange(0.0, 7 * 24 * 60.0, low_included=True, unit="minutes"),
+    "claude.session_messages": _count(1, 1000),
     "approval.expiry_minutes": _minutes(7 * 24 * 60.0),
     "approval.reminder_minutes_before": _minutes(7 * 24 * 60.0),
     "policy.max_fixes_per_fingerprint_per_day": _count(1, 1000),
@@ -487,6 +501,9 @@ def _claude(t: _Table) -> ClaudeConfig:
     runner = t.get("runner", str, "cli")
     if runner not in RUNNER_TYPES:
         raise t.error("runner", f"must be one of {', '.join(RUNNER_TYPES)}, not {runner!r}")
+    tools = t.get("tools", str, "healbot")
+    if tools not in TOOL_MODES:
+        raise t.error("tools", f"must be one of {', '.join(TOOL_MODES)}, not {tools!r}")
     max_turns = t.whole("max_turns", 8)
     max_concurrent = t.whole("max_concurrent", 1)
     for key in ("api_key", "token", "anthropic_api_key"):
@@ -505,6 +522,11 @@ def _claude(t: _Table) -> ClaudeConfig:
         max_concurrent=max_concurrent,
         base_url=t.get("base_url", str, None),
         pass_env=t.str_list("pass_env"),
+        tools=tools,
+        max_tool_calls=t.whole("max_tool_calls", 40),
+        max_tool_bytes=t.whole("max_tool_bytes", 400_000),
+        session_minutes=t.number("session_minutes", 60.0),
+        session_messages=t.whole("session_messages", 8),
     )
     t.finish()
     return cfg

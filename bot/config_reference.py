@@ -87,6 +87,37 @@ REFERENCE: tuple[Table, ...] = (
             Key("max_concurrent", num("claude.max_concurrent"), "1", "diagnoses running at once"),
             Key("base_url", "string", "-", "a Messages API endpoint (api runner) or gateway (cli)"),
             Key(
+                "tools",
+                "string",
+                '"healbot"',
+                '"healbot": Claude looks only through `healbot mcp` (every answer redacted); "builtin": '
+                "claude's own Read/Grep/Glob in the repo, unredacted",
+            ),
+            Key(
+                "max_tool_calls",
+                num("claude.max_tool_calls"),
+                "40",
+                "tool calls per diagnosis; the next one ends it with a note",
+            ),
+            Key(
+                "max_tool_bytes",
+                num("claude.max_tool_bytes"),
+                "400000",
+                "bytes of tool answers per diagnosis; past it the diagnosis ends with a note",
+            ),
+            Key(
+                "session_minutes",
+                num("claude.session_minutes"),
+                "60",
+                "a service's next diagnosis resumes its Claude session within this (0: always cold)",
+            ),
+            Key(
+                "session_messages",
+                num("claude.session_messages"),
+                "8",
+                "diagnoses per session before the next starts cold; /newsession <service> resets",
+            ),
+            Key(
                 "pass_env",
                 "list of strings",
                 "[]",

@@ -8,6 +8,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.mcp_server.scope import ToolScope
 
 
 class IncidentState(enum.StrEnum):
@@ -175,6 +179,7 @@ class RunStats:
     cost_usd: float | None = None
     turns: int | None = None
     session_id: str | None = None
+    tool_calls: tuple[tuple[str, int], ...] = ()  # (tool, calls) in order of first use: "looked at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +333,7 @@ class RunRequest:
     persist_session: bool = False  # keep the transcript so a later --resume works
     system_prompt: str | None = None
     incident_id: int | None = None  # the incident it is for: at most one claude per incident at a time
+    tools: ToolScope | None = None  # what healbot's MCP tools may look at; None: no tools at all
 
 
 @dataclass(frozen=True, slots=True)

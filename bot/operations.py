@@ -104,6 +104,19 @@ def mute(pipeline: Pipeline, fingerprint: str, actor: str, duration_s: float | N
     return until
 
 
+NEWSESSION_USAGE = "/newsession <service>"
+
+
+def new_session(pipeline: Pipeline, service: str, actor: str) -> bool:
+    """The service's next diagnosis starts a fresh Claude session; False when it had none."""
+    if service not in pipeline.services:
+        services = ", ".join(pipeline.services)
+        raise UsageError(f"unknown service {service!r}; usage: {NEWSESSION_USAGE}; services: {services}")
+    from bot.flow import sessions
+
+    return sessions.reset(pipeline.store, service, actor=actor, now=pipeline.clock.now())
+
+
 def status(pipeline: Pipeline) -> StatusSummary:
     now = pipeline.clock.now()
     store = pipeline.store

@@ -104,6 +104,15 @@ def test_doctor_runs_claude_version_and_reports_its_answer_or_its_failure(tmp_pa
 
     assert "✓ claude 9.9.9 (Claude Code)" in answered.stdout, answered.stdout
     assert "✗ claude --version exited 3: node: not found" in failed.stdout, failed.stdout
+    assert "✓ claude tools: healbot's read-only MCP tools (healbot mcp), at most 40 calls" in answered.stdout
+
+
+def test_doctor_says_when_the_builtin_tools_are_in_force(tmp_path: Path) -> None:
+    cfg = supervisord_doctor_config(tmp_path, tmp_path / "no.sock", [])
+    cfg.write_text(cfg.read_text().replace("[claude]\n", '[claude]\ntools = "builtin"\n', 1))
+    result = healbot("doctor", "-c", str(cfg))
+    assert "✓ claude tools: claude's built-in Read/Grep/Glob" in result.stdout, result.stdout
+    assert "unredacted" in result.stdout
 
 
 @pytest.mark.supervisord
@@ -191,6 +200,7 @@ def test_demo_keeps_the_good_fix_and_reverts_the_bad_one(tmp_path: Path) -> None
     assert reverted["commit"] and reverted["revert_commit"]
     assert "FAKE Messages API" in result.stdout and "scripted" in result.stdout
     assert "skipped: Telegram" in result.stdout
+    assert result.stdout.count("looked at: the incident, 1 log window, health, 1 file") == 2  # both cards
     [work] = list((tmp_path / "work").iterdir())
     repo = work / "shop"
     log = git(repo, "log", "--format=%H %s")

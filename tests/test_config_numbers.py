@@ -34,6 +34,10 @@ BASE: dict[str, dict[str, str]] = {
         "timeout_s": "600",
         "idle_timeout_s": "120",
         "max_concurrent": "1",
+        "max_tool_calls": "40",
+        "max_tool_bytes": "400000",
+        "session_minutes": "60",
+        "session_messages": "8",
     },
     "approval": {"expiry_minutes": "60", "reminder_minutes_before": "10"},
     "policy": {

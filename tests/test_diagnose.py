@@ -329,7 +329,14 @@ def make_runner(fake_api: FakeMessagesApi, tmp_path: Path) -> ClaudeCliRunner:
     binary = claude_binary()
     if binary is None:
         pytest.fail("the claude binary is missing: run `make tools`")
-    cfg = ClaudeConfig(binary=binary, base_url=fake_api.url, max_turns=4, timeout_s=30.0, idle_timeout_s=15.0)
+    cfg = ClaudeConfig(
+        binary=binary,
+        base_url=fake_api.url,
+        max_turns=4,
+        timeout_s=30.0,
+        idle_timeout_s=15.0,
+        tools="builtin",
+    )
     env = {"ANTHROPIC_API_KEY": "test", "CLAUDE_CODE_MAX_RETRIES": "0", "API_TIMEOUT_MS": "5000"}
     return ClaudeCliRunner(cfg, extra_env=env, config_dir=tmp_path / "claude-config")
 

@@ -145,6 +145,19 @@ def test_structured_answer_with_stats(
     assert result.stats.session_id
     (sent,) = fake_api.message_requests()
     offered = {tool["name"] for tool in sent.body["tools"]}
+    assert "StructuredOutput" in offered
+    # no scope for healbot's tools: no tool at all, not even claude's own Read
+    assert not offered & {"Read", "Grep", "Glob", "Bash", "Edit", "Write", "Agent", "WebFetch"}
+
+
+@pytest.mark.real_cli
+def test_builtin_tools_switch_offers_read_grep_glob(
+    make_runner: RunnerFactory, fake_api: FakeMessagesApi, workdir: Path
+) -> None:
+    arun(make_runner(tools="builtin").run(request(workdir, "structured")))
+
+    (sent,) = fake_api.message_requests()
+    offered = {tool["name"] for tool in sent.body["tools"]}
     assert {"Read", "Grep", "Glob", "StructuredOutput"} <= offered
     assert not offered & {"Bash", "Edit", "Write", "Agent", "WebFetch"}
 
@@ -153,10 +166,11 @@ def test_structured_answer_with_stats(
 def test_tool_use_turn_reads_a_file_in_the_repo(
     make_runner: RunnerFactory, fake_api: FakeMessagesApi, workdir: Path
 ) -> None:
-    result = arun(make_runner().run(request(workdir, "tool_use")))
+    result = arun(make_runner(tools="builtin").run(request(workdir, "tool_use")))
 
     assert result.structured == ANSWER
     assert result.stats.turns == 3
+    assert result.stats.tool_calls == (("Read", 1),)
     first, second = fake_api.message_requests()
     assert "the-file-content-7c1e" not in first.text()
     assert "the-file-content-7c1e" in second.text()
@@ -170,7 +184,8 @@ def test_reading_outside_the_repo_is_denied(
     outside.write_text("outside-content-91ab\n")
     prompt = f"Diagnose. [[scenario:tool_use]] [[read:{outside}]]"
 
-    result = arun(make_runner().run(RunRequest(prompt=prompt, schema=load_schema(), cwd=str(workdir))))
+    runner = make_runner(tools="builtin")
+    result = arun(runner.run(RunRequest(prompt=prompt, schema=load_schema(), cwd=str(workdir))))
 
     assert result.structured == ANSWER
     _, second = fake_api.message_requests()
@@ -255,7 +270,7 @@ def test_no_api_key_is_an_auth_error_without_any_request(
 @pytest.mark.real_cli
 def test_max_turns_is_a_limit(make_runner: RunnerFactory, workdir: Path) -> None:
     with pytest.raises(RunnerLimitReached, match="maximum number of turns") as caught:
-        arun(make_runner(max_turns=2).run(request(workdir, "loop")))
+        arun(make_runner(max_turns=2, tools="builtin").run(request(workdir, "loop")))
     assert caught.value.stats.turns == 3  # type: ignore[attr-defined]
 
 
@@ -374,7 +389,8 @@ def test_argv_is_read_only_and_follows_the_request(tmp_path: Path) -> None:
         return argv[argv.index(flag) + 1]
 
     assert argv[:5] == ["claude", "-p", "--output-format", "stream-json", "--verbose"]
-    assert value("--tools") == "Read,Grep,Glob"
+    assert value("--tools") == ""  # no scope for healbot's tools: no tool at all
+    assert "--allowedTools" not in argv
     assert value("--permission-mode") == "dontAsk"
     assert value("--max-turns") == "3"
     assert value("--max-budget-usd") == "0.5"
@@ -397,6 +413,26 @@ def test_argv_is_read_only_and_follows_the_request(tmp_path: Path) -> None:
     kept = runner.build_argv("claude", RunRequest("p", "", "/", persist_session=True))
     assert "--no-session-persistence" not in kept
     assert "--resume" not in kept
+
+
+def test_argv_with_healbot_tools_allows_only_them(tmp_path: Path) -> None:
+    runner = ClaudeCliRunner(ClaudeConfig())
+    config = tmp_path / "mcp.json"
+    argv = runner.build_argv("claude", RunRequest("p", "", "/"), mcp_config=config)
+    assert value_of(argv, "--tools") == ""
+    assert value_of(argv, "--allowedTools") == "mcp__healbot__*"
+    assert value_of(argv, "--mcp-config") == str(config)
+    assert "--strict-mcp-config" in argv
+    assert runner.tools_mode == "healbot"
+
+
+def test_argv_with_builtin_tools_ignores_the_mcp_config(tmp_path: Path) -> None:
+    runner = ClaudeCliRunner(ClaudeConfig(tools="builtin"))
+    argv = runner.build_argv("claude", RunRequest("p", "", "/"), mcp_config=tmp_path / "mcp.json")
+    assert value_of(argv, "--tools") == "Read,Grep,Glob"
+    assert value_of(argv, "--mcp-config") == '{"mcpServers": {}}'
+    assert "--allowedTools" not in argv
+    assert "unredacted" in runner.tools_in_force()
 
 
 def value_of(argv: list[str], flag: str) -> str:

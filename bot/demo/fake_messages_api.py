@@ -7,7 +7,9 @@ binds the loopback interface.
 A request's behaviour is chosen by a `[[scenario:NAME]]` marker anywhere in its messages' text (the first
 one wins), else by the server's default scenario. The `tool_use` and `loop` scenarios read the file named
 by a `[[read:PATH]]` marker (relative paths are resolved against the working directory the CLI reports),
-else the server's `read_path`.
+else the server's `read_path`. The `script` scenario plays `tool_script`: turn N (counted by the tool
+turns already in the conversation) calls the tools of step N, then the answer follows; `tool_results()`
+gives the results that came back, to check what a tool answered.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ SCENARIOS = (
     "flaky_overloaded",  # HTTP 529 for the first `flaky_failures` requests so marked, then `structured`
     "flaky_rate_limited",  # HTTP 429 for the first `flaky_failures` requests so marked, then `structured`
     "cut",  # a stream that stops halfway: the connection closes in the middle of the answer
+    "script",  # the tool calls of `tool_script`, one step per turn, then `structured`
 )
 
 STRUCTURED_TOOL = "StructuredOutput"
@@ -65,6 +68,24 @@ _READ_MARKER = re.compile(r"\[\[read:([^\]\s]+)\]\]")
 _CWD_LINE = re.compile(r"(?:Primary working directory|Working directory|cwd):\s*(\S+)")
 
 AnswerSource = Callable[[Mapping[str, Any]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool_use block a scripted turn sends: `name` as offered (`mcp__healbot__read_file`)."""
+
+    name: str
+    input: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool_result that came back, with the name of the call it answers."""
+
+    name: str
+    input: Mapping[str, object]
+    text: str
+    is_error: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,7 @@ class FakeMessagesApi:
         port: int = 0,
         flaky_failures: int = 2,
         delta_bytes: int | None = None,
+        tool_script: tuple[tuple[ToolCall, ...], ...] = (),
     ) -> None:
         if default_scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {default_scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -119,6 +141,7 @@ class FakeMessagesApi:
         # `slow_delay_s` passed): a deterministic barrier for concurrency tests.
         self.slow_until_in_flight: int | None = None
         self.flaky_failures = flaky_failures
+        self.tool_script = tool_script
         # When set, each text or tool-input delta is sent in pieces of this many characters, as a real
         # API streams a long answer; `streams_left_early` counts answers the client stopped reading.
         self.delta_bytes = delta_bytes
@@ -178,6 +201,11 @@ class FakeMessagesApi:
 
     def message_requests(self) -> tuple[JournalEntry, ...]:
         return tuple(e for e in self.journal() if e.method == "POST" and e.path == "/v1/messages")
+
+    def tool_results(self) -> tuple[ToolResult, ...]:
+        """Every tool_result in the latest request's conversation, in order (the CLI re-sends them all)."""
+        requests = self.message_requests()
+        return tool_results_of(requests[-1].body) if requests else ()
 
     @property
     def max_in_flight(self) -> int:
@@ -355,6 +383,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "end_turn",
                 usage,
             )
+        if scenario == "script":
+            step = _tool_turns(body)
+            if step < len(self.fake.tool_script):
+                calls = [_tool_use(call.name, dict(call.input)) for call in self.fake.tool_script[step]]
+                return calls, "tool_use", usage
         wants_read = scenario == "loop" or (scenario == "tool_use" and not _last_turn_has_tool_result(body))
         if wants_read:
             read = _tool_use("Read", {"file_path": self.fake.read_target(body)})
@@ -546,6 +579,51 @@ def _messages_text(body: Mapping[str, Any]) -> str:
 
 def _system_text(body: Mapping[str, Any]) -> str:
     return _content_text(body.get("system"))
+
+
+def _tool_turns(body: Mapping[str, Any]) -> int:
+    """Assistant turns that called a tool other than the answer tool since the latest prompt (a user
+    turn that is not only tool results): a resumed session plays the script again for its new prompt."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    turns = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [content]
+        if message.get("role") == "user" and not all(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+        ):
+            turns = 0
+        elif message.get("role") == "assistant" and any(
+            isinstance(b, dict) and b.get("type") == "tool_use" and b.get("name") != STRUCTURED_TOOL
+            for b in blocks
+        ):
+            turns += 1
+    return turns
+
+
+def tool_results_of(body: Any) -> tuple[ToolResult, ...]:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return ()
+    calls: dict[str, tuple[str, Mapping[str, object]]] = {}
+    results: list[ToolResult] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use":
+                calls[str(block.get("id"))] = (str(block.get("name")), block.get("input") or {})
+            elif block.get("type") == "tool_result":
+                name, tool_input = calls.get(str(block.get("tool_use_id")), ("?", {}))
+                results.append(ToolResult(name, tool_input, _block_text(block), bool(block.get("is_error"))))
+    return tuple(results)
 
 
 def _last_turn_has_tool_result(body: Mapping[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from bot import proc
 from bot.config import load_config
 from bot.console import ConsoleChannel
 from bot.daemon import Daemon
-from bot.demo.fake_messages_api import FakeMessagesApi
+from bot.demo.fake_messages_api import FakeMessagesApi, ToolCall
 from bot.errors import HealbotError
 from bot.pipeline import FlowResult
 from bot.runner.claude_cli import ClaudeCliRunner
@@ -85,6 +85,17 @@ def telegram_answer(body: Mapping[str, Any]) -> object:
     from bot.demo.telegram_demo import scripted_answer as answer
 
     return answer(body)
+
+
+# What the scripted model looks at through `healbot mcp` before it answers: the card then says so.
+DEMO_LOOKS = (
+    (
+        ToolCall("mcp__healbot__incident", {}),
+        ToolCall("mcp__healbot__log_window", {"pattern": "Error", "max_lines": 20}),
+        ToolCall("mcp__healbot__health", {}),
+        ToolCall("mcp__healbot__read_file", {"path": "shop.py"}),
+    ),
+)
 
 
 def scripted_answer(body: Mapping[str, Any]) -> object:
@@ -232,7 +243,7 @@ diagnose_every_s = 3600
 
 [claude]
 binary = "{claude}"
-max_turns = {8 if live else 4}
+max_turns = {8 if live else 6}
 max_budget_usd = {1.0 if live else 0.5}
 timeout_s = {300 if live else 60}
 idle_timeout_s = {120 if live else 30}
@@ -368,7 +379,11 @@ async def _run(
         if live:
             print("claude: your own logged-in claude answers (--live); the second scenario is skipped")
         else:
-            fake = FakeMessagesApi(structured=telegram_answer if telegram else scripted_answer).start()
+            fake = FakeMessagesApi(
+                structured=telegram_answer if telegram else scripted_answer,
+                default_scenario="script",
+                tool_script=DEMO_LOOKS,
+            ).start()
             extra_env = {
                 "ANTHROPIC_BASE_URL": fake.url,
                 "ANTHROPIC_API_KEY": "demo-not-a-real-key",

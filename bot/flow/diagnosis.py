@@ -16,9 +16,11 @@ from bot.diagnose import diagnose
 from bot.errors import DiagnosisError, HealbotError, RunnerError
 from bot.evidence import collect_evidence
 from bot.faults import Step
-from bot.flow import gates
+from bot.flow import gates, sessions
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
-from bot.models import Candidate, Fix, Incident, IncidentState, Proposal, RunStats
+from bot.mcp_server import looked_at
+from bot.mcp_server.scope import ToolScope, scope_for
+from bot.models import Candidate, Diagnosis, Evidence, Fix, Incident, IncidentState, Proposal, RunStats
 from bot.recent import most_frequent_error
 from bot.store import Observation
 
@@ -49,7 +51,14 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
             past_outcomes=past,
             redact=flow.scrub,
         )
-        result = await diagnose(flow.runner, evidence, str(cfg.repo), incident_id=incident_id)
+        tools = scope_for(
+            cfg,
+            incident,
+            manager_logs=await asyncio.to_thread(_manager_logs, runtime),
+            config_path=flow.config.path,
+            db_path=flow.config.db_path,
+        )
+        result = await _diagnose_in_session(flow, incident, evidence, tools)
     except (RunnerError, DiagnosisError, HealbotError) as exc:
         message = f"diagnosis failed: {flow.scrub(str(exc))}"
         stats = exc.stats if isinstance(exc, RunnerError | DiagnosisError) else None
@@ -94,6 +103,8 @@ async def run_diagnosis(flow: Flow, incident_id: int, actor: str) -> Proposal | 
         )
         return None
     summary = result.summary
+    if result.stats.tool_calls:
+        summary += "\nlooked at: " + looked_at.summary(result.stats.tool_calls)
     if problems:
         summary += "\n(dropped: " + "; ".join(problems) + ")"
     proposal = _store_proposal(flow, incident_id, evidence.head, candidates, summary)
@@ -158,6 +169,41 @@ def _ranked(candidates: list[Candidate]) -> list[Candidate]:
         dataclasses.replace(c, fix=dataclasses.replace(c.fix, rank=rank))
         for rank, c in enumerate(candidates, start=1)
     ]
+
+
+async def _diagnose_in_session(
+    flow: Flow, incident: Incident, evidence: Evidence, tools: ToolScope
+) -> Diagnosis:
+    """Diagnose in the service's Claude session when it is recent enough (bot/flow/sessions.py); a
+    session the runner no longer knows is forgotten and the diagnosis starts cold."""
+    service, cfg = incident.service, flow.runtime(incident.service).cfg
+    now = flow.clock.now()
+    resume = sessions.to_resume(flow.store, service, runner=flow.runner.name, cfg=flow.config.claude, now=now)
+
+    async def run(session: str | None) -> Diagnosis:
+        return await diagnose(
+            flow.runner, evidence, str(cfg.repo), incident_id=incident.id, tools=tools, resume_session=session
+        )
+
+    try:
+        result = await run(resume)
+    except RunnerError as exc:
+        if resume is None or "conversation" not in str(exc).lower():
+            raise
+        log.info("the Claude session of %s is gone (%s); starting a new one", service, exc)
+        sessions.reset(flow.store, service, actor=sessions.ACTOR, now=now)
+        resume = None
+        result = await run(None)
+    sessions.note(flow.store, service, result.stats, resumed=resume, now=flow.clock.now())
+    return result
+
+
+def _manager_logs(runtime: ServiceRuntime) -> list[str]:
+    try:
+        return list(runtime.manager.log_paths())
+    except HealbotError as exc:
+        log.warning("log files of %s for the diagnosis tools: %s", runtime.cfg.name, exc)
+        return []
 
 
 def _not_reverted_before(flow: Flow, incident: Incident, fixes: tuple[Fix, ...]) -> tuple[Fix, ...]:

@@ -29,7 +29,7 @@ import signal
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot import die_with_parent as lifeline
@@ -38,18 +38,21 @@ from bot.errors import (
     HealbotError,
     RunnerCancelled,
     RunnerError,
+    RunnerLimitReached,
     RunnerNotFound,
     RunnerOutputError,
     RunnerTimeout,
 )
-from bot.models import RunRequest, RunResult
+from bot.mcp_server import launch as mcp_launch
+from bot.models import RunRequest, RunResult, RunStats
 from bot.runner.children import ChildRegistry, ClaudeBusy
 from bot.runner.env import PER_TOKEN_BILLING, build_env, scrubbed_request
-from bot.runner.stream import StreamState, finish
+from bot.runner.stream import StreamState, attach_stats, finish, tool_cap_problem
 
 log = logging.getLogger(__name__)
 
 READ_ONLY_TOOLS = "Read,Grep,Glob"
+BUILTIN_TOOLS = "builtin"
 NO_MCP_SERVERS = json.dumps({"mcpServers": {}})
 LINE_LIMIT = 32 * 1024 * 1024  # one stream-json line (an assistant message) can be large
 STDERR_CAP = 16 * 1024
@@ -101,15 +104,32 @@ class ClaudeCliRunner:
             self.cfg, base_env=self._base_env, extra_env=self._extra_env, config_dir=self._config_dir
         )
 
-    def build_argv(self, binary: str, request: RunRequest, *, session_id: str | None = None) -> list[str]:
-        """The argv. Tools are limited to reading, and `dontAsk` denies whatever is not allowed without
+    def build_argv(
+        self,
+        binary: str,
+        request: RunRequest,
+        *,
+        session_id: str | None = None,
+        mcp_config: Path | None = None,
+    ) -> list[str]:
+        """The argv. With `mcp_config` (healbot's tools, the default) claude has no built-in tool at all
+        and may call only `mcp__healbot__*`; with `[claude] tools = "builtin"` it reads the repo with its
+        own Read/Grep/Glob; with neither it has no tool. `dontAsk` denies whatever is not allowed without
         asking; Read is deliberately not in `--allowedTools`, because a bare `Read` rule allows reading
         any file on the host, while `dontAsk` confines reads to the working directory. `session_id` names
         a new session (not used with `resume_session`)."""
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
-        argv += ["--tools", READ_ONLY_TOOLS, "--permission-mode", "dontAsk"]
+        servers = NO_MCP_SERVERS
+        if self.cfg.tools == BUILTIN_TOOLS:
+            argv += ["--tools", READ_ONLY_TOOLS]
+        elif mcp_config is not None:
+            argv += ["--tools", "", "--allowedTools", mcp_launch.ALLOWED_TOOLS]
+            servers = str(mcp_config)
+        else:
+            argv += ["--tools", ""]
+        argv += ["--permission-mode", "dontAsk"]
         argv += ["--max-turns", str(self.cfg.max_turns), "--max-budget-usd", str(self.cfg.max_budget_usd)]
-        argv += ["--setting-sources", "", "--strict-mcp-config", "--mcp-config", NO_MCP_SERVERS]
+        argv += ["--setting-sources", "", "--strict-mcp-config", "--mcp-config", servers]
         if request.schema:
             argv += ["--json-schema", request.schema]
         if request.resume_session:
@@ -124,6 +144,23 @@ class ClaudeCliRunner:
         if request.system_prompt:
             argv += ["--append-system-prompt", request.system_prompt]
         return argv
+
+    @property
+    def tools_mode(self) -> str:
+        """ "builtin" (claude's Read/Grep/Glob) or "healbot" (the MCP tools, when a request has a scope)."""
+        return BUILTIN_TOOLS if self.cfg.tools == BUILTIN_TOOLS else "healbot"
+
+    def tools_in_force(self) -> str:
+        """For `healbot doctor`: which tools a diagnosis looks through."""
+        if self.cfg.tools == BUILTIN_TOOLS:
+            return (
+                'claude\'s built-in Read/Grep/Glob inside the repo ([claude] tools = "builtin"): files reach '
+                "the model unredacted"
+            )
+        return (
+            f"healbot's read-only MCP tools (healbot mcp), at most {self.cfg.max_tool_calls} calls and "
+            f"{self.cfg.max_tool_bytes} bytes per diagnosis; every answer redacted"
+        )
 
     def resolve_binary(self) -> str | None:
         binary = self.cfg.binary
@@ -183,9 +220,25 @@ class ClaudeCliRunner:
         return tuple(run.process.pid for run in self._active)
 
     async def _run(self, binary: str, request: RunRequest) -> RunResult:
+        launch = None
+        if request.tools is not None and self.cfg.tools != BUILTIN_TOOLS:
+            scope = replace(
+                request.tools, max_calls=self.cfg.max_tool_calls, max_bytes=self.cfg.max_tool_bytes
+            )
+            launch = await asyncio.to_thread(mcp_launch.prepare, scope, self._base_env)
+        try:
+            return await self._run_claude(binary, request, launch)
+        finally:
+            if launch is not None:
+                launch.cleanup()
+
+    async def _run_claude(
+        self, binary: str, request: RunRequest, launch: mcp_launch.Launch | None
+    ) -> RunResult:
         started = time.monotonic()
         session_id = request.resume_session or str(uuid.uuid4())
-        argv = self.build_argv(binary, request, session_id=session_id)
+        mcp_config = launch.mcp_config if launch is not None else None
+        argv = self.build_argv(binary, request, session_id=session_id, mcp_config=mcp_config)
         env = self.build_env()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -280,11 +333,28 @@ class ClaudeCliRunner:
             if not line:
                 break
             state.feed(line)
+            self._check_tool_caps(state, started)
         wall_left = max(deadline - time.monotonic(), 0.1)
         try:
             return await asyncio.wait_for(process.wait(), min(wall_left, idle_s))
         except TimeoutError:
             raise RunnerTimeout("claude closed its output but did not exit") from None
+
+    def _check_tool_caps(self, state: StreamState, started: float) -> None:
+        """A diagnosis that looks at more than its caps is ended, with a note saying which cap."""
+        tools = state.tools
+        problem = tool_cap_problem(
+            tools, max_calls=self.cfg.max_tool_calls, max_bytes=self.cfg.max_tool_bytes
+        )
+        if problem is None:
+            return
+        stats = RunStats(
+            self.name,
+            time.monotonic() - started,
+            session_id=state.session_id,
+            tool_calls=tools.counts(),
+        )
+        raise attach_stats(RunnerLimitReached(problem), stats)
 
 
 async def _feed_stdin(process: asyncio.subprocess.Process, prompt: str) -> None:

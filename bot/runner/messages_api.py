@@ -1,8 +1,10 @@
 """The Messages-API runner: the official `anthropic` SDK against any base URL and key (Anthropic, a gateway,
-a company proxy), with the same caps as the CLI runner and no tools at all.
+a company proxy), with the same caps as the CLI runner and the same tools: a request with a tool scope
+gets healbot's read-only MCP tools (bot/runner/api_tools.py) through the API's tool use, and its turns
+run until the model answers (max_turns, max_tool_calls, max_tool_bytes, max_budget_usd bound them).
 
-The evidence is already in the prompt (bot/evidence.py puts code context and commits there), so the model
-only answers. A schema-bound answer is obtained by offering exactly one tool whose input schema is the
+The evidence is also in the prompt (bot/evidence.py puts code context and commits there), so without
+tools the model only answers. A schema-bound answer is obtained by offering exactly one tool whose input schema is the
 answer schema and forcing the model to call it; the tool is never executed, its input *is* the answer.
 
 Caps: `max_tokens` per answer, `claude.max_budget_usd` (estimated from the reported usage and a price
@@ -40,9 +42,11 @@ from bot.errors import (
     RunnerTimeout,
 )
 from bot.models import RunRequest, RunResult, RunStats
+from bot.redact import redact_env_values
+from bot.runner.api_tools import ApiTools
 from bot.runner.env import scrubbed_request
 from bot.runner.schema_check import schema_problem
-from bot.runner.stream import attach_stats, cap
+from bot.runner.stream import ToolLedger, attach_stats, cap, tool_cap_problem
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -113,6 +117,7 @@ def estimate_prompt_tokens(text: str) -> int:
 class _Block:
     type: str  # "text" or "tool_use"; other kinds are kept but say nothing
     name: str = ""
+    id: str = ""
     parts: list[str] = field(default_factory=list)
 
     def joined(self) -> str:
@@ -138,7 +143,7 @@ class _Answer:
             self.output_tokens = event.message.usage.output_tokens
         elif event.type == "content_block_start":
             block = event.content_block
-            self.blocks.append(_Block(block.type, getattr(block, "name", "")))
+            self.blocks.append(_Block(block.type, getattr(block, "name", ""), getattr(block, "id", "")))
         elif event.type == "content_block_delta" and 0 <= event.index < len(self.blocks):
             delta = event.delta
             piece = delta.text if delta.type == "text_delta" else getattr(delta, "partial_json", "")
@@ -152,6 +157,26 @@ class _Answer:
     def text(self) -> str:
         return "".join(block.joined() for block in self.blocks if block.type == "text")
 
+    def content(self) -> list[dict[str, Any]]:
+        """The answer as the assistant turn of the next request (text and tool_use blocks)."""
+        blocks: list[dict[str, Any]] = []
+        for block in self.blocks:
+            if block.type == "text" and block.joined():
+                blocks.append({"type": "text", "text": block.joined()})
+            elif block.type == "tool_use":
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": block.id,
+                        "name": block.name,
+                        "input": _json_object(block.joined()),
+                    }
+                )
+        return blocks
+
+    def tool_calls(self) -> list[_Block]:
+        return [block for block in self.blocks if block.type == "tool_use" and block.name != ANSWER_TOOL]
+
     def tool_input(self, name: str) -> object:
         """The parsed input of the last call of tool `name`, None when there is none (ValueError: not JSON)."""
         found: object = None
@@ -159,6 +184,14 @@ class _Answer:
             if block.type == "tool_use" and block.name == name:
                 found = json.loads(block.joined() or "{}")
         return found
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class _Transient(Exception):
@@ -261,9 +294,22 @@ class MessagesApiRunner:
             if task is not None:
                 self._active.add(task)
             started = time.monotonic()
+            ledger = ToolLedger()
+            turns = 1
             try:
                 async with asyncio.timeout(self.cfg.timeout_s):
-                    message, attempts = await self._with_retries(client, request, system, messages)
+                    if request.tools is None or self.cfg.tools == "builtin":
+                        message, attempts = await self._with_retries(client, request, system, messages)
+                    else:
+                        async with ApiTools(
+                            request.tools,
+                            max_calls=self.cfg.max_tool_calls,
+                            max_bytes=self.cfg.max_tool_bytes,
+                            environ=self._environ,
+                        ) as tools:
+                            message, attempts, turns = await self._converse(
+                                client, request, system, messages, tools, ledger, started
+                            )
             except TimeoutError:
                 raise RunnerTimeout(
                     f"the Messages API ran longer than the wall-clock limit of {self.cfg.timeout_s:g}s"
@@ -278,7 +324,8 @@ class MessagesApiRunner:
             finally:
                 if task is not None:
                     self._active.discard(task)
-        return self._result(request, messages, message, attempts, time.monotonic() - started)
+        duration = time.monotonic() - started
+        return self._result(request, messages, message, attempts, duration, turns=turns, ledger=ledger)
 
     async def cancel_all(self) -> int:
         """Stop every run in progress; each raises RunnerCancelled. Returns how many were stopped."""
@@ -300,8 +347,80 @@ class MessagesApiRunner:
             history = list(previous)
         return "", [*history, {"role": "user", "content": request.prompt}]
 
+    @property
+    def tools_mode(self) -> str:
+        """ "healbot" (the MCP tools, when a request has a scope) or "none" (`tools = "builtin"`: this
+        runner has no built-in tools)."""
+        return "none" if self.cfg.tools == "builtin" else "healbot"
+
+    async def _converse(
+        self,
+        client: AsyncAnthropic,
+        request: RunRequest,
+        system: str,
+        messages: list[dict[str, Any]],
+        tools: ApiTools,
+        ledger: ToolLedger,
+        started: float,
+    ) -> tuple[_Answer, int, int]:
+        """Turns until the model gives the answer: each turn's calls of healbot's tools are answered by
+        the server and sent back as tool results. Tokens are summed over the turns."""
+        conversation = list(messages)
+        attempts = input_tokens = output_tokens = 0
+        for turn in range(1, self.cfg.max_turns + 1):
+            params = self._request_params(request, system, conversation, extra_tools=tools.offered)
+            answer, tried = await self._retrying(client, params)
+            attempts += tried
+            input_tokens += answer.input_tokens
+            output_tokens += answer.output_tokens
+            answer.input_tokens, answer.output_tokens = input_tokens, output_tokens
+            calls = answer.tool_calls()
+            answered = any(b.type == "tool_use" and b.name == ANSWER_TOOL for b in answer.blocks)
+            if not calls or answered or answer.stop_reason != "tool_use":
+                return answer, attempts, turn
+            if estimate_cost(self.model, input_tokens, output_tokens) > self.cfg.max_budget_usd:
+                return answer, attempts, turn  # _result reports the budget
+            results = []
+            for block in calls:
+                arguments = _json_object(block.joined())
+                ledger.called({"id": block.id, "name": block.name, "input": arguments})
+                self._check_caps(ledger, started, turn)
+                if tools.owns(block.name):
+                    text, is_error = await tools.call(block.name, arguments)
+                    text = redact_env_values(text, self._environ).text  # the server cannot know these
+                else:
+                    text, is_error = f"no such tool: {block.name}", True
+                ledger.answered({"tool_use_id": block.id, "content": text, "is_error": is_error})
+                results.append(
+                    {"type": "tool_result", "tool_use_id": block.id, "content": text, "is_error": is_error}
+                )
+            self._check_caps(ledger, started, turn)
+            conversation += [
+                {"role": "assistant", "content": answer.content()},
+                {"role": "user", "content": results},
+            ]
+        stats = RunStats(
+            self.name, time.monotonic() - started, turns=self.cfg.max_turns, tool_calls=ledger.counts()
+        )
+        raise attach_stats(
+            RunnerLimitReached(f"the model did not answer within max_turns ({self.cfg.max_turns})"), stats
+        )
+
+    def _check_caps(self, ledger: ToolLedger, started: float, turn: int) -> None:
+        problem = tool_cap_problem(
+            ledger, max_calls=self.cfg.max_tool_calls, max_bytes=self.cfg.max_tool_bytes
+        )
+        if problem is not None:
+            stats = RunStats(self.name, time.monotonic() - started, turns=turn, tool_calls=ledger.counts())
+            raise attach_stats(RunnerLimitReached(problem), stats)
+
     def _request_params(
-        self, request: RunRequest, system: str, messages: list[dict[str, Any]]
+        self,
+        request: RunRequest,
+        system: str,
+        messages: list[dict[str, Any]],
+        *,
+        extra_tools: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": messages}
         if system:
@@ -319,12 +438,17 @@ class MessagesApiRunner:
                 }
             ]
             params["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+        if extra_tools:
+            params["tools"] = [*params.get("tools", []), *extra_tools]
+            params["tool_choice"] = {"type": "any"}  # look through the tools, or answer
         return params
 
     async def _with_retries(
         self, client: AsyncAnthropic, request: RunRequest, system: str, messages: list[dict[str, Any]]
     ) -> tuple[_Answer, int]:
-        params = self._request_params(request, system, messages)
+        return await self._retrying(client, self._request_params(request, system, messages))
+
+    async def _retrying(self, client: AsyncAnthropic, params: dict[str, Any]) -> tuple[_Answer, int]:
         attempt = 0
         while True:
             try:
@@ -390,11 +514,19 @@ class MessagesApiRunner:
         message: _Answer,
         attempts: int,
         duration_s: float,
+        *,
+        turns: int = 1,
+        ledger: ToolLedger | None = None,
     ) -> RunResult:
         cost = estimate_cost(self.model, message.input_tokens, message.output_tokens)
         session_id = request.resume_session or f"api-{uuid.uuid4().hex[:16]}"
         stats = RunStats(
-            runner=self.name, duration_s=duration_s, cost_usd=cost, turns=1, session_id=session_id
+            runner=self.name,
+            duration_s=duration_s,
+            cost_usd=cost,
+            turns=turns,
+            session_id=session_id,
+            tool_calls=ledger.counts() if ledger is not None else (),
         )
         log.info(
             "Messages API answered in %.2fs after %d attempt(s): %d in / %d out tokens, about $%.4f",

@@ -10,6 +10,7 @@ so success is exit 0 AND `is_error` false; limits end with `subtype` `error_max_
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,8 +22,10 @@ from bot.errors import (
     RunnerOverloaded,
     RunnerTimeout,
 )
+from bot.mcp_server.looked_at import tool_name
 from bot.models import RunResult, RunStats
 
+log = logging.getLogger(__name__)
 MESSAGE_CAP = 500  # characters of the CLI's own words quoted in an error message
 SCHEMA_REJECTION = "Output does not match required schema"
 
@@ -33,6 +36,55 @@ _OVERLOAD_STATUS = frozenset({429, 529})
 _OVERLOAD_TYPES = frozenset({"overloaded_error", "rate_limit_error"})
 _OVERLOAD_WORDS = ("overloaded", "rate limit")
 _LIMIT_SUBTYPES = frozenset({"error_max_turns", "error_max_budget_usd"})
+
+
+NOT_COUNTED = frozenset({"StructuredOutput"})  # the answer itself, not a look at anything
+
+
+@dataclass(slots=True)
+class ToolLedger:
+    """The tool calls of one run, as claude reported them: name, arguments, the answer's size."""
+
+    calls: int = 0
+    bytes: int = 0
+    by_tool: dict[str, int] = field(default_factory=dict)  # in order of first use
+    _pending: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # id → (n, name, args)
+
+    def called(self, block: dict[str, Any]) -> None:
+        name = tool_name(str(block.get("name")))
+        if name in NOT_COUNTED:
+            return
+        self.calls += 1
+        self.by_tool[name] = self.by_tool.get(name, 0) + 1
+        args = json.dumps(block.get("input"), ensure_ascii=False)[:300]
+        self._pending[str(block.get("id"))] = (self.calls, name, args)
+
+    def answered(self, block: dict[str, Any]) -> None:
+        pending = self._pending.pop(str(block.get("tool_use_id")), None)
+        if pending is None:
+            return
+        content = block.get("content")
+        if isinstance(content, list):
+            content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        size = len(str(content or "").encode("utf-8"))
+        self.bytes += size
+        number, name, args = pending
+        error = " (error)" if block.get("is_error") else ""
+        log.info("tool call %d: %s %s → %d bytes%s", number, name, args, size, error)
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return tuple(self.by_tool.items())
+
+
+def tool_cap_problem(tools: ToolLedger, *, max_calls: int, max_bytes: int) -> str | None:
+    """Why a run that looked this much must end now, or None (both runners end it the same way)."""
+    if tools.calls > max_calls:
+        why = f"{tools.calls} tool calls, over the cap of {max_calls} ([claude] max_tool_calls)"
+    elif tools.bytes > max_bytes:
+        why = f"{tools.bytes} bytes of tool answers, over the cap of {max_bytes} ([claude] max_tool_bytes)"
+    else:
+        return None
+    return f"the diagnosis was ended after {why}"
 
 
 def cap(text: str, limit: int = MESSAGE_CAP) -> str:
@@ -52,6 +104,7 @@ class StreamState:
     last_schema_rejection: str | None = None
     first_garbage: str = ""
     event_types: set[str] = field(default_factory=set)
+    tools: ToolLedger = field(default_factory=ToolLedger)
 
     def feed(self, raw: bytes | str) -> None:
         line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -77,6 +130,11 @@ class StreamState:
             self.api_retries += 1
         elif kind == "user":
             self._note_schema_rejection(event)
+            for block in _blocks(event, "tool_result"):
+                self.tools.answered(block)
+        elif kind == "assistant":
+            for block in _blocks(event, "tool_use"):
+                self.tools.called(block)
 
     def _note_schema_rejection(self, event: dict[str, Any]) -> None:
         message = event.get("message")
@@ -88,6 +146,14 @@ class StreamState:
                 text = block.get("content")
                 if isinstance(text, str) and SCHEMA_REJECTION in text:
                     self.last_schema_rejection = text
+
+
+def _blocks(event: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    message = event.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == kind]
 
 
 def finish(
@@ -109,6 +175,7 @@ def finish(
         cost_usd=_number(result.get("total_cost_usd")),
         turns=_integer(result.get("num_turns")),
         session_id=_text(result.get("session_id")) or state.session_id,
+        tool_calls=state.tools.counts(),
     )
     said = _said(result)
     if result.get("is_error") is not False or returncode != 0:

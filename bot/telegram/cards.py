@@ -52,6 +52,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("pause", "kill switch: nothing proposed or applied: /pause [duration]"),
     ("resume", "lift the pause"),
     ("mute", "stop diagnosing a fingerprint: /mute <fingerprint> [duration]"),
+    ("newsession", "the service's next diagnosis starts a fresh Claude session: /newsession <service>"),
     ("help", "what healbot can do here"),
 )
 

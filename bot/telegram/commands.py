@@ -34,7 +34,7 @@ REVERT_USAGE = "/revert <change id> (see /history)"
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
-ADDRESSED_ONLY = frozenset({"diagnose", "revert", "pause", "resume", "mute"})
+ADDRESSED_ONLY = frozenset({"diagnose", "revert", "pause", "resume", "mute", "newsession"})
 
 
 def is_addressed(update: Update) -> bool:
@@ -72,6 +72,7 @@ class Commands:
             "pause": self.pause,
             "resume": self.resume,
             "mute": self.mute,
+            "newsession": self.newsession,
             "help": self.help,
             "start": self.help,
         }
@@ -158,6 +159,14 @@ class Commands:
         duration = operations.parse_optional_duration(args[1:], operations.MUTE_USAGE)
         until = operations.mute(self.channel.pipeline, args[0], _who(update), duration)
         await self.channel.reply(update, cards.plain(f"muted {args[0]} {cards.until_text(until)}"))
+
+    async def newsession(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        args = _args(context)
+        if len(args) != 1:
+            raise UsageError(f"usage: {operations.NEWSESSION_USAGE}")
+        had = operations.new_session(self.channel.pipeline, args[0], _who(update))
+        said = "its Claude session is forgotten" if had else "it had no Claude session"
+        await self.channel.reply(update, cards.plain(f"{args[0]}: {said}; its next diagnosis starts fresh"))
 
     async def diagnose(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         args = _args(context)
