@@ -49,6 +49,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fakes.systemd_env import remove_cgroups
 from tests.helpers import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -251,7 +252,7 @@ class DockerEnv:
         self.stop_daemon()
         self._kill_leftover_shims()
         self._unmount_leftovers()
-        _remove_cgroups(self.cgroups)
+        remove_cgroups(self.cgroups)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _prepare(self) -> None:
@@ -326,19 +327,6 @@ def _cgroup_mounts() -> list[str]:
         if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
             mounts.append(fields[4])
     return mounts
-
-
-def _remove_cgroups(roots: tuple[Path, ...]) -> None:
-    """rmdir our cgroup parent in each hierarchy (the containers' cgroups inside it first)."""
-    deadline = time.monotonic() + 10
-    while True:
-        left = [dirpath for root in roots if root.is_dir() for dirpath, _, _ in os.walk(root)]
-        for path in sorted(left, key=len, reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # EBUSY while a killed task is still leaving
-        if not left or time.monotonic() > deadline:
-            return
-        time.sleep(0.05)
 
 
 _started: list[DockerEnv] = []

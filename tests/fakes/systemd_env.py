@@ -230,7 +230,7 @@ class SystemdEnv:
             except subprocess.TimeoutExpired:
                 self.process.kill()  # the unshare parent, which we started too
                 self.process.wait(timeout=5)
-        _remove_cgroups(self.cgroups)
+        remove_cgroups(self.cgroups)
         shutil.rmtree(self.base, ignore_errors=True)
 
     @classmethod
@@ -330,8 +330,8 @@ def _cgroup_hierarchies() -> list[tuple[str, str, str]]:
     return found
 
 
-def _remove_cgroups(roots: tuple[Path, ...]) -> None:
-    """rmdir our cgroups (systemd's slices inside them first), once the killed tasks have left."""
+def remove_cgroups(roots: tuple[Path, ...]) -> None:
+    """rmdir our cgroups (systemd's or docker's own inside them first), once the killed tasks have left."""
     deadline = time.monotonic() + 10
     while True:
         left = [dirpath for root in roots if root.is_dir() for dirpath, _, _ in os.walk(root)]
