@@ -21,13 +21,14 @@ A level word below ERROR (INFO, WARN, …) makes a single line a non-error, what
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import fastscan
 from bot.clusters import (
@@ -39,7 +40,9 @@ from bot.clusters import (
     TemplateClusters,
 )
 from bot.errors import StoreError
-from bot.masking import ERROR_SEVERITY, mask, strip_header
+from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
+from bot.header_infer import learn as learn_header
+from bot.masking import ERROR_SEVERITY, Header, mask, strip_after_level, strip_header
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
@@ -58,6 +61,7 @@ KEY_FRAMES = 3  # innermost frames that make the key
 KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context in the diagnosis)
 TEMPLATE_LIMIT = 300
 SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
+HEADER_SOURCES = 1000  # sources whose header is learned; more use per-line stripping only
 SAVE_RETRY_S = 30.0  # after a failed save of template clusters, the next try waits this long
 CHURN_SAVE_S = 10.0  # while full sets evict clusters, their changes are saved at most this often
 
@@ -92,8 +96,9 @@ def fingerprint(record: LogRecord) -> Fingerprint:
     return _fingerprint(record)[0]
 
 
-def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
-    """The record's own fingerprint, and whether its template is a plain message that may be clustered."""
+def _fingerprint(record: LogRecord, header_model: HeaderModel | None = None) -> tuple[Fingerprint, bool]:
+    """The record's own fingerprint, and whether its template is a plain message that may be clustered.
+    `header_model`: the header learned for the record's file (bot.header_infer), if any."""
     lines = [strip_line_prefix(line) for line in record.text.split("\n")]
     trace = _python_trace(lines) or _java_trace(lines)
     if trace is not None and (trace.exception_type or trace.frames):
@@ -105,13 +110,26 @@ def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
         route = _ROUTE_ID.sub("<id>", access.group("route").split("?", 1)[0])
         template = f"HTTP {status} {access.group('method')} {route}"
         return _plain(record.service, template, is_error=status >= 500), False
-    header = strip_header(first)
+    header = _header(first, header_model)
     template = _cap(mask(redacted(header.message)))  # redacted first: a title must hold no secret
     if header.severity is not None:
         is_error = header.severity >= ERROR_SEVERITY
     else:
         is_error = bool(_UNLEVELLED_ERROR.search(header.message))
     return _plain(record.service, template, is_error=is_error), True
+
+
+def _header(line: str, model: HeaderModel | None) -> Header:
+    """The line's level (always from the line itself) and message: the shorter of what per-line stripping
+    leaves and what is left after the header `model` learned for its file (when the line fits it)."""
+    header = strip_header(line)
+    if model is None or not model.length:
+        return header
+    cut = model.cut(strip_line_prefix(line))
+    if cut is None:
+        return header
+    message = strip_after_level(cut) if model.ends_with_level else strip_header(cut).message
+    return Header(header.level, message) if len(message) < len(header.message) else header
 
 
 class ClusterStore(Protocol):
@@ -172,9 +190,17 @@ class Grouper:
         persistence: ClusterStore | None = None,
         now: Callable[[], float] = time.time,
         max_clusters: int = DEFAULT_MAX_CLUSTERS,
+        header: HeaderModel | None = None,
+        header_share: float = DEFAULT_SHARE,
+        header_gap: int = DEFAULT_MAX_GAP,
     ) -> None:
         self.similarity = similarity
         self.max_clusters = max_clusters
+        self.header_share = header_share
+        self.header_gap = header_gap
+        self._header = header  # one model for every record (a scan of one file)
+        self._headers: dict[str, HeaderModel] = {}  # per source, once learned
+        self._header_samples: dict[str, list[str]] = {}  # first lines of sources still learning
         self._persistence = persistence
         self._now = now
         self._clusters: dict[tuple[str, bool], TemplateClusters] = {}
@@ -184,8 +210,54 @@ class Grouper:
         self._flush_at = 0.0  # when the `last_seen` times of matched clusters are written next
         self._evictions_saved = 0
 
+    @classmethod
+    def for_file(cls, path: Path, **options: Any) -> Grouper:
+        """A grouper for one scan of `path`: every record is cut by the header learned from its head."""
+        share = options.get("header_share", DEFAULT_SHARE)
+        gap = options.get("header_gap", DEFAULT_MAX_GAP)
+        return cls(header=learn_header(head_lines(path), share=share, max_gap=gap), **options)
+
+    def header_model(self, source: str) -> HeaderModel | None:
+        """The header learned for `source`: from the head of its file for `file:` sources (read once it
+        has SAMPLE_LINES lines), else from the first lines of its first SAMPLE_LINES records. None while
+        it is still learning: those records are cut by per-line stripping only."""
+        if self._header is not None:
+            return self._header
+        model = self._headers.get(source)
+        if model is not None:
+            return model
+        if len(self._headers) >= HEADER_SOURCES:
+            return None
+        if source.startswith("file:"):
+            sample = self._header_samples.setdefault(source, [])
+            sample.append("")  # counts the records seen; the head is read again each time they double
+            if len(sample) & (len(sample) - 1):
+                return None
+            head = head_lines(Path(source[5:]))
+            if len(head) < SAMPLE_LINES:
+                return None
+        else:
+            return None
+        del self._header_samples[source]
+        model = self._headers[source] = learn_header(head, share=self.header_share, max_gap=self.header_gap)
+        return model
+
+    def _learn_online(self, source: str, first_line: str) -> None:
+        if source.startswith("file:") or source in self._headers or self._header is not None:
+            return
+        if len(self._headers) >= HEADER_SOURCES:
+            return
+        sample = self._header_samples.setdefault(source, [])
+        sample.append(first_line)
+        if len(sample) >= SAMPLE_LINES:
+            del self._header_samples[source]
+            self._headers[source] = learn_header(sample, share=self.header_share, max_gap=self.header_gap)
+
     def fingerprint(self, record: LogRecord) -> Fingerprint:
-        fp, clusterable = _fingerprint(record)
+        model = self.header_model(record.source)
+        if model is None:
+            self._learn_online(record.source, strip_line_prefix(record.text.split("\n", 1)[0]))
+        fp, clusterable = _fingerprint(record, model)
         if not clusterable:
             return fp
         group = (fp.service, fp.is_error)
@@ -377,25 +449,45 @@ class ScanResult:
     complete: bool = True  # False for `scan_errors`: only error records were assembled and counted
 
 
-def scan_lines(lines: Iterable[str], service: str = "scan", *, errors_only: bool = True) -> ScanResult:
-    """Group `lines` exactly as the daemon would; line numbers count from 1."""
+def scan_lines(
+    lines: Iterable[str], service: str = "scan", *, errors_only: bool = True, grouper: Grouper | None = None
+) -> ScanResult:
+    """Group `lines` exactly as the daemon would; line numbers count from 1. Without a `grouper`, the
+    header is learned from the first lines."""
+    texts = iter(lines)
+    head = [
+        clean_line(t.rstrip("\r\n").encode("utf-8", errors="replace"))
+        for t in itertools.islice(texts, SAMPLE_LINES)
+    ]
+    if grouper is None:
+        grouper = Grouper(header=learn_header(strip_line_prefix(t) for t in head))
     log_lines = (
-        LogLine(
-            text=clean_line(text.rstrip("\r\n").encode("utf-8", errors="replace")), source="scan", line_no=n
+        LogLine(text=text, source="scan", line_no=n)
+        for n, text in enumerate(
+            itertools.chain(
+                head, (clean_line(t.rstrip("\r\n").encode("utf-8", errors="replace")) for t in texts)
+            ),
+            start=1,
         )
-        for n, text in enumerate(lines, start=1)
     )
-    return _scan(log_lines, service, errors_only=errors_only)
+    return _scan(log_lines, service, grouper, errors_only=errors_only)
 
 
 def scan_file(
-    path: Path, service: str = "scan", *, errors_only: bool = True, max_line_bytes: int = 8192
+    path: Path,
+    service: str = "scan",
+    *,
+    errors_only: bool = True,
+    max_line_bytes: int = 8192,
+    grouper: Grouper | None = None,
 ) -> ScanResult:
-    """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read."""
+    """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read.
+    Without a `grouper`, the header is learned from the head of the file (`Grouper.for_file`)."""
     from bot.sources.file import FileSource  # not on `healbot scan`'s fast path
 
     source = FileSource(service, Path(path), max_line_bytes=max_line_bytes)
-    return _scan(source.iter_lines(), service, errors_only=errors_only)
+    lines = source.iter_lines()
+    return _scan(lines, service, grouper or Grouper.for_file(Path(path)), errors_only=errors_only)
 
 
 def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192) -> ScanResult:
@@ -405,12 +497,13 @@ def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192
     of what `fingerprint` calls an error); only a window around each hit goes through record assembly.
     `line_groups` holds the lines of error records only, and `records` counts error records.
     """
-    return fastscan.scan_errors(Path(path), service, Grouper(), max_line_bytes=max_line_bytes)
+    return fastscan.scan_errors(
+        Path(path), service, Grouper.for_file(Path(path)), max_line_bytes=max_line_bytes
+    )
 
 
-def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanResult:
+def _scan(lines: Iterator[LogLine], service: str, grouper: Grouper, *, errors_only: bool) -> ScanResult:
     assembler = RecordAssembler(service, "scan")
-    grouper = Grouper()
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
     line_groups: list[tuple[int, str]] = []

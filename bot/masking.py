@@ -4,8 +4,9 @@ Header stripping needs no per-file configuration. A line's level is the first le
 …) among its first tokens when only header-looking text (with a digit in it: a timestamp, a pid) or
 nothing comes before it; the header is everything up to the level, plus what usually follows a level
 (`[thread]` groups, ` - `, a dotted logger name or `name[pid]:`). Without a level word, leading
-timestamps in common formats, syslog's `Mon dd hh:mm:ss host prog[pid]:`, bracketed stamps and
-`|field|field|` runs are stripped. Per-line process manager prefixes (PM2) go first.
+timestamps in common formats, syslog's `Mon dd hh:mm:ss host prog[pid]:` and bracketed stamps are
+stripped. Per-line process manager prefixes (PM2) go first. Headers of other shapes are learned per file
+from its first lines (bot.header_infer), not written here.
 
 Masks (after Sentry's parameterisation) replace, in one left-to-right pass: HTTP request lines (the
 route is kept with its ids masked), URLs, e-mail addresses, host names
@@ -64,11 +65,8 @@ _LEADING = re.compile(
     r"^(?:\s+|[-|](?=\s)|(?:" + _TIMESTAMP + r"):?"
     r"|" + _SYSLOG_STAMP + r"(?: \S+ [^\s:\[]+(?:\[\d+\])?:(?=\s|$))?"
     r"|\[[^\]\d]{0,40}\d[^\]]{0,40}\]:?"
-    r"|\|(?:[^|]{1,60}\|){1,3}"
     r"|[\w$.-]+\[\d+\]:(?=\s|$))"
 )
-
-_NAME_DASH = re.compile(r"^[\w$.()-]+(?: [*#]\d+)? - (?=\S)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +88,13 @@ def strip_header(line: str) -> Header:
             before.split()
         ) <= _LEVEL_MAX_TOKEN:
             return Header(match.group("level"), _strip_repeated(_AFTER_LEVEL, text[match.end() :]))
-    message = _strip_repeated(_LEADING, text)
-    if message != text.strip():
-        named = _NAME_DASH.match(message)  # "[stamp] program - message" (Proxifier, many Windows tools)
-        if named is not None:
-            message = message[named.end() :]
-    return Header(None, message)
+    return Header(None, _strip_repeated(_LEADING, text))
+
+
+def strip_after_level(text: str) -> str:
+    """`text`, which followed a level word, without what usually comes between a level and the message:
+    `[thread]` groups, ` - `, a dotted logger name or `name[pid]:`."""
+    return _strip_repeated(_AFTER_LEVEL, text)
 
 
 def _strip_repeated(pattern: re.Pattern[str], text: str, limit: int = 12) -> str:

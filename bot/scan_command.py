@@ -49,4 +49,6 @@ def _scan_errors(path: Path, service: str) -> ScanResult:
     except BaseException:
         hits.close()
         raise
-    return fastscan.scan_errors(path, service, Grouper(), max_line_bytes=MAX_LINE_BYTES, hits=hits)
+    return fastscan.scan_errors(
+        path, service, Grouper.for_file(path), max_line_bytes=MAX_LINE_BYTES, hits=hits
+    )
