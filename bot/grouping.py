@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 from bot import fastscan
 from bot.clusters import (
+    DEFAULT_DEPTH,
     DEFAULT_MAX_CLUSTERS,
+    DEFAULT_MERGE_AFTER,
     DEFAULT_SIMILARITY,
     TOUCH_INTERVAL_S,
     Cluster,
@@ -61,6 +63,7 @@ KEY_FRAMES = 3  # innermost frames that make the key
 KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context in the diagnosis)
 TEMPLATE_LIMIT = 300
 SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
+MAX_ALIASES = 100_000  # merged keys remembered for `canonical_key`; then forgotten, oldest first
 HEADER_SOURCES = 1000  # sources whose header is learned; more use per-line stripping only
 SAVE_RETRY_S = 30.0  # after a failed save of template clusters, the next try waits this long
 CHURN_SAVE_S = 10.0  # while full sets evict clusters, their changes are saved at most this often
@@ -193,8 +196,13 @@ class Grouper:
         header: HeaderModel | None = None,
         header_share: float = DEFAULT_SHARE,
         header_gap: int = DEFAULT_MAX_GAP,
+        depth: int = DEFAULT_DEPTH,
+        merge_after: int = DEFAULT_MERGE_AFTER,
     ) -> None:
         self.similarity = similarity
+        self.depth = depth
+        self.merge_after = merge_after
+        self._aliases: dict[str, str] = {}  # key of a merged cluster → key of the cluster it went into
         self.max_clusters = max_clusters
         self.header_share = header_share
         self.header_gap = header_gap
@@ -216,6 +224,10 @@ class Grouper:
         share = options.get("header_share", DEFAULT_SHARE)
         gap = options.get("header_gap", DEFAULT_MAX_GAP)
         return cls(header=learn_header(head_lines(path), share=share, max_gap=gap), **options)
+
+    @property
+    def has_merges(self) -> bool:
+        return bool(self._aliases)
 
     def header_model(self, source: str) -> HeaderModel | None:
         """The header learned for `source`: from the head of its file for `file:` sources (read once it
@@ -274,13 +286,35 @@ class Grouper:
                     self.save_pending(now)
                 else:
                     self._held = True
+        merges = clusters.take_merged()
+        if merges:
+            self._note_merges(fp.service, merges)
         if cluster.key == fp.template and cluster.size == 1:
             return fp
         return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
 
+    def _note_merges(self, service: str, merges: list[tuple[str, str]]) -> None:
+        for merged, into in merges:
+            if len(self._aliases) >= MAX_ALIASES:
+                del self._aliases[next(iter(self._aliases))]
+            self._aliases[_hash(service, "line", merged)] = _hash(service, "line", into)
+
+    def canonical_key(self, key: str) -> str:
+        """The key that `key` stands for now: clusters merged on evidence answer with the key of the
+        cluster they went into (a scan regroups its earlier lines by it; see `merge_groups`)."""
+        seen = 0
+        while key in self._aliases and seen < 64:
+            key = self._aliases[key]
+            seen += 1
+        return key
+
     def _open(self, service: str, is_error: bool) -> TemplateClusters:
         clusters = TemplateClusters(
-            self.similarity, max_clusters=self.max_clusters, track_changes=self._persistence is not None
+            self.similarity,
+            max_clusters=self.max_clusters,
+            track_changes=self._persistence is not None,
+            depth=self.depth,
+            merge_after=self.merge_after,
         )
         if self._persistence is None:
             return clusters
@@ -502,6 +536,24 @@ def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192
     )
 
 
+def merge_groups(result: ScanResult, grouper: Grouper) -> ScanResult:
+    """`result` with the groups of clusters that were merged later in the scan counted as one, under the
+    key they merged into (`Grouper.canonical_key`)."""
+    if not grouper.has_merges:
+        return result
+    merged: dict[str, ScanGroup] = {}
+    for group in sorted(result.groups, key=lambda g: g.first_line):
+        key = grouper.canonical_key(group.key)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = replace(group, key=key)
+        else:
+            merged[key] = replace(known, count=known.count + group.count)
+    groups = sorted(merged.values(), key=lambda g: (-g.count, g.first_line))
+    line_groups = [(n, grouper.canonical_key(k)) for n, k in result.line_groups]
+    return replace(result, groups=tuple(groups), line_groups=line_groups)
+
+
 def _scan(lines: Iterator[LogLine], service: str, grouper: Grouper, *, errors_only: bool) -> ScanResult:
     assembler = RecordAssembler(service, "scan")
     counts: dict[str, int] = {}
@@ -537,13 +589,14 @@ def _scan(lines: Iterator[LogLine], service: str, grouper: Grouper, *, errors_on
     ]
     groups.sort(key=lambda g: (-g.count, g.first_line))
     line_groups.sort()
-    return ScanResult(
+    result = ScanResult(
         groups=tuple(groups),
         line_groups=line_groups,
         lines=totals["lines"],
         records=totals["records"],
         error_records=totals["errors"],
     )
+    return merge_groups(result, grouper)
 
 
 def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110, raw: bool = False) -> str:
@@ -582,6 +635,7 @@ __all__ = [
     "ScanResult",
     "fingerprint",
     "format_scan",
+    "merge_groups",
     "scan_errors",
     "scan_file",
     "scan_lines",

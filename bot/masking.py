@@ -10,7 +10,7 @@ from its first lines (bot.header_infer), not written here.
 
 Masks (after Sentry's parameterisation) replace, in one left-to-right pass: HTTP request lines (the
 route is kept with its ids masked), URLs, e-mail addresses, host names
-(with a common top-level domain, or three or more labels ending in a two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
+(with a generic top-level domain, or three or more labels ending in any two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
 file paths of two or more segments, quoted values (not JSON keys), hex (0x…, or 8+ hex digits with a
 letter and a digit), durations, sizes and any other number, also inside words (`blk_<num>`).
 """
@@ -117,8 +117,8 @@ _MASK = re.compile(
     r"|(?P<url>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+)"
     r"|(?P<datetime>\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
-    r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|co|uk|de|fr|jp|cn|hk|ru|info|biz|local|lan"
-    r"|internal)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
+    r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
+    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     r"|(?P<ip>" + _IPV4 + "|" + _IPV6 + r")"
