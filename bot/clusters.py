@@ -35,7 +35,7 @@ WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
 DEFAULT_MAX_CACHE = 100_000
-DEFAULT_DEPTH = 1  # leading constant tokens that index a cluster (Drain's tree depth less the length level)
+DEFAULT_DEPTH = 2  # leading constant tokens of a template whose buckets are searched for its cluster
 DEFAULT_MERGE_AFTER = 6  # clusters that differ in one word only, and only there, before they are merged
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
@@ -54,6 +54,16 @@ _PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
 @functools.lru_cache(maxsize=65536)
 def _is_plain(token: str) -> bool:
     return _PLAIN_WORD.match(token) is not None
+
+
+@functools.lru_cache(maxsize=65536)
+def _letters(token: str) -> str:
+    return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
+
+
+def _is_json_key(token: str) -> bool:
+    """`"latency":`, `{"id":`: the name of a field of a payload, structure like punctuation."""
+    return token.endswith('":')
 
 
 _WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
@@ -105,7 +115,9 @@ class Cluster:
         return " ".join(self.tokens)
 
     def similarity(self, tokens: tuple[str, ...], floor: float = 0.0) -> float:
-        """Share of equal tokens among the positions not yet known to vary (two variables are skipped).
+        """Share of equal words among the positions not yet known to vary. Positions where both hold the
+        same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
+        little about which event a line is, so a long run of them must not outweigh the word that differs.
 
         Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
         otherwise (`user=root` / `user=guest`, `SOCKS<*>` / `HTTPS`) the shapes differ: another event.
@@ -114,14 +126,19 @@ class Cluster:
         same = compared = 0
         count = len(tokens)
         for i, (mine, theirs) in enumerate(zip(self.tokens, tokens, strict=True)):
-            if i in self.learned or (mine == theirs == WILDCARD):
+            if i in self.learned:
                 continue
-            compared += 1
             if mine == theirs:
-                same += 1
+                if _letters(mine) and not _is_json_key(mine):
+                    same += 1
+                    compared += 1
                 continue
-            if not (_is_plain(mine) and _is_plain(theirs)) and not (WILDCARD in mine and WILDCARD in theirs):
+            if WILDCARD in mine and WILDCARD in theirs:
+                if _letters(mine) == _letters(theirs):
+                    continue  # two values written alike (`<*>`, `<<*>`): no word differs
+            elif not (_is_plain(mine) and _is_plain(theirs)):
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
+            compared += 1
             rest = count - i - 1
             if (same + rest) / (compared + rest) < floor:
                 return 0.0  # even if every other position were equal
@@ -251,7 +268,7 @@ class TemplateClusters:
 
     def _bucket_keys(self, tokens: Sequence[str]) -> list[tuple[int, int, str]]:
         """The buckets a template of `tokens` may find its cluster in: its first `depth` constant tokens
-        with their positions (one `<*>` bucket when it has none)."""
+        with their positions (one `<*>` bucket when it has none). A cluster is placed in the first."""
         keys: list[tuple[int, int, str]] = []
         for i, token in enumerate(tokens):
             if WILDCARD not in token:

@@ -44,7 +44,7 @@ from bot.clusters import (
 from bot.errors import StoreError
 from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
 from bot.header_infer import learn as learn_header
-from bot.masking import ERROR_SEVERITY, Header, mask, strip_after_level, strip_header
+from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
@@ -55,6 +55,7 @@ from bot.records import (
     strip_line_prefix,
 )
 from bot.redact import redacted
+from bot.structured import structured
 from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,13 @@ def _fingerprint(record: LogRecord, header_model: HeaderModel | None = None) -> 
 
 
 def _header(line: str, model: HeaderModel | None) -> Header:
-    """The line's level (always from the line itself) and message: the shorter of what per-line stripping
-    leaves and what is left after the header `model` learned for its file (when the line fits it)."""
+    """The line's level (always from the line itself) and message: the message field of a structured line
+    (JSON, logfmt), else the shorter of what per-line stripping leaves and what is left after the header
+    `model` learned for its file (when the line fits it)."""
+    fields = structured(strip_line_prefix(line))
+    if fields is not None:
+        level = fields.level.upper() if fields.level is not None else None
+        return Header(level if level in LEVELS else None, fields.message)
     header = strip_header(line)
     if model is None or not model.length:
         return header
