@@ -104,7 +104,8 @@ class HeaderModel:
             if not _fits(found[at][0], expected):
                 return None
             at += 1
-        return line[found[at - 1][1] :].lstrip(" \t|")
+        message = line[found[at - 1][1] :].lstrip(" \t|")
+        return message or None
 
 
 def _fits(field: str, expected: str) -> bool:
@@ -131,8 +132,10 @@ def learn(
     if sample < MIN_SAMPLE:
         return NO_HEADER
     anchors: list[str | None] = []
-    for values in columns:
-        anchors.append(_anchor(values, sample, share))
+    for i, values in enumerate(columns):
+        followed = len(columns[i + 1]) if i + 1 < MAX_COLUMNS else 0
+        # a header is followed by a message: the last field of most lines is message, whatever its shape
+        anchors.append(_anchor(values, sample, share) if followed >= share * sample else None)
     end = -1
     gap = 0
     for i, anchor in enumerate(anchors):
