@@ -93,13 +93,15 @@ class HeaderModel:
             if at >= len(found):
                 return None
             if expected is None:
-                following = next((s for s in self.shapes[i + 1 :] if s is not None), None)
-                at += 1
-                if following is not None:
+                anchor = next((j for j in range(i + 1, len(self.shapes)) if self.shapes[j] is not None), None)
+                taken = 0
+                if anchor is not None:
                     for extra in range(MAX_SLACK + 1):
-                        if at + extra < len(found) and _fits(found[at + extra][0], following):
-                            at += extra
+                        at_anchor = at + (anchor - i) + extra
+                        if at_anchor < len(found) and _fits(found[at_anchor][0], self.shapes[anchor] or ""):
+                            taken = extra
                             break
+                at += 1 + taken
                 continue
             if not _fits(found[at][0], expected):
                 return None

@@ -66,6 +66,21 @@ def test_a_value_that_fills_the_head_is_not_taken_for_header(tmp_path: Path) -> 
     )
 
 
+def test_columns_that_do_not_anchor_keep_their_place_before_an_anchor(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    lines = [
+        f"api.log.1 2026-12-03 10:00:{i % 60:02d}.{rng.randrange(1000):03d} {rng.randrange(99999)} INFO "
+        f"api.server [req-{rng.randrange(16**8):08x} {rng.randrange(16**6):06x} - -] "
+        + rng.choice((f"GET /v2/{i} returned 200", "VM started", f"took {i} ms"))
+        for i in range(300)
+    ]
+    model = learn(head_lines(_write(tmp_path, lines)))
+    assert (
+        model.cut("api.log.1 2026-12-03 11:00:00.5 7 INFO api.server [req-1f a - -] VM started")
+        == "VM started"
+    )
+
+
 def test_too_few_lines_learn_no_header(tmp_path: Path) -> None:
     assert learn(head_lines(_write(tmp_path, ["2026-12-03 10:00:00 INFO up"] * 5))).length == 0
 
