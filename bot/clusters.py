@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -204,7 +205,9 @@ class TemplateClusters:
     depth: int = DEFAULT_DEPTH
     merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
     max_bucket: int = DEFAULT_MAX_BUCKET
-    _by_length: dict[int, dict[str, Cluster]] = field(default_factory=dict)  # least recently matched first
+    # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
+    # first entries walks over their holes
+    _by_length: dict[int, OrderedDict[str, Cluster]] = field(default_factory=dict)
     _buckets: dict[tuple[int, int, str], dict[str, Cluster]] = field(default_factory=dict)
     _bucket_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     _skeletons: dict[tuple[str, ...], dict[str, Cluster]] = field(default_factory=dict)
@@ -259,7 +262,7 @@ class TemplateClusters:
         cluster.last_seen = now
         order = self._by_length.get(len(cluster.tokens))
         if order is not None and cluster.key in order:
-            order[cluster.key] = order.pop(cluster.key)  # to the most recent end
+            order.move_to_end(cluster.key)
         if self.track_changes and now - cluster.saved_seen >= TOUCH_INTERVAL_S:
             self._touched[cluster.key] = cluster
         return cluster
@@ -362,7 +365,7 @@ class TemplateClusters:
 
     def _add(self, cluster: Cluster) -> None:
         """Place a new cluster, evicting the least recently matched one of its token count when full."""
-        order = self._by_length.setdefault(len(cluster.tokens), {})
+        order = self._by_length.setdefault(len(cluster.tokens), OrderedDict())
         if len(order) >= self.max_clusters:
             victim = next(iter(order.values()))
             self._remove(victim)
@@ -446,7 +449,7 @@ class TemplateClusters:
         for cluster in reversed(kept):  # the least recently seen gets the oldest place in the LRU order
             self._matches += 1
             cluster.used = self._matches
-            self._by_length.setdefault(len(cluster.tokens), {})[cluster.key] = cluster
+            self._by_length.setdefault(len(cluster.tokens), OrderedDict())[cluster.key] = cluster
             self._place(cluster)
         return skipped
 
