@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.masking import LEVELS
@@ -71,6 +71,11 @@ class HeaderModel:
     """How many leading fields are header, and the shape each anchoring one must have (None: any)."""
 
     shapes: tuple[str | None, ...]
+    _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.shapes:
+            object.__setattr__(self, "_pattern", _compile(self.shapes))
 
     @property
     def length(self) -> int:
@@ -85,33 +90,34 @@ class HeaderModel:
 
         A column that does not anchor may take up to MAX_SLACK more fields on one line (`chrome.exe *64`
         where most lines have `chrome.exe`) when the next anchoring column fits only after them."""
-        if not self.shapes:
+        if self._pattern is None:
             return None
-        found = fields(line, len(self.shapes) + MAX_SLACK)
-        at = 0
-        for i, expected in enumerate(self.shapes):
-            if at >= len(found):
-                return None
-            if expected is None:
-                anchor = next((j for j in range(i + 1, len(self.shapes)) if self.shapes[j] is not None), None)
-                taken = 0
-                if anchor is not None:
-                    for extra in range(MAX_SLACK + 1):
-                        at_anchor = at + (anchor - i) + extra
-                        if at_anchor < len(found) and _fits(found[at_anchor][0], self.shapes[anchor] or ""):
-                            taken = extra
-                            break
-                at += 1 + taken
-                continue
-            if not _fits(found[at][0], expected):
-                return None
-            at += 1
-        message = line[found[at - 1][1] :].lstrip(" \t|")
-        return message or None
+        match = self._pattern.match(line)
+        if match is None:
+            return None
+        return line[match.end() :].lstrip(" \t|") or None
 
 
-def _fits(field: str, expected: str) -> bool:
-    return is_level(field) if expected == _LEVEL_SHAPE else shape(field) == expected
+_FIELD_RE = r"(?:\[(?:[^\[\]]|\[[^\[\]]*\])*\]|[^\s|\[]+(?:\[[^\]\s]*\][^\s|\[]*)*)"
+_END = r"(?=[\s|]|$)"
+_SHAPE_PART = {"a": "[A-Za-z]+", "d": r"\d+"}
+
+
+def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
+    """One regex for the header: each anchoring column by its shape, each other column any field (with
+    up to MAX_SLACK more, as few as the next anchor allows), blanks or `|` between them."""
+    parts: list[str] = []
+    for expected in shapes:
+        if expected is None:
+            parts.append(_FIELD_RE + rf"(?:[\s|]+{_FIELD_RE}){{0,{MAX_SLACK}}}?" + _END)
+        elif expected == _LEVEL_SHAPE:
+            words = "|".join(sorted(_LEVEL_WORDS, key=len, reverse=True))
+            parts.append(rf"[\[\]<>():,]*(?i:{words})[\[\]<>():,]*" + _END)
+        elif expected == "[d]":
+            parts.append(r"\[(?=[^\]]*\d)(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
+        else:
+            parts.append("".join(_SHAPE_PART.get(c, re.escape(c)) for c in expected) + _END)
+    return re.compile(r"[\s|]*" + r"[\s|]+".join(parts))
 
 
 _LEVEL_SHAPE = "<level>"
@@ -129,8 +135,8 @@ def learn(
         if not line.strip() or line[:1].isspace():
             continue  # blank lines and indented continuations say nothing about the header
         sample += 1
-        for i, (field, _end) in enumerate(fields(line)):
-            columns[i].append(field)
+        for i, (value, _end) in enumerate(fields(line)):
+            columns[i].append(value)
     if sample < MIN_SAMPLE:
         return NO_HEADER
     anchors: list[str | None] = []
