@@ -44,7 +44,7 @@ from bot.clusters import (
 from bot.errors import StoreError
 from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
 from bot.header_infer import learn as learn_header
-from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header
+from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header, strip_leading
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
@@ -124,21 +124,24 @@ def _fingerprint(record: LogRecord, header_model: HeaderModel | None = None) -> 
 
 
 def _header(line: str, model: HeaderModel | None) -> Header:
-    """The line's level (always from the line itself) and message: the message field of a structured line
-    (JSON, logfmt), else the shorter of what per-line stripping leaves and what is left after the header
-    `model` learned for its file (when the line fits it)."""
-    fields = structured(strip_line_prefix(line))
+    """The line's level and message: from the fields of a structured line (JSON, logfmt); from the header
+    `model` learned for its file when the line fits it and it has a level column; else the shorter of what
+    per-line stripping leaves and what is left after the model's header."""
+    text = strip_line_prefix(line)
+    fields = structured(text)
     if fields is not None:
         level = fields.level.upper() if fields.level is not None else None
         return Header(level if level in LEVELS else None, fields.message)
+    split = model.split(text) if model is not None and model.length else None
+    if split is not None and model is not None and model.ends_with_level:
+        cut, level = split
+        return Header(level if level in LEVELS else None, strip_after_level(cut))
     header = strip_header(line)
-    if model is None or not model.length:
+    if split is None:
         return header
-    cut = model.cut(strip_line_prefix(line))
-    if cut is None:
-        return header
-    message = strip_after_level(cut) if model.ends_with_level else strip_header(cut).message
-    return Header(header.level, message) if len(message) < len(header.message) else header
+    message = strip_leading(split[0])
+    level = split[1] if split[1] in LEVELS else header.level
+    return Header(level, message) if len(message) < len(header.message) else Header(level, header.message)
 
 
 class ClusterStore(Protocol):

@@ -40,7 +40,9 @@ _SEPARATOR = re.compile(r"[\s|]*")
 _SHAPE = re.compile(r"[A-Za-z]+|\d+")
 _PUNCTUATION = re.compile(r"^[^\w\s]+$")
 # Level words as they appear in headers: any case, bracketed, single letters (Android, glog: `E`, `W`).
-_LEVEL_WORDS = frozenset(LEVELS) | {"V", "D", "I", "W", "E", "F", "VERBOSE", "ERRO", "WARNING", "INFORMATION"}
+_LEVEL_LETTERS = {"V": "TRACE", "D": "DEBUG", "I": "INFO", "W": "WARN", "E": "ERROR", "F": "FATAL"}
+_LEVEL_SPELLINGS = {"VERBOSE": "TRACE", "ERRO": "ERROR", "INFORMATION": "INFO", **_LEVEL_LETTERS}
+_LEVEL_WORDS = frozenset(LEVELS) | frozenset(_LEVEL_SPELLINGS)
 
 
 def fields(line: str, limit: int = MAX_COLUMNS) -> list[tuple[str, int]]:
@@ -90,12 +92,22 @@ class HeaderModel:
 
         A column that does not anchor may take up to MAX_SLACK more fields on one line (`chrome.exe *64`
         where most lines have `chrome.exe`) when the next anchoring column fits only after them."""
+        found = self.split(line)
+        return found[0] if found is not None else None
+
+    def split(self, line: str) -> tuple[str, str | None] | None:
+        """`cut(line)` and the level word of its level column, upper-cased without brackets (None when the
+        header has no level column); None when the line does not fit."""
         if self._pattern is None:
             return None
         match = self._pattern.match(line)
         if match is None:
             return None
-        return line[match.end() :].lstrip(" \t|") or None
+        message = line[match.end() :].lstrip(" \t|")
+        if not message:
+            return None
+        level = match.group("level") if "level" in self._pattern.groupindex else None
+        return message, (_LEVEL_SPELLINGS.get(level.upper(), level.upper()) if level else None)
 
 
 _FIELD_RE = r"(?:\[(?:[^\[\]]|\[[^\[\]]*\])*\]|[^\s|\[]+(?:\[[^\]\s]*\][^\s|\[]*)*)"
@@ -107,12 +119,15 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
     """One regex for the header: each anchoring column by its shape, each other column any field (with
     up to MAX_SLACK more, as few as the next anchor allows), blanks or `|` between them."""
     parts: list[str] = []
+    named = False
     for expected in shapes:
         if expected is None:
             parts.append(_FIELD_RE + rf"(?:[\s|]+{_FIELD_RE}){{0,{MAX_SLACK}}}?" + _END)
         elif expected == _LEVEL_SHAPE:
             words = "|".join(sorted(_LEVEL_WORDS, key=len, reverse=True))
-            parts.append(rf"[\[\]<>():,]*(?i:{words})[\[\]<>():,]*" + _END)
+            word = rf"(?P<level>{words})" if not named else rf"(?:{words})"
+            named = True
+            parts.append(rf"[\[\]<>():,]*(?i:{word})[\[\]<>():,]*" + _END)
         elif expected == "[d]":
             parts.append(r"\[(?=[^\]]*\d)(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
         else:

@@ -91,6 +91,12 @@ def strip_header(line: str) -> Header:
     return Header(None, _strip_repeated(_LEADING, text))
 
 
+def strip_leading(text: str) -> str:
+    """`text` without leading stamps, bracketed stamps and `name[pid]:` (what a header without a level
+    word is stripped of)."""
+    return _strip_repeated(_LEADING, text)
+
+
 def strip_after_level(text: str) -> str:
     """`text`, which followed a level word, without what usually comes between a level and the message:
     `[thread]` groups, ` - `, a dotted logger name or `name[pid]:`."""

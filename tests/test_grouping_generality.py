@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.clusters import Cluster, TemplateClusters
-from bot.grouping import Grouper, scan_lines
+from bot.grouping import Grouper, scan_file, scan_lines
 from bot.header_infer import head_lines, learn
 from bot.models import LogRecord
 from bot.structured import structured
@@ -174,3 +174,14 @@ def test_matching_among_thousands_of_clusters_looks_at_a_few(monkeypatch: pytest
         if len(line) >= 5:
             assert clusters.assign(" ".join(line)) is made[i]
     assert compared <= 300 * 3  # one bucket or two per template, not the 5000 clusters
+
+
+def test_the_learned_level_column_says_which_lines_are_errors(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    lines = [
+        f"12-03 10:00:{i % 60:02d}.{rng.randrange(1000):03d} {rng.randrange(100, 9999):5d} {rng.randrange(100, 9999):5d} "
+        + rng.choice(("I Wifi: scan done", "D Audio: route changed", "E Camera: open failed"))
+        for i in range(300)
+    ]
+    result = scan_file(_write(tmp_path, lines))  # errors only: one letter, as logcat writes it
+    assert [g.template for g in result.groups] == ["Camera: open failed"]
