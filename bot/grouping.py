@@ -3,13 +3,16 @@
 Key of a stack trace: service + innermost exception type + the innermost three frames as
 `file basename:function`, never line numbers, so a fix that shifts lines keeps the key and one fault
 logged with different ids or messages stays one incident. Key of any other record: service + its masked
-template (header stripped, tokens masked, see bot.masking).
+template (header stripped, tokens masked, see bot.masking; the header of a file is learned from its first
+lines, bot.header_infer; a JSON or logfmt line is grouped by its message field, bot.structured).
 
 What counts as an error:
 - a stack trace (Python or Java), except a Python traceback whose final exception is a bare
   `KeyboardInterrupt` or `SystemExit`: that is a process being stopped, not a fault. PM2 stops and
   restarts Python apps with SIGINT, so each `pm2 restart` writes such a traceback to the error log;
-- a line whose level word is ERROR or worse (ERR, SEVERE, CRITICAL, CRIT, FATAL, ALERT, EMERG, PANIC);
+- a line whose level word is ERROR or worse (ERR, SEVERE, CRITICAL, CRIT, FATAL, ALERT, EMERG, PANIC); the
+  level is the one in its file's learned level column (also `E`, `[error]`), or the level field of a JSON
+  or logfmt line, when there is one;
 - an access-log line with an HTTP 5xx status (the service failed a request; some services answer 500
   without logging anything else). Its template is `HTTP <status> <method> <route>`, ids in the route
   masked, so each failing endpoint is its own group;

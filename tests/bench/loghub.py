@@ -302,7 +302,7 @@ def run_loso(sets: list[LoghubSet], shipped: dict[str, float]) -> list[Loso]:
     same = all(abs(replayed[name] - ga) < 1e-9 for name, ga in shipped.items())
     print(f"  (replay of the shipped defaults gives the scan's figures: {'yes' if same else 'NO'})")
     print(
-        f"  {'knob':26} {'default':>7}  {'grid':22} {'shipped':>7} {'tuned-8':>7} {'LOSO':>6} {'spread':>6}"
+        f"  {'knob':32} {'default':>7}  {'grid':22} {'shipped':>7} {'tuned-8':>7} {'LOSO':>6} {'spread':>6}"
     )
     results: list[Loso] = []
     for names in [(name,) for name in KNOBS] + [JOINT]:
@@ -313,7 +313,7 @@ def run_loso(sets: list[LoghubSet], shipped: dict[str, float]) -> list[Loso]:
         default = _show(_default(names))
         flag = "  OVERFITTED" if result.spread > 0.05 else ""
         print(
-            f"  {label:26} {default:>7}  {grid:22} {result.shipped:7.3f} {result.tuned:7.3f} "
+            f"  {label:32} {default:>7}  {grid:22} {result.shipped:7.3f} {result.tuned:7.3f} "
             f"{result.loso:6.3f} {result.spread:6.3f}{flag}"
         )
     joint = results[-1]
