@@ -48,6 +48,7 @@ _VARIABLE_PART = re.compile(
 )
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
+_STRUCTURED = re.compile(r"[=\[\]{}]")
 _GAP = "\x00"  # the position a skeleton leaves out
 _PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
 
@@ -193,7 +194,7 @@ class TemplateClusters:
     `max_bucket` of them, so its cost does not grow with the number of clusters.
 
     Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
-    (each a constant there, not yet a variable), that position is a variable of one event (`user alice`,
+    (each a constant there without `=` or brackets, not yet a variable), that position is a variable of one event (`user alice`,
     `user bob`, `user carol`), whatever the similarity says; they become one cluster, the largest, whose
     key the others' keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
     """
@@ -324,8 +325,8 @@ class TemplateClusters:
             return
         skeletons = []
         for i, token in enumerate(cluster.tokens):
-            if WILDCARD in token:
-                continue
+            if WILDCARD in token or _STRUCTURED.search(token):
+                continue  # `user=root`, `[REDACTED:key]`: a key or a bracketed kind names what it holds
             skeleton = (*cluster.tokens[:i], _GAP, *cluster.tokens[i + 1 :])
             self._skeletons.setdefault(skeleton, {})[cluster.key] = cluster
             skeletons.append(skeleton)

@@ -185,3 +185,9 @@ def test_the_learned_level_column_says_which_lines_are_errors(tmp_path: Path) ->
     ]
     result = scan_file(_write(tmp_path, lines))  # errors only: one letter, as logcat writes it
     assert [g.template for g in result.groups] == ["Camera: open failed"]
+
+
+def test_evidence_never_merges_keyed_or_bracketed_values() -> None:
+    clusters = TemplateClusters(merge_after=3)
+    kinds = ("[REDACTED:aws_key]", "[REDACTED:github_pat]", "[REDACTED:password]", "user=root", "user=bob")
+    assert len({clusters.assign(f"upstream failed with {kind}").key for kind in kinds}) == len(kinds)
