@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
 DEFAULT_MAX_CACHE = 100_000
+DEFAULT_DEPTH = 2  # leading constant tokens of a template whose buckets are searched for its cluster
+DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there, before they are merged
+DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
+MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 MAX_TOKENS = 120  # longer templates are only matched exactly
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
@@ -43,6 +48,8 @@ _VARIABLE_PART = re.compile(
 )
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
+_STRUCTURED = re.compile(r"[=\[\]{}]")
+_GAP = "\x00"  # the position a skeleton leaves out
 _PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
 
 
@@ -51,16 +58,33 @@ def _is_plain(token: str) -> bool:
     return _PLAIN_WORD.match(token) is not None
 
 
+@functools.lru_cache(maxsize=65536)
+def _letters(token: str) -> str:
+    return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
+
+
+def _is_json_key(token: str) -> bool:
+    """`"latency":`, `{"id":`: the name of a field of a payload, structure like punctuation."""
+    return token.endswith('":')
+
+
 _WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
-# "1.2 MB (1258291 bytes)": a value in brackets right after a value restates it.
-_RESTATED = re.compile(r"(<(?:size|num)>) \(<(?:size|num)>\)")
+_ONLY_VARIABLE = re.compile(r"^[(\[{]?<\*>[)\]},;]?$")
 
 
 def tokens_of(template: str) -> tuple[str, ...]:
-    """The template's tokens; variable parts (digits, placeholders) inside a token become `<*>`."""
-    text = _VARIABLE_PART.sub(WILDCARD, _RESTATED.sub(r"\1", template))
-    text = _EMPTY_VALUE.sub(WILDCARD, text)
-    return tuple(_WILDCARD_RUN.sub(WILDCARD, t) for t in text.split())
+    """The template's tokens; variable parts (digits, placeholders) inside a token become `<*>`, and a run
+    of tokens that are only a variable (`<*> (<*>)`, `<*> <*>`) is one variable: a value written in one
+    or in several words (`512 bytes`, `1.2 MB (1258291 bytes)`) stays one position."""
+    text = _EMPTY_VALUE.sub(WILDCARD, _VARIABLE_PART.sub(WILDCARD, template))
+    tokens: list[str] = []
+    for raw in text.split():
+        token = _WILDCARD_RUN.sub(WILDCARD, raw)
+        if tokens and _ONLY_VARIABLE.match(token) and _ONLY_VARIABLE.match(tokens[-1]):
+            tokens[-1] = WILDCARD
+            continue
+        tokens.append(token)
+    return tuple(tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +109,7 @@ class Cluster:
     saved_seen: float = field(default=0.0, compare=False)  # `last_seen` as last saved
     used: int = field(default=0, compare=False)  # the set's match counter at the last match (LRU order)
     evicted: bool = field(default=False, compare=False)
+    merged_into: Cluster | None = field(default=None, compare=False, repr=False)
     stored: bool = field(default=False, compare=False)  # saved once, so an eviction must delete it
 
     @property
@@ -92,7 +117,9 @@ class Cluster:
         return " ".join(self.tokens)
 
     def similarity(self, tokens: tuple[str, ...], floor: float = 0.0) -> float:
-        """Share of equal tokens among the positions not yet known to vary (two variables are skipped).
+        """Share of equal words among the positions not yet known to vary. Positions where both hold the
+        same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
+        little about which event a line is, so a long run of them must not outweigh the word that differs.
 
         Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
         otherwise (`user=root` / `user=guest`, `SOCKS<*>` / `HTTPS`) the shapes differ: another event.
@@ -101,14 +128,19 @@ class Cluster:
         same = compared = 0
         count = len(tokens)
         for i, (mine, theirs) in enumerate(zip(self.tokens, tokens, strict=True)):
-            if i in self.learned or (mine == theirs == WILDCARD):
+            if i in self.learned:
                 continue
-            compared += 1
             if mine == theirs:
-                same += 1
+                if _letters(mine) and not _is_json_key(mine):
+                    same += 1
+                    compared += 1
                 continue
-            if not (_is_plain(mine) and _is_plain(theirs)) and not (WILDCARD in mine and WILDCARD in theirs):
+            if WILDCARD in mine and WILDCARD in theirs:
+                if _letters(mine) == _letters(theirs):
+                    continue  # two values written alike (`<*>`, `<<*>`): no word differs
+            elif not (_is_plain(mine) and _is_plain(theirs)):
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
+            compared += 1
             rest = count - i - 1
             if (same + rest) / (compared + rest) < floor:
                 return 0.0  # even if every other position were equal
@@ -155,30 +187,57 @@ class Cluster:
 
 @dataclass(slots=True)
 class TemplateClusters:
-    """One set of clusters (e.g. per service and error class). Not thread-safe."""
+    """One set of clusters (e.g. per service and error class). Not thread-safe.
+
+    Matching one template looks only at the clusters that share its token count and one of its first
+    `depth` constant tokens at the same position (an index like Drain's prefix tree), at most
+    `max_bucket` of them, so its cost does not grow with the number of clusters.
+
+    Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
+    (each a constant there without `=` or brackets, not yet a variable), that position is a variable of one event (`user alice`,
+    `user bob`, `user carol`), whatever the similarity says; they become one cluster, the largest, whose
+    key the others' keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
+    """
 
     similarity: float = DEFAULT_SIMILARITY
     max_clusters: int = DEFAULT_MAX_CLUSTERS
     max_cache: int = DEFAULT_MAX_CACHE
     track_changes: bool = False  # remember changed and evicted clusters for `take_changed`/`take_forgotten`
-    _by_length: dict[int, list[Cluster]] = field(default_factory=dict)
+    depth: int = DEFAULT_DEPTH
+    merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
+    max_bucket: int = DEFAULT_MAX_BUCKET
+    # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
+    # first entries walks over their holes
+    _by_length: dict[int, OrderedDict[str, Cluster]] = field(default_factory=dict)
+    _buckets: dict[tuple[int, int, str], dict[str, Cluster]] = field(default_factory=dict)
+    _bucket_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    _skeletons: dict[tuple[str, ...], dict[str, Cluster]] = field(default_factory=dict)
+    _skeletons_of: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
     _cache: dict[str, Cluster] = field(default_factory=dict)
     _changed: dict[str, Cluster] = field(default_factory=dict)  # created or generalised
     _touched: dict[str, Cluster] = field(default_factory=dict)  # matched; the saved `last_seen` is old
     _forgotten: set[str] = field(default_factory=set)  # keys evicted since `take_forgotten`
+    _merged: list[tuple[str, str]] = field(default_factory=list)  # (merged key, surviving key)
     _matches: int = 0
     evictions: int = 0  # clusters evicted to make room, ever
+    merges: int = 0  # clusters merged into another, ever
 
     def __post_init__(self) -> None:
         if not 0.0 < self.similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], not {self.similarity}")
         if self.max_clusters < 1:
             raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
+        if self.depth < 1 or self.max_bucket < 1:
+            raise ValueError(f"depth and max_bucket must be positive, not {self.depth}, {self.max_bucket}")
+        if self.merge_after == 1 or self.merge_after < 0:
+            raise ValueError(f"merge_after must be 0 (off) or at least 2, not {self.merge_after}")
 
     def assign(self, template: str, now: float = 0.0) -> Cluster:
         """The cluster `template` belongs to, created when none is similar enough; `now` is noted as its
         `last_seen`."""
         cached = self._cache.get(template)
+        if cached is not None:
+            cached = _resolved(cached)
         if cached is not None and not cached.evicted:
             cached.size += 1
             return self._seen(cached, now)
@@ -189,8 +248,11 @@ class TemplateClusters:
             if not tokens or len(tokens) > MAX_TOKENS:
                 return cluster  # never clustered, cached or saved: its key is its template anyway
             self._add(cluster)
-        elif cluster.absorb(tokens) and self.track_changes:
-            self._changed[cluster.key] = cluster
+            cluster = self._merge_on_evidence(cluster)
+        elif cluster.absorb(tokens):
+            self._reindex(cluster)
+            if self.track_changes:
+                self._changed[cluster.key] = cluster
         if cached is not None or len(self._cache) < self.max_cache:
             self._cache[template] = cluster  # an evicted cluster's entry is replaced in place
         return self._seen(cluster, now)
@@ -199,19 +261,119 @@ class TemplateClusters:
         self._matches += 1
         cluster.used = self._matches
         cluster.last_seen = now
+        order = self._by_length.get(len(cluster.tokens))
+        if order is not None and cluster.key in order:
+            order.move_to_end(cluster.key)
         if self.track_changes and now - cluster.saved_seen >= TOUCH_INTERVAL_S:
             self._touched[cluster.key] = cluster
         return cluster
 
+    # --- the index -----------------------------------------------------------------------------------
+
+    def _bucket_keys(self, tokens: Sequence[str]) -> list[tuple[int, int, str]]:
+        """The buckets a template of `tokens` may find its cluster in: its first `depth` constant tokens
+        with their positions (one `<*>` bucket when it has none). A cluster is placed in the first."""
+        keys: list[tuple[int, int, str]] = []
+        for i, token in enumerate(tokens):
+            if WILDCARD not in token:
+                keys.append((len(tokens), i, token))
+                if len(keys) == self.depth:
+                    break
+        return keys or [(len(tokens), -1, WILDCARD)]
+
+    def _place(self, cluster: Cluster) -> None:
+        key = self._bucket_keys(cluster.tokens)[0]
+        bucket = self._buckets.setdefault(key, {})
+        if len(bucket) >= self.max_bucket:
+            victim = min(bucket.values(), key=lambda c: c.used)
+            self._remove(victim)
+            self._evict(victim)
+            bucket = self._buckets.setdefault(key, {})
+        bucket[cluster.key] = cluster
+        self._bucket_of[cluster.key] = key
+        self._index_skeletons(cluster)
+
+    def _unplace(self, cluster: Cluster) -> None:
+        key = self._bucket_of.pop(cluster.key, None)
+        if key is not None:
+            bucket = self._buckets[key]
+            bucket.pop(cluster.key, None)
+            if not bucket:
+                del self._buckets[key]
+        for skeleton in self._skeletons_of.pop(cluster.key, ()):
+            members = self._skeletons[skeleton]
+            members.pop(cluster.key, None)
+            if not members:
+                del self._skeletons[skeleton]
+
+    def _reindex(self, cluster: Cluster) -> None:
+        """Place `cluster` again after positions of it became variable."""
+        self._unplace(cluster)
+        bucket = self._buckets.setdefault(self._bucket_keys(cluster.tokens)[0], {})
+        bucket[cluster.key] = cluster  # a generalised cluster never makes a bucket evict
+        self._bucket_of[cluster.key] = self._bucket_keys(cluster.tokens)[0]
+        self._index_skeletons(cluster)
+
+    def _remove(self, cluster: Cluster) -> None:
+        self._unplace(cluster)
+        order = self._by_length.get(len(cluster.tokens))
+        if order is not None:
+            order.pop(cluster.key, None)
+
+    def _index_skeletons(self, cluster: Cluster) -> None:
+        if not self.merge_after or len(cluster.tokens) > MAX_MERGE_TOKENS:
+            return
+        skeletons = []
+        for i, token in enumerate(cluster.tokens):
+            if WILDCARD in token or _STRUCTURED.search(token):
+                continue  # `user=root`, `[REDACTED:key]`: a key or a bracketed kind names what it holds
+            skeleton = (*cluster.tokens[:i], _GAP, *cluster.tokens[i + 1 :])
+            self._skeletons.setdefault(skeleton, {})[cluster.key] = cluster
+            skeletons.append(skeleton)
+        self._skeletons_of[cluster.key] = skeletons
+
+    def _merge_on_evidence(self, cluster: Cluster) -> Cluster:
+        """Merge `cluster` with the clusters that agree with it at every position but one, once there are
+        `merge_after` of them; returns the cluster that holds it now."""
+        if not self.merge_after:
+            return cluster
+        for skeleton in list(self._skeletons_of.get(cluster.key, ())):
+            members = self._skeletons.get(skeleton)
+            if members is None or len(members) < self.merge_after:
+                continue
+            survivor = max(members.values(), key=lambda c: c.size)  # the first of the largest
+            others = [c for c in members.values() if c is not survivor]
+            at = skeleton.index(_GAP)
+            for other in others:
+                self._remove(other)
+                other.merged_into = survivor
+                survivor.size += other.size
+                survivor.last_seen = max(survivor.last_seen, other.last_seen)
+                self.merges += 1
+                self._merged.append((other.key, survivor.key))
+                if self.track_changes:
+                    self._changed.pop(other.key, None)
+                    self._touched.pop(other.key, None)
+                    if other.stored:
+                        self._forgotten.add(other.key)
+            survivor.tokens[at] = WILDCARD
+            survivor.learned.add(at)
+            self._reindex(survivor)
+            if self.track_changes:
+                self._changed[survivor.key] = survivor
+            return survivor
+        return cluster
+
     def _add(self, cluster: Cluster) -> None:
         """Place a new cluster, evicting the least recently matched one of its token count when full."""
-        candidates = self._by_length.setdefault(len(cluster.tokens), [])
-        if len(candidates) >= self.max_clusters:
-            victim = min(candidates, key=lambda c: c.used)
-            candidates.remove(victim)
+        order = self._by_length.setdefault(len(cluster.tokens), OrderedDict())
+        if len(order) >= self.max_clusters:
+            victim = next(iter(order.values()))
+            self._remove(victim)
             self._evict(victim)
             log.debug("evicted the template cluster %r (last seen %.0f)", victim.key[:80], victim.last_seen)
-        candidates.append(cluster)
+        order[cluster.key] = cluster
+        self._place(cluster)
         if self.track_changes:
             self._changed[cluster.key] = cluster
             self._forgotten.discard(cluster.key)
@@ -227,7 +389,8 @@ class TemplateClusters:
 
     @property
     def has_changes(self) -> bool:
-        """A cluster was created, generalised or evicted since the last `take_*` (matches do not count)."""
+        """A cluster was created, generalised, merged or evicted since the last `take_*` (matches do not
+        count)."""
         return bool(self._changed or self._forgotten)
 
     def take_changed(self) -> list[Cluster]:
@@ -239,16 +402,22 @@ class TemplateClusters:
         return list(changed.values())
 
     def take_forgotten(self) -> set[str]:
-        """The keys of the clusters evicted since the last call (only with `track_changes`)."""
+        """The keys of the clusters evicted or merged since the last call (only with `track_changes`)."""
         forgotten = set(self._forgotten)
         self._forgotten.clear()
         return forgotten
+
+    def take_merged(self) -> list[tuple[str, str]]:
+        """(merged key, the key it merged into) for every merge since the last call, in order."""
+        merged = list(self._merged)
+        self._merged.clear()
+        return merged
 
     def restore(self, saved: Iterable[SavedCluster]) -> int:
         """Bring saved clusters back within `max_clusters`, in their order; returns how many were skipped
         (malformed, a key already present, or over the bound), each logged. Over the bound, the most
         recently seen are kept, and the others are forgotten (`take_forgotten`) as if evicted."""
-        known = {c.key for clusters in self._by_length.values() for c in clusters}
+        known = {key for order in self._by_length.values() for key in order}
         skipped = 0
         parsed: list[Cluster] = []
         for item in saved:
@@ -264,7 +433,7 @@ class TemplateClusters:
                 continue
             known.add(cluster.key)
             parsed.append(cluster)
-        room = {n: self.max_clusters - len(clusters) for n, clusters in self._by_length.items()}
+        room = {n: self.max_clusters - len(order) for n, order in self._by_length.items()}
         kept: list[Cluster] = []
         for cluster in sorted(parsed, key=lambda c: c.last_seen, reverse=True):
             length = len(cluster.tokens)
@@ -281,9 +450,8 @@ class TemplateClusters:
         for cluster in reversed(kept):  # the least recently seen gets the oldest place in the LRU order
             self._matches += 1
             cluster.used = self._matches
-        for cluster in parsed:
-            if not cluster.evicted:
-                self._by_length.setdefault(len(cluster.tokens), []).append(cluster)
+            self._by_length.setdefault(len(cluster.tokens), OrderedDict())[cluster.key] = cluster
+            self._place(cluster)
         return skipped
 
     def _match(self, tokens: tuple[str, ...]) -> Cluster | None:
@@ -291,13 +459,20 @@ class TemplateClusters:
             return None
         best: Cluster | None = None
         best_score = -1.0
-        for cluster in self._by_length.get(len(tokens), ()):
-            score = cluster.similarity(tokens, max(self.similarity, best_score))
-            if score > best_score:
-                best, best_score = cluster, score
+        for key in self._bucket_keys(tokens):
+            for cluster in self._buckets.get(key, {}).values():
+                score = cluster.similarity(tokens, max(self.similarity, best_score))
+                if score > best_score:
+                    best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:
             return best
         return None
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._by_length.values())
+        return sum(len(order) for order in self._by_length.values())
+
+
+def _resolved(cluster: Cluster) -> Cluster:
+    while cluster.merged_into is not None:
+        cluster = cluster.merged_into
+    return cluster

@@ -3,13 +3,16 @@
 Key of a stack trace: service + innermost exception type + the innermost three frames as
 `file basename:function`, never line numbers, so a fix that shifts lines keeps the key and one fault
 logged with different ids or messages stays one incident. Key of any other record: service + its masked
-template (header stripped, tokens masked, see bot.masking).
+template (header stripped, tokens masked, see bot.masking; the header of a file is learned from its first
+lines, bot.header_infer; a JSON or logfmt line is grouped by its message field, bot.structured).
 
 What counts as an error:
 - a stack trace (Python or Java), except a Python traceback whose final exception is a bare
   `KeyboardInterrupt` or `SystemExit`: that is a process being stopped, not a fault. PM2 stops and
   restarts Python apps with SIGINT, so each `pm2 restart` writes such a traceback to the error log;
-- a line whose level word is ERROR or worse (ERR, SEVERE, CRITICAL, CRIT, FATAL, ALERT, EMERG, PANIC);
+- a line whose level word is ERROR or worse (ERR, SEVERE, CRITICAL, CRIT, FATAL, ALERT, EMERG, PANIC); the
+  level is the one in its file's learned level column (also `E`, `[error]`), or the level field of a JSON
+  or logfmt line, when there is one;
 - an access-log line with an HTTP 5xx status (the service failed a request; some services answer 500
   without logging anything else). Its template is `HTTP <status> <method> <route>`, ids in the route
   masked, so each failing endpoint is its own group;
@@ -21,17 +24,20 @@ A level word below ERROR (INFO, WARN, …) makes a single line a non-error, what
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import fastscan
 from bot.clusters import (
+    DEFAULT_DEPTH,
     DEFAULT_MAX_CLUSTERS,
+    DEFAULT_MERGE_AFTER,
     DEFAULT_SIMILARITY,
     TOUCH_INTERVAL_S,
     Cluster,
@@ -39,7 +45,9 @@ from bot.clusters import (
     TemplateClusters,
 )
 from bot.errors import StoreError
-from bot.masking import ERROR_SEVERITY, mask, strip_header
+from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
+from bot.header_infer import learn as learn_header
+from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header, strip_leading
 from bot.models import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
@@ -50,6 +58,7 @@ from bot.records import (
     strip_line_prefix,
 )
 from bot.redact import redacted
+from bot.structured import structured
 from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,8 @@ KEY_FRAMES = 3  # innermost frames that make the key
 KEPT_FRAMES = 10  # innermost frames kept on the fingerprint (for code context in the diagnosis)
 TEMPLATE_LIMIT = 300
 SHUTDOWN_EXCEPTIONS = frozenset({"KeyboardInterrupt", "SystemExit"})
+MAX_ALIASES = 100_000  # merged keys remembered for `canonical_key`; then forgotten, oldest first
+HEADER_SOURCES = 1000  # sources whose header is learned; more use per-line stripping only
 SAVE_RETRY_S = 30.0  # after a failed save of template clusters, the next try waits this long
 CHURN_SAVE_S = 10.0  # while full sets evict clusters, their changes are saved at most this often
 
@@ -92,8 +103,9 @@ def fingerprint(record: LogRecord) -> Fingerprint:
     return _fingerprint(record)[0]
 
 
-def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
-    """The record's own fingerprint, and whether its template is a plain message that may be clustered."""
+def _fingerprint(record: LogRecord, header_model: HeaderModel | None = None) -> tuple[Fingerprint, bool]:
+    """The record's own fingerprint, and whether its template is a plain message that may be clustered.
+    `header_model`: the header learned for the record's file (bot.header_infer), if any."""
     lines = [strip_line_prefix(line) for line in record.text.split("\n")]
     trace = _python_trace(lines) or _java_trace(lines)
     if trace is not None and (trace.exception_type or trace.frames):
@@ -105,13 +117,34 @@ def _fingerprint(record: LogRecord) -> tuple[Fingerprint, bool]:
         route = _ROUTE_ID.sub("<id>", access.group("route").split("?", 1)[0])
         template = f"HTTP {status} {access.group('method')} {route}"
         return _plain(record.service, template, is_error=status >= 500), False
-    header = strip_header(first)
+    header = _header(first, header_model)
     template = _cap(mask(redacted(header.message)))  # redacted first: a title must hold no secret
     if header.severity is not None:
         is_error = header.severity >= ERROR_SEVERITY
     else:
         is_error = bool(_UNLEVELLED_ERROR.search(header.message))
     return _plain(record.service, template, is_error=is_error), True
+
+
+def _header(line: str, model: HeaderModel | None) -> Header:
+    """The line's level and message: from the fields of a structured line (JSON, logfmt); from the header
+    `model` learned for its file when the line fits it and it has a level column; else the shorter of what
+    per-line stripping leaves and what is left after the model's header."""
+    text = strip_line_prefix(line)
+    fields = structured(text)
+    if fields is not None:
+        level = fields.level.upper() if fields.level is not None else None
+        return Header(level if level in LEVELS else None, fields.message)
+    split = model.split(text) if model is not None and model.length else None
+    if split is not None and model is not None and model.ends_with_level:
+        cut, level = split
+        return Header(level if level in LEVELS else None, strip_after_level(cut))
+    header = strip_header(line)
+    if split is None:
+        return header
+    message = strip_leading(split[0])
+    level = split[1] if split[1] in LEVELS else header.level
+    return Header(level, message) if len(message) < len(header.message) else Header(level, header.message)
 
 
 class ClusterStore(Protocol):
@@ -172,9 +205,22 @@ class Grouper:
         persistence: ClusterStore | None = None,
         now: Callable[[], float] = time.time,
         max_clusters: int = DEFAULT_MAX_CLUSTERS,
+        header: HeaderModel | None = None,
+        header_share: float = DEFAULT_SHARE,
+        header_gap: int = DEFAULT_MAX_GAP,
+        depth: int = DEFAULT_DEPTH,
+        merge_after: int = DEFAULT_MERGE_AFTER,
     ) -> None:
         self.similarity = similarity
+        self.depth = depth
+        self.merge_after = merge_after
+        self._aliases: dict[str, str] = {}  # key of a merged cluster → key of the cluster it went into
         self.max_clusters = max_clusters
+        self.header_share = header_share
+        self.header_gap = header_gap
+        self._header = header  # one model for every record (a scan of one file)
+        self._headers: dict[str, HeaderModel] = {}  # per source, once learned
+        self._header_samples: dict[str, list[str]] = {}  # first lines of sources still learning
         self._persistence = persistence
         self._now = now
         self._clusters: dict[tuple[str, bool], TemplateClusters] = {}
@@ -184,8 +230,58 @@ class Grouper:
         self._flush_at = 0.0  # when the `last_seen` times of matched clusters are written next
         self._evictions_saved = 0
 
+    @classmethod
+    def for_file(cls, path: Path, **options: Any) -> Grouper:
+        """A grouper for one scan of `path`: every record is cut by the header learned from its head."""
+        share = options.get("header_share", DEFAULT_SHARE)
+        gap = options.get("header_gap", DEFAULT_MAX_GAP)
+        return cls(header=learn_header(head_lines(path), share=share, max_gap=gap), **options)
+
+    @property
+    def has_merges(self) -> bool:
+        return bool(self._aliases)
+
+    def header_model(self, source: str) -> HeaderModel | None:
+        """The header learned for `source`: from the head of its file for `file:` sources (read once it
+        has SAMPLE_LINES lines), else from the first lines of its first SAMPLE_LINES records. None while
+        it is still learning: those records are cut by per-line stripping only."""
+        if self._header is not None:
+            return self._header
+        model = self._headers.get(source)
+        if model is not None:
+            return model
+        if len(self._headers) >= HEADER_SOURCES:
+            return None
+        if source.startswith("file:"):
+            sample = self._header_samples.setdefault(source, [])
+            sample.append("")  # counts the records seen; the head is read again each time they double
+            if len(sample) & (len(sample) - 1):
+                return None
+            head = head_lines(Path(source[5:]))
+            if len(head) < SAMPLE_LINES:
+                return None
+        else:
+            return None
+        del self._header_samples[source]
+        model = self._headers[source] = learn_header(head, share=self.header_share, max_gap=self.header_gap)
+        return model
+
+    def _learn_online(self, source: str, first_line: str) -> None:
+        if source.startswith("file:") or source in self._headers or self._header is not None:
+            return
+        if len(self._headers) >= HEADER_SOURCES:
+            return
+        sample = self._header_samples.setdefault(source, [])
+        sample.append(first_line)
+        if len(sample) >= SAMPLE_LINES:
+            del self._header_samples[source]
+            self._headers[source] = learn_header(sample, share=self.header_share, max_gap=self.header_gap)
+
     def fingerprint(self, record: LogRecord) -> Fingerprint:
-        fp, clusterable = _fingerprint(record)
+        model = self.header_model(record.source)
+        if model is None:
+            self._learn_online(record.source, strip_line_prefix(record.text.split("\n", 1)[0]))
+        fp, clusterable = _fingerprint(record, model)
         if not clusterable:
             return fp
         group = (fp.service, fp.is_error)
@@ -202,13 +298,35 @@ class Grouper:
                     self.save_pending(now)
                 else:
                     self._held = True
+        merges = clusters.take_merged()
+        if merges:
+            self._note_merges(fp.service, merges)
         if cluster.key == fp.template and cluster.size == 1:
             return fp
         return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
 
+    def _note_merges(self, service: str, merges: list[tuple[str, str]]) -> None:
+        for merged, into in merges:
+            if len(self._aliases) >= MAX_ALIASES:
+                del self._aliases[next(iter(self._aliases))]
+            self._aliases[_hash(service, "line", merged)] = _hash(service, "line", into)
+
+    def canonical_key(self, key: str) -> str:
+        """The key that `key` stands for now: clusters merged on evidence answer with the key of the
+        cluster they went into (a scan regroups its earlier lines by it; see `merge_groups`)."""
+        seen = 0
+        while key in self._aliases and seen < 64:
+            key = self._aliases[key]
+            seen += 1
+        return key
+
     def _open(self, service: str, is_error: bool) -> TemplateClusters:
         clusters = TemplateClusters(
-            self.similarity, max_clusters=self.max_clusters, track_changes=self._persistence is not None
+            self.similarity,
+            max_clusters=self.max_clusters,
+            track_changes=self._persistence is not None,
+            depth=self.depth,
+            merge_after=self.merge_after,
         )
         if self._persistence is None:
             return clusters
@@ -377,25 +495,45 @@ class ScanResult:
     complete: bool = True  # False for `scan_errors`: only error records were assembled and counted
 
 
-def scan_lines(lines: Iterable[str], service: str = "scan", *, errors_only: bool = True) -> ScanResult:
-    """Group `lines` exactly as the daemon would; line numbers count from 1."""
+def scan_lines(
+    lines: Iterable[str], service: str = "scan", *, errors_only: bool = True, grouper: Grouper | None = None
+) -> ScanResult:
+    """Group `lines` exactly as the daemon would; line numbers count from 1. Without a `grouper`, the
+    header is learned from the first lines."""
+    texts = iter(lines)
+    head = [
+        clean_line(t.rstrip("\r\n").encode("utf-8", errors="replace"))
+        for t in itertools.islice(texts, SAMPLE_LINES)
+    ]
+    if grouper is None:
+        grouper = Grouper(header=learn_header(strip_line_prefix(t) for t in head))
     log_lines = (
-        LogLine(
-            text=clean_line(text.rstrip("\r\n").encode("utf-8", errors="replace")), source="scan", line_no=n
+        LogLine(text=text, source="scan", line_no=n)
+        for n, text in enumerate(
+            itertools.chain(
+                head, (clean_line(t.rstrip("\r\n").encode("utf-8", errors="replace")) for t in texts)
+            ),
+            start=1,
         )
-        for n, text in enumerate(lines, start=1)
     )
-    return _scan(log_lines, service, errors_only=errors_only)
+    return _scan(log_lines, service, grouper, errors_only=errors_only)
 
 
 def scan_file(
-    path: Path, service: str = "scan", *, errors_only: bool = True, max_line_bytes: int = 8192
+    path: Path,
+    service: str = "scan",
+    *,
+    errors_only: bool = True,
+    max_line_bytes: int = 8192,
+    grouper: Grouper | None = None,
 ) -> ScanResult:
-    """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read."""
+    """`scan_lines` over a file, streamed from its start; raises SourceError when it cannot be read.
+    Without a `grouper`, the header is learned from the head of the file (`Grouper.for_file`)."""
     from bot.sources.file import FileSource  # not on `healbot scan`'s fast path
 
     source = FileSource(service, Path(path), max_line_bytes=max_line_bytes)
-    return _scan(source.iter_lines(), service, errors_only=errors_only)
+    lines = source.iter_lines()
+    return _scan(lines, service, grouper or Grouper.for_file(Path(path)), errors_only=errors_only)
 
 
 def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192) -> ScanResult:
@@ -405,12 +543,31 @@ def scan_errors(path: Path, service: str = "scan", *, max_line_bytes: int = 8192
     of what `fingerprint` calls an error); only a window around each hit goes through record assembly.
     `line_groups` holds the lines of error records only, and `records` counts error records.
     """
-    return fastscan.scan_errors(Path(path), service, Grouper(), max_line_bytes=max_line_bytes)
+    return fastscan.scan_errors(
+        Path(path), service, Grouper.for_file(Path(path)), max_line_bytes=max_line_bytes
+    )
 
 
-def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanResult:
+def merge_groups(result: ScanResult, grouper: Grouper) -> ScanResult:
+    """`result` with the groups of clusters that were merged later in the scan counted as one, under the
+    key they merged into (`Grouper.canonical_key`)."""
+    if not grouper.has_merges:
+        return result
+    merged: dict[str, ScanGroup] = {}
+    for group in sorted(result.groups, key=lambda g: g.first_line):
+        key = grouper.canonical_key(group.key)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = replace(group, key=key)
+        else:
+            merged[key] = replace(known, count=known.count + group.count)
+    groups = sorted(merged.values(), key=lambda g: (-g.count, g.first_line))
+    line_groups = [(n, grouper.canonical_key(k)) for n, k in result.line_groups]
+    return replace(result, groups=tuple(groups), line_groups=line_groups)
+
+
+def _scan(lines: Iterator[LogLine], service: str, grouper: Grouper, *, errors_only: bool) -> ScanResult:
     assembler = RecordAssembler(service, "scan")
-    grouper = Grouper()
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
     line_groups: list[tuple[int, str]] = []
@@ -444,13 +601,14 @@ def _scan(lines: Iterator[LogLine], service: str, *, errors_only: bool) -> ScanR
     ]
     groups.sort(key=lambda g: (-g.count, g.first_line))
     line_groups.sort()
-    return ScanResult(
+    result = ScanResult(
         groups=tuple(groups),
         line_groups=line_groups,
         lines=totals["lines"],
         records=totals["records"],
         error_records=totals["errors"],
     )
+    return merge_groups(result, grouper)
 
 
 def format_scan(result: ScanResult, *, sample_lines: int = 3, width: int = 110, raw: bool = False) -> str:
@@ -489,6 +647,7 @@ __all__ = [
     "ScanResult",
     "fingerprint",
     "format_scan",
+    "merge_groups",
     "scan_errors",
     "scan_file",
     "scan_lines",

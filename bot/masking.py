@@ -4,12 +4,13 @@ Header stripping needs no per-file configuration. A line's level is the first le
 …) among its first tokens when only header-looking text (with a digit in it: a timestamp, a pid) or
 nothing comes before it; the header is everything up to the level, plus what usually follows a level
 (`[thread]` groups, ` - `, a dotted logger name or `name[pid]:`). Without a level word, leading
-timestamps in common formats, syslog's `Mon dd hh:mm:ss host prog[pid]:`, bracketed stamps and
-`|field|field|` runs are stripped. Per-line process manager prefixes (PM2) go first.
+timestamps in common formats, syslog's `Mon dd hh:mm:ss host prog[pid]:` and bracketed stamps are
+stripped. Per-line process manager prefixes (PM2) go first. Headers of other shapes are learned per file
+from its first lines (bot.header_infer), not written here.
 
 Masks (after Sentry's parameterisation) replace, in one left-to-right pass: HTTP request lines (the
 route is kept with its ids masked), URLs, e-mail addresses, host names
-(with a common top-level domain, or three or more labels ending in a two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
+(with a generic top-level domain, or three or more labels ending in any two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
 file paths of two or more segments, quoted values (not JSON keys), hex (0x…, or 8+ hex digits with a
 letter and a digit), durations, sizes and any other number, also inside words (`blk_<num>`).
 """
@@ -64,11 +65,8 @@ _LEADING = re.compile(
     r"^(?:\s+|[-|](?=\s)|(?:" + _TIMESTAMP + r"):?"
     r"|" + _SYSLOG_STAMP + r"(?: \S+ [^\s:\[]+(?:\[\d+\])?:(?=\s|$))?"
     r"|\[[^\]\d]{0,40}\d[^\]]{0,40}\]:?"
-    r"|\|(?:[^|]{1,60}\|){1,3}"
     r"|[\w$.-]+\[\d+\]:(?=\s|$))"
 )
-
-_NAME_DASH = re.compile(r"^[\w$.()-]+(?: [*#]\d+)? - (?=\S)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +88,19 @@ def strip_header(line: str) -> Header:
             before.split()
         ) <= _LEVEL_MAX_TOKEN:
             return Header(match.group("level"), _strip_repeated(_AFTER_LEVEL, text[match.end() :]))
-    message = _strip_repeated(_LEADING, text)
-    if message != text.strip():
-        named = _NAME_DASH.match(message)  # "[stamp] program - message" (Proxifier, many Windows tools)
-        if named is not None:
-            message = message[named.end() :]
-    return Header(None, message)
+    return Header(None, _strip_repeated(_LEADING, text))
+
+
+def strip_leading(text: str) -> str:
+    """`text` without leading stamps, bracketed stamps and `name[pid]:` (what a header without a level
+    word is stripped of)."""
+    return _strip_repeated(_LEADING, text)
+
+
+def strip_after_level(text: str) -> str:
+    """`text`, which followed a level word, without what usually comes between a level and the message:
+    `[thread]` groups, ` - `, a dotted logger name or `name[pid]:`."""
+    return _strip_repeated(_AFTER_LEVEL, text)
 
 
 def _strip_repeated(pattern: re.Pattern[str], text: str, limit: int = 12) -> str:
@@ -118,8 +123,8 @@ _MASK = re.compile(
     r"|(?P<url>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+)"
     r"|(?P<datetime>\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
-    r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|co|uk|de|fr|jp|cn|hk|ru|info|biz|local|lan"
-    r"|internal)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
+    r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
+    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     r"|(?P<ip>" + _IPV4 + "|" + _IPV6 + r")"

@@ -45,8 +45,10 @@ def _scan_errors(path: Path, service: str) -> ScanResult:
     hits = GrepHits.start(path, timeout_s=grep_timeout(path.stat().st_size))
     try:
         from bot import fastscan
-        from bot.grouping import Grouper
+        from bot.grouping import Grouper, merge_groups
     except BaseException:
         hits.close()
         raise
-    return fastscan.scan_errors(path, service, Grouper(), max_line_bytes=MAX_LINE_BYTES, hits=hits)
+    grouper = Grouper.for_file(path)  # the file's header, learned from its head
+    result = fastscan.scan_errors(path, service, grouper, max_line_bytes=MAX_LINE_BYTES, hits=hits)
+    return merge_groups(result, grouper)

@@ -111,7 +111,9 @@ needs_loghub = pytest.mark.skipif(
 
 
 @needs_loghub
-@pytest.mark.parametrize(("name", "floor"), [("Linux", 0.90), ("Proxifier", 0.95)])
+@pytest.mark.parametrize(
+    ("name", "floor"), [("Linux", 0.90), ("Proxifier", 0.95), ("HealthApp", 0.95), ("Mac", 0.80)]
+)
 def test_grouping_accuracy_floor_on_loghub(name: str, floor: float) -> None:
     assert loghub.score(name).healbot >= floor
 
@@ -122,3 +124,28 @@ def test_grouping_accuracy_definition() -> None:
     assert loghub.grouping_accuracy(["a", "b", "c"], [1, 1, 2]) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="predictions"):
         loghub.grouping_accuracy(["a"], [1, 2])
+
+
+class _FakeScores:
+    """GA by set and similarity: three sets like 0.9, the fourth only 0.6."""
+
+    def __init__(self) -> None:
+        self.sets = [loghub.LoghubSet(name, Path(name), (), ()) for name in ("a", "b", "c", "d")]
+
+    def ga(self, data: loghub.LoghubSet, config: tuple[tuple[str, float], ...]) -> float:
+        similarity = dict(config)["similarity"]
+        likes = 0.6 if data.name == "d" else 0.9
+        return 1.0 if similarity == likes else 0.5
+
+
+def test_leave_one_set_out_scores_each_set_with_what_the_others_chose() -> None:
+    result = loghub.leave_one_out(_FakeScores(), ("similarity",))  # type: ignore[arg-type]
+    assert {name: pick for name, (_ga, pick) in result.per_set.items()} == {
+        "a": (("similarity", 0.9),),
+        "b": (("similarity", 0.9),),
+        "c": (("similarity", 0.9),),
+        "d": (("similarity", 0.9),),  # tuned on a, b and c
+    }
+    assert result.per_set["d"][0] == 0.5 and result.loso == pytest.approx(3.5 / 4)
+    assert result.tuned == pytest.approx(3.5 / 4) and result.spread == pytest.approx(0.0)
+    assert result.shipped == pytest.approx(0.5)  # the shipped 0.8 suits none of them
