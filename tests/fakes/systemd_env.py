@@ -17,7 +17,7 @@ Nothing may reach the host: mount, pid, uts, ipc and net namespaces are new; /et
 /root and /home are overlays whose upper layer is a tmpfs that only the namespace sees (unit files written under
 /etc/systemd/system land there, and systemd-tmpfiles' `D /tmp` cannot empty the host's /tmp); /tmp,
 /run and /dev are private tmpfs (with the few device nodes bind-mounted); `shared` is the one host
-folder bound in, at the same path. Unit files are written through /proc/PID/root, i.e. into that
+folder bound in, at the same path, besides the project's own tree when it lies under /tmp (a CI clone). Unit files are written through /proc/PID/root, i.e. into that
 overlay. A cgroup namespace rooted at a fresh cgroup of our own in each host hierarchy (remounted
 inside) keeps two sessions' systemds, e.g. two test runs at once, out of each other's slices; those
 cgroups are removed after the kill.
@@ -94,21 +94,28 @@ ln -s /proc/self/fd "$layers/dev/fd"
 mount -t tmpfs tmpfs "$layers/dev/shm"
 mount --move "$layers/dev" /dev
 mount --bind "$base/shared" "$layers/shared"
+checkout=$(cat "$base/checkout")
+case "$checkout" in /tmp/*)  # a checkout under /tmp (a CI clone) stays visible behind the private /tmp
+  mkdir "$layers/checkout"; mount --bind "$checkout" "$layers/checkout";;
+esac
 mount -t proc proc /proc
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p "$base/shared"
 mount --move "$layers/shared" "$base/shared"
+if [ -d "$layers/checkout" ]; then mkdir -p "$checkout"; mount --move "$layers/checkout" "$checkout"; fi
 shift
 for unit in "$@"; do ln -sf /dev/null "/etc/systemd/system/$unit"; done
 exec /lib/systemd/systemd --system
 """
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # the project's tree: tests read deploy/, .venv, .cache
+
+
 def sudo_package() -> Path | None:
     """Debian's sudo as `make tools` unpacks it (HEALBOT_SUDO_DIR), or None before that ran."""
     configured = os.environ.get("HEALBOT_SUDO_DIR")
-    repo_root = Path(__file__).resolve().parents[2]
-    candidates = [Path(configured)] if configured else sorted(repo_root.glob(".cache/sudo-*"))
+    candidates = [Path(configured)] if configured else sorted(CHECKOUT.glob(".cache/sudo-*"))
     found = [path for path in candidates if (path / "usr/bin/sudo").is_file()]
     return found[-1] if found else None
 
@@ -214,8 +221,9 @@ class SystemdEnv:
         with the owners and modes its package gives them; the host keeps no sudo."""
         if (self.root / "usr/bin/sudo").exists():
             return
-        self.run("cp", "-a", f"{package}/usr/.", "/usr/")
-        self.run("cp", "-a", "--no-clobber", f"{package}/etc/.", "/etc/")
+        # copied from the host's side through /proc/PID/root: inside, the private /tmp hides a checkout there
+        for tree, flags in (("usr", ()), ("etc", ("--no-clobber",))):
+            subprocess.run(["cp", "-a", *flags, f"{package}/{tree}/.", f"{self.root / tree}/"], check=True)
         self.run("chown", "-R", "root:root", "/usr/bin/sudo", "/etc/sudoers", "/etc/sudoers.d")
         self.run("chmod", "4755", "/usr/bin/sudo")
         self.run("chmod", "0440", "/etc/sudoers")
@@ -243,6 +251,7 @@ class SystemdEnv:
         boot_log = base / "boot.log"
         hierarchies = _cgroup_hierarchies()
         (base / "cgroups").write_text("".join(f"{t} {o or '-'} {p}\n" for t, o, p in hierarchies))
+        (base / "checkout").write_text(str(CHECKOUT))
         cgroups = tuple(Path(p) / base.name for _, _, p in hierarchies)
         for cgroup in cgroups:
             cgroup.mkdir()
