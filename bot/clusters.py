@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
-DEFAULT_MAX_CACHE = 100_000
+DEFAULT_MAX_CACHE = 20_000  # exact templates; emptied when full, so it holds recent ones only
 DEFAULT_DEPTH = 2  # leading constant tokens of a template whose buckets are searched for its cluster
 DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there, before they are merged
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
@@ -253,7 +253,11 @@ class TemplateClusters:
             self._reindex(cluster)
             if self.track_changes:
                 self._changed[cluster.key] = cluster
-        if cached is not None or len(self._cache) < self.max_cache:
+        if cached is None and len(self._cache) >= self.max_cache:
+            # emptied rather than closed to newcomers: under a flood of one-off templates a full cache held
+            # the first ones forever, and with them every cluster evicted since (143 MB on 200 k lines)
+            self._cache.clear()
+        if self.max_cache:
             self._cache[template] = cluster  # an evicted cluster's entry is replaced in place
         return self._seen(cluster, now)
 

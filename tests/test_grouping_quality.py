@@ -149,3 +149,20 @@ def test_leave_one_set_out_scores_each_set_with_what_the_others_chose() -> None:
     assert result.per_set["d"][0] == 0.5 and result.loso == pytest.approx(3.5 / 4)
     assert result.tuned == pytest.approx(3.5 / 4) and result.spread == pytest.approx(0.0)
     assert result.shipped == pytest.approx(0.5)  # the shipped 0.8 suits none of them
+
+
+def test_a_flood_of_one_off_templates_kept_every_evicted_cluster_in_the_full_cache() -> None:
+    """Regression: a cache that stopped taking templates once full kept its first ones, and through them
+    every cluster evicted since; it now holds at most `max_cache` recent templates and no evicted cluster
+    beyond them."""
+    clusters = TemplateClusters(max_clusters=3, max_cache=10)
+    made = []
+    for i in range(200):
+        word = chr(97 + i // 26) + chr(97 + i % 26)
+        made.append(clusters.assign(f"{word} {word} happened now"))
+    assert len(clusters) == 3
+    held = set(map(id, clusters._cache.values()))
+    assert len(clusters._cache) <= 10
+    assert all(id(c) not in held for c in made[:-10])  # the early, evicted clusters are not held
+    repeat = clusters.assign("zz zz happened now")
+    assert clusters.assign("zz zz happened now") is repeat  # the cache still serves exact repeats
