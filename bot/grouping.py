@@ -48,7 +48,7 @@ from bot.errors import StoreError
 from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
 from bot.header_infer import learn as learn_header
 from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header, strip_leading
-from bot.models import Fingerprint, Frame, LogLine, LogRecord
+from bot.record_types import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
     JAVA_EXCEPTION_LINE,
