@@ -116,6 +116,61 @@ def test_grep_path_equals_re_path_on_hostile_input(tmp_path: Path, name: str, ma
     _assert_all_paths_agree(log, max_line_bytes=max_line_bytes)
 
 
+_ROTATE_DIGITS = bytes.maketrans(b"0123456789", b"3456789012")
+
+
+@needs_grep
+@pytest.mark.parametrize("max_line_bytes", [8192, 40])
+def test_repeated_windows_are_cut_as_the_line_by_line_scan_cuts_them(
+    tmp_path: Path, max_line_bytes: int
+) -> None:
+    """The window memo (windows of one digit shape assembled once) on every hostile input, each repeated
+    with other digits: a replayed window must give the records the assembler gives."""
+    pieces = [
+        sample
+        for name, sample in sorted(HOSTILE.items())
+        if sample.endswith(b"\n") and not name.startswith("ten_mb")
+    ]
+    bare_trace = TRACE.split(b"\n", 1)[1]
+    # one shape, but only the 500 is a candidate: its window starts at the hit, the other's a line before it
+    pieces.append(
+        b"".join(
+            access + bare_trace + INFO
+            for access in (b'"GET /a HTTP/1.1" 200 1\n', b'"GET /a HTTP/1.1" 500 1\n')
+        )
+    )
+    long_frames = b"".join(b'  File "/srv/%d.py", line 1, in %s\n' % (n, b"f" * 900) for n in range(12))
+    pieces.append(
+        TRACE.replace(
+            b"Traceback (most recent call last):\n", b"Traceback (most recent call last):\n" + long_frames
+        )
+    )  # more than MAX_RECORD_BYTES: cut
+    log = tmp_path / "repeated.log"
+    log.write_bytes(b"".join(p + p.translate(_ROTATE_DIGITS) + p for p in pieces))
+    _assert_all_paths_agree(log, max_line_bytes=max_line_bytes)
+
+
+def test_a_flood_of_one_trace_is_assembled_once_per_window_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "bench.log"
+    generate(log, 30_000)
+    in_full: list[int] = []
+    assemble = fastscan._Finder._assemble_in_full
+
+    def counting(
+        finder: fastscan._Finder, start: int, line_no: int, hit: int, hit_index: int
+    ) -> tuple[int, int]:
+        in_full.append(line_no)
+        return assemble(finder, start, line_no, hit, hit_index)
+
+    monkeypatch.setattr(fastscan._Finder, "_assemble_in_full", counting)
+    result = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192, use_grep=False)
+    assert result.error_records > 50
+    assert len(in_full) < result.error_records / 2
+    assert _summary(result) == _oracle_summary(log, 8192)
+
+
 def test_nul_joined_traceback_before_the_hit_stays_one_record(tmp_path: Path) -> None:
     """Regression: skipping the lines before a hit is only safe when cleaning cannot join a word in them."""
     log = tmp_path / "nul.log"
