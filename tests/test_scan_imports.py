@@ -4,11 +4,13 @@ CLI from grep's speed; this catches a regression of it without timing anything."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from bot.stable_hash import sha256_hex
 from tests.bench.bench_scan import generate
 
 # Run in a fresh interpreter: records the modules loaded when grep is started and when the scan is done.
@@ -51,6 +53,7 @@ AFTER_GREP = (
 NEVER = (
     "subprocess",
     "shutil",
+    "hashlib",  # OpenSSL: bot.stable_hash uses the built-in SHA-256
     "asyncio",
     "sqlite3",
     "bot.models",
@@ -94,3 +97,14 @@ def test_a_scan_with_options_also_starts_grep_first(tmp_path: Path) -> None:
     seen = _probe(tmp_path, "-v", "scan", "--service", "shop", str(log))
     at_grep = set(seen["at_grep"])  # type: ignore[call-overload]
     assert [name for name in AFTER_GREP if name in at_grep] == []
+
+
+def test_the_built_in_sha256_gives_hashlibs_digests() -> None:
+    """Group keys are stored: the hash under them must not change with the module that computes it."""
+    for data in (
+        b"",
+        b"scan\x00trace\x00KeyError\x00shop.py:checkout_total",
+        "ünï\x00".encode(),
+        b"x" * 100_000,
+    ):
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
