@@ -35,7 +35,6 @@ CANDIDATE_PATTERN = (
 # The same search over decoded text: a record it finds nothing in is no error (the daemon's pre-filter).
 CANDIDATE_TEXT = re.compile(CANDIDATE_PATTERN)
 
-_REPORT_PREFIX = re.compile(rb"([0-9]+):([0-9]+):")  # "LINE:OFFSET:" before each reported line
 _PREFIX_MAX = 48  # two 20-digit numbers and their colons fit
 _READ_BYTES = 256 * 1024
 _PIPE_BYTES = 1024 * 1024  # the default /proc/sys/fs/pipe-max-size
@@ -81,17 +80,19 @@ class GrepHits:
         if self._proc is None or self.failure is not None:
             return
         last_offset, last_line = -1, 0
-        for prefix in self._report_prefixes():
-            match = _REPORT_PREFIX.match(prefix)
-            if match is None:
-                self._fail(f"unexpected grep output {prefix[:_PREFIX_MAX]!r}")
-                return
-            line_no, offset = int(match.group(1)), int(match.group(2))
-            if offset <= last_offset or line_no <= last_line:
-                self._fail(f"grep reported line {line_no} at byte {offset} out of order")
-                return
-            last_offset, last_line = offset, line_no
-            yield offset, line_no
+        for prefixes in self._report_prefixes():
+            for prefix in prefixes:
+                number, colon, rest = prefix.partition(b":")  # "LINE:OFFSET:" before each reported line
+                offset_digits, second_colon, _ = rest.partition(b":")
+                if not (colon and second_colon and number.isdigit() and offset_digits.isdigit()):
+                    self._fail(f"unexpected grep output {prefix[:_PREFIX_MAX]!r}")
+                    return
+                line_no, offset = int(number), int(offset_digits)
+                if offset <= last_offset or line_no <= last_line:
+                    self._fail(f"grep reported line {line_no} at byte {offset} out of order")
+                    return
+                last_offset, last_line = offset, line_no
+                yield offset, line_no
         if self.failure is None:
             status = self._wait()
             if status not in (0, 1):  # 1: no line matched
@@ -150,26 +151,25 @@ class GrepHits:
                 return
             yield chunk
 
-    def _report_prefixes(self) -> Iterator[bytes]:
-        """The first bytes (up to _PREFIX_MAX) of each complete line of grep's output.
+    def _report_prefixes(self) -> Iterator[list[bytes]]:
+        """The first bytes (up to _PREFIX_MAX) of each complete line of grep's output, a list per read.
 
-        The text after the prefix is skipped without being kept, however long the reported line.
+        The text after the prefix is not kept beyond the read that brought it, however long the line.
         """
         pending = b""  # the start of the report line being read
-        skipping = False  # that start is long enough: skip to its newline
         for chunk in self._chunks():
-            start = 0
-            while True:
-                newline = chunk.find(b"\n", start)
-                if not skipping:
-                    piece_end = len(chunk) if newline < 0 else newline
-                    pending += chunk[start : min(piece_end, start + _PREFIX_MAX - len(pending))]
-                    skipping = len(pending) >= _PREFIX_MAX
-                if newline < 0:
-                    break
-                yield pending
-                pending, skipping = b"", False
-                start = newline + 1
+            pieces = chunk.split(b"\n")
+            if len(pieces) == 1:
+                if len(pending) < _PREFIX_MAX:
+                    pending += chunk[: _PREFIX_MAX - len(pending)]
+                continue
+            first = (
+                pending + pieces[0][: _PREFIX_MAX - len(pending)] if len(pending) < _PREFIX_MAX else pending
+            )
+            prefixes = [first]
+            prefixes.extend(piece[:_PREFIX_MAX] for piece in pieces[1:-1])
+            pending = pieces[-1][:_PREFIX_MAX]
+            yield prefixes
         if pending and self.failure is None:
             self._fail("grep output ended inside a line")
 
