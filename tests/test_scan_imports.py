@@ -41,7 +41,6 @@ AFTER_GREP = (
     "typing",
     "dataclasses",
     "logging",
-    "json",
     "bot.errors",
     "bot.logging_setup",
     "bot.redact",
@@ -54,6 +53,7 @@ NEVER = (
     "subprocess",
     "shutil",
     "hashlib",  # OpenSSL: bot.stable_hash uses the built-in SHA-256
+    "json",  # imported where JSON is read or written (bot.structured, bot.logging_setup, bot.redact)
     "asyncio",
     "sqlite3",
     "bot.models",
