@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,12 +154,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    hits = _start_scan_search(args) if args.command == "scan" else None
+    if args.command != "scan":
+        return _main(args, None)
+    # A scan makes no reference cycles worth collecting: its imports and records would only make the
+    # collector walk them again and again (a few ms of the imports alone).
+    collecting = gc.isenabled()
+    gc.disable()
+    hits = _start_scan_search(args)
     try:
         return _main(args, hits)
     finally:
         if hits is not None:
             hits.close()
+        if collecting:
+            gc.enable()
 
 
 def _start_scan_search(args: argparse.Namespace) -> GrepHits | None:

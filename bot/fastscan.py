@@ -12,6 +12,7 @@ only once the search is done, in file order, so a search given up leaves the gro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import re
@@ -99,7 +100,8 @@ def scan_errors(
     for record, fp in found:
         counts[fp.key] = counts.get(fp.key, 0) + 1
         firsts.setdefault(fp.key, (record, fp))
-        line_groups.extend((record.first_line_no + i, fp.key) for i in range(record.line_count))
+        first = record.first_line_no
+        line_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
     groups = [
         ScanGroup(
             key=key,
