@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import SourceError
-from bot.fingerprint_memo import FingerprintMemo, MemoKey, memo_key
+from bot.fingerprint_memo import FingerprintMemo, KeyLayout, MemoKey, key_layout, memo_key, memo_key_by_layout
 from bot.grepfilter import CANDIDATE_PATTERN, GrepHits, grep_timeout
 from bot.record_types import Fingerprint, LogLine, LogRecord
 from bot.records import (
@@ -204,9 +204,7 @@ class _Finder:
             first_line = self.covered_line + _count_newlines(data, covered, start)
         else:
             first_line = line_no - back
-        taken = len(self.candidates)
         self.covered, self.covered_line = self._assemble(start, first_line, at)
-        self.memo_keys.extend(memo_key(record) for record in self.candidates[taken:])
 
     def _starts_a_record(self, back_start: int, hit_start: int) -> bool:
         """True when the line at `hit_start` begins a record whatever the lines from `back_start` hold.
@@ -273,12 +271,17 @@ class _Finder:
                     continue  # a line before the hit: it holds no candidate, so it is not an error
                 candidates.append(record)  # fingerprinted later, in this order, when the search is done
             if done:
+                self.memo_keys.extend(memo_key(record) for record in candidates[taken:])
                 return size, line_no if data[size - 1 : size] == b"\n" else line_no - 1
             if hit_line >= 0 and records and records[-1].first_line_no + records[-1].line_count > hit_line:
                 self._windows.remember(hit_index, fed, first_line_no, candidates[taken:])
+                self.memo_keys.extend(memo_key(record) for record in candidates[taken:])
                 return position, line_no  # the line at `position` began the next record: not consumed
             position = end
             line_no += 1
+
+
+_Span = tuple[int, int, KeyLayout | None]  # a record of a window: first line, line count, memo key layout
 
 
 class _Node:
@@ -288,7 +291,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[bytes, _Node] = {}
-        self.spans: tuple[tuple[int, int], ...] | None = None  # a remembered window ends here
+        self.spans: tuple[_Span, ...] | None = None  # a remembered window ends here
 
 
 class _Windows:
@@ -299,7 +302,8 @@ class _Windows:
     digits through `\\d` and character ranges holding all ten, and lengths are kept. So two windows whose
     lines are equal once every digit is written as `1`, with the hit on the same line, are cut into the
     same records: a remembered window gives, for each record it yields, its first line and line count; its
-    text is those lines joined. Windows whose records are anything else (a record cut to size, a line
+    text is those lines joined. The layout of its memo key (bot.fingerprint_memo.key_layout, also blind to
+    digit values) is kept too, so the key is cut from the text rather than found in it again. Windows whose records are anything else (a record cut to size, a line
     omitted, the end of the file) are not remembered.
     """
 
@@ -314,7 +318,7 @@ class _Windows:
             return
         if sum(len(text_shape) for text_shape, _ in fed) > _MAX_WINDOW_BYTES:
             return
-        spans: list[tuple[int, int]] = []
+        spans: list[_Span] = []
         for record in records:
             first = record.first_line_no - line_no
             lines = fed[first : first + record.line_count]
@@ -322,7 +326,7 @@ class _Windows:
                 return
             if record.text != "\n".join(text for _, text in lines) or record.at != 0.0:
                 return
-            spans.append((first, record.line_count))
+            spans.append((first, record.line_count, key_layout(record.text)))
         node = self._roots.setdefault(hit_index, _Node())
         for text_shape, _ in fed:
             node = node.children.setdefault(text_shape, _Node())
@@ -364,7 +368,8 @@ class _Windows:
             position = end + 1
         service = finder.service
         append = finder.candidates.append
-        for first, count in spans:
+        keys = finder.memo_keys
+        for first, count, layout in spans:
             last = first + count - 1
             chunk = data[starts[first] : ends[last]]
             if long_lines or b"\r" in chunk or b"\x00" in chunk or b"\x1b" in chunk:
@@ -372,4 +377,5 @@ class _Windows:
             else:
                 text = chunk.decode("utf-8", errors="replace")  # what clean_line makes of each line
             append(LogRecord(service, "scan", text, line_no + first, count, 0.0))
+            keys.append(memo_key_by_layout(service, text, layout))  # the layout is blind to digit values
         return starts[-1], line_no + len(starts) - 1

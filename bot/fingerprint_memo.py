@@ -115,42 +115,62 @@ class FingerprintMemo:
 def memo_key(record: LogRecord) -> MemoKey:
     """What the memo remembers `record` by: its last Python traceback (see the module's doc) when it has
     one, else the shape of its text; and the text whose digit values redaction may look at."""
-    text = record.text
-    if _TRACEBACK in text:
-        trace = _last_python_trace(text)
-        if trace is not None:
-            return (record.service, True, trace[0]), trace[1]
-    text_shape = shape(text)
-    return (record.service, False, text_shape), text_shape.decode("utf-8", "surrogatepass")
+    return memo_key_by_layout(record.service, record.text, key_layout(record.text))
 
 
-def _last_python_trace(text: str) -> tuple[bytes, str] | None:
-    """The lines of `text` from its last traceback start to its exception line, each without its process
-    manager prefix, the message after the exception line's first `:` shaped; and the (shaped) text the
-    trace's template redacts: that message, or the whole exception line when it does not start with an
-    exception type. None without a traceback start."""
+# Where the parts of a trace's memo key lie in its text: the index of its last traceback start line, the
+# length of each line's process manager prefix from there to its exception line, the exception line's
+# index (-1: none), where the first colon is in it after its prefix (-1: none), and whether what precedes
+# that colon is an exception type. Finding them is blind to digit values (bot.fastscan reuses the layout
+# of one text for every text of its digit shape); None: not a Python trace.
+KeyLayout = tuple[int, tuple[int, ...], int, int, bool]
+
+
+def key_layout(text: str) -> KeyLayout | None:
+    if _TRACEBACK not in text:
+        return None
+    lines = text.split("\n")
     at = text.rfind(_TRACEBACK)
-    tail = text[text.rfind("\n", 0, at) + 1 :].split("\n")  # from the line holding the last one
-    if PY_TRACEBACK.match(strip_line_prefix(tail[0])) is None:  # that line is no start: look further up
-        lines = text.split("\n")
-        start = next(
-            (i for i in range(len(lines) - 1, -1, -1) if PY_TRACEBACK.match(strip_line_prefix(lines[i]))),
-            None,
+    start = text.count("\n", 0, at)  # the line holding the last one
+    if PY_TRACEBACK.match(strip_line_prefix(lines[start])) is None:  # that line is no start: look further up
+        found = next(
+            (i for i in range(start - 1, -1, -1) if PY_TRACEBACK.match(strip_line_prefix(lines[i]))), None
         )
-        if start is None:
+        if found is None:
             return None
-        tail = lines[start:]
-    kept: list[str] = []
-    for raw in tail:
+        start = found
+    prefixes: list[int] = []
+    for index in range(start, len(lines)):
+        raw = lines[index]
         line = strip_line_prefix(raw)
-        if kept and line.strip() and not line[:1].isspace() and PY_CHAIN.match(line) is None:
-            kind, colon, message = line.partition(":")  # the exception type cannot hold a colon
-            message_shape = shape(message)
-            key = "\n".join([*kept, kind + colon]).encode("utf-8", "surrogatepass") + message_shape
-            shown = message_shape.decode("utf-8", "surrogatepass")
-            return key, shown if _EXCEPTION_TYPE.fullmatch(kind) else kind + colon + shown
-        kept.append(line)
-    return "\n".join(kept).encode("utf-8", "surrogatepass"), ""  # no exception line: no message
+        prefixes.append(len(raw) - len(line))
+        if index > start and line.strip() and not line[:1].isspace() and PY_CHAIN.match(line) is None:
+            colon = line.find(":")  # the exception type cannot hold a colon
+            typed = _EXCEPTION_TYPE.fullmatch(line if colon < 0 else line[:colon]) is not None
+            return start, tuple(prefixes), index, colon, typed
+    return start, tuple(prefixes), -1, -1, False
+
+
+def memo_key_by_layout(service: str, text: str, layout: KeyLayout | None) -> MemoKey:
+    """`memo_key` of a record of `service` and `text`, given `key_layout(text)` or that of a text of the same
+    digit shape. A trace's key: its lines from the last traceback start to the exception line, each without
+    its prefix, the message after the exception line's first colon shaped; and the (shaped) text its
+    template redacts: that message, or the whole exception line when it does not start with a type."""
+    if layout is None:
+        text_shape = shape(text)
+        return (service, False, text_shape), text_shape.decode("utf-8", "surrogatepass")
+    start, prefixes, exception, colon, typed = layout
+    lines = text.split("\n")
+    if exception < 0:  # no exception line: no message
+        kept = "\n".join(lines[start + i][cut:] for i, cut in enumerate(prefixes))
+        return (service, True, kept.encode("utf-8", "surrogatepass")), ""
+    kept = "\n".join(lines[start + i][cut:] for i, cut in enumerate(prefixes[:-1]))
+    line = lines[exception][prefixes[-1] :]
+    head, message = (line, "") if colon < 0 else (line[: colon + 1], line[colon + 1 :])
+    message_shape = shape(message)
+    key = (kept + "\n" + head).encode("utf-8", "surrogatepass") + message_shape
+    shown = message_shape.decode("utf-8", "surrogatepass")
+    return (service, True, key), shown if typed else head + shown
 
 
 def _memoizable(key: _MemoKey, fp: Fingerprint, redacted_text: str) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot import fastscan, scan_command
+from bot.fingerprint_memo import memo_key
 from bot.grepfilter import CANDIDATE_PATTERN, GrepHits, grep_timeout
 from bot.grouping import Grouper, ScanResult, scan_errors
 from bot.models import Fingerprint, LogLine, LogRecord
@@ -119,13 +120,8 @@ def test_grep_path_equals_re_path_on_hostile_input(tmp_path: Path, name: str, ma
 _ROTATE_DIGITS = bytes.maketrans(b"0123456789", b"3456789012")
 
 
-@needs_grep
-@pytest.mark.parametrize("max_line_bytes", [8192, 40])
-def test_repeated_windows_are_cut_as_the_line_by_line_scan_cuts_them(
-    tmp_path: Path, max_line_bytes: int
-) -> None:
-    """The window memo (windows of one digit shape assembled once) on every hostile input, each repeated
-    with other digits: a replayed window must give the records the assembler gives."""
+def _repeated_hostile_input(log: Path) -> None:
+    """Every hostile input, each repeated with other digits (the window memo replays the repeats)."""
     pieces = [
         sample
         for name, sample in sorted(HOSTILE.items())
@@ -145,9 +141,34 @@ def test_repeated_windows_are_cut_as_the_line_by_line_scan_cuts_them(
             b"Traceback (most recent call last):\n", b"Traceback (most recent call last):\n" + long_frames
         )
     )  # more than MAX_RECORD_BYTES: cut
-    log = tmp_path / "repeated.log"
     log.write_bytes(b"".join(p + p.translate(_ROTATE_DIGITS) + p for p in pieces))
+
+
+@needs_grep
+@pytest.mark.parametrize("max_line_bytes", [8192, 40])
+def test_repeated_windows_are_cut_as_the_line_by_line_scan_cuts_them(
+    tmp_path: Path, max_line_bytes: int
+) -> None:
+    """The window memo (windows of one digit shape assembled once) on every hostile input, each repeated
+    with other digits: a replayed window must give the records the assembler gives."""
+    log = tmp_path / "repeated.log"
+    _repeated_hostile_input(log)
     _assert_all_paths_agree(log, max_line_bytes=max_line_bytes)
+
+
+@pytest.mark.parametrize("max_line_bytes", [8192, 40])
+def test_memo_keys_cut_by_a_remembered_layout_are_the_keys_found_anew(
+    tmp_path: Path, max_line_bytes: int
+) -> None:
+    """A replayed window's records get their fingerprint memo key from the layout of the first window of
+    their shape (bot.fingerprint_memo.key_layout): it must be the key memo_key finds in their text."""
+    log = tmp_path / "repeated.log"
+    _repeated_hostile_input(log)
+    with log.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        finder = fastscan._Finder(data, "svc", max_line_bytes)
+        finder.search()
+    assert len(finder.candidates) > 20
+    assert finder.memo_keys == [memo_key(record) for record in finder.candidates]
 
 
 def test_a_flood_of_one_trace_is_assembled_once_per_window_shape(
