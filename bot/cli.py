@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.errors import ConfigError, HealbotError
-from bot.logging_setup import LogFormat, configure_logging
-from bot.redact import RedactingWriter
+TYPE_CHECKING = False  # not typing's: `healbot scan` imports typing only after its grep started
 
+if TYPE_CHECKING:
+    from bot.grepfilter import GrepHits
+
+# Imported where they are needed, not here: `healbot scan` starts its grep before logging, redaction and
+# the grouping code are imported (tests/test_scan_imports.py checks what a scan imports).
 DEFAULT_CONFIG = "healbot.toml"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="healbot",
         description="Self-healing ops bot: log errors → incidents → Claude's ranked fixes → approval → "
@@ -24,7 +27,48 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v: what healbot does (INFO); -vv: debug details"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def _add_scan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scan = sub.add_parser("scan", help="dry run of grouping on a real log file (like fail2ban-regex)")
+    scan.add_argument("file", type=Path)
+    scan.add_argument("--service", default="scan")
+    scan.add_argument("--all", action="store_true", help="group every record, not only errors")
+    scan.add_argument(
+        "--raw", action="store_true", help="show sample lines raw, not redacted as they would be sent"
+    )
+    scan.add_argument(
+        "--groups-out", type=Path, help='write {"line": N, "group": KEY} per input line (JSONL)'
+    )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`_parser().parse_args(argv)`, cheaper for `healbot scan`, which starts its grep right after this.
+
+    The plain `healbot scan FILE` is read without argparse (building the parser imports shutil and locale,
+    and all subcommands cost 5 ms more); any other scan is parsed by a parser that knows only `scan`: it
+    parses a scan's arguments, and says their errors, as the whole parser would.
+    """
+    if argv[:1] != ["scan"]:
+        return _parser().parse_args(argv)
+    if len(argv) == 2 and not argv[1].startswith("-"):
+        return argparse.Namespace(
+            verbose=0,
+            command="scan",
+            file=Path(argv[1]),
+            service="scan",
+            all=False,
+            raw=False,
+            groups_out=None,
+        )
+    parser, sub = _top_parser()
+    _add_scan(sub)
+    return parser.parse_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser, sub = _top_parser()
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -47,16 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("service")
     diag.add_argument("--tail-bytes", type=int, default=256 * 1024, help="how much of each log to read")
 
-    scan = sub.add_parser("scan", help="dry run of grouping on a real log file (like fail2ban-regex)")
-    scan.add_argument("file", type=Path)
-    scan.add_argument("--service", default="scan")
-    scan.add_argument("--all", action="store_true", help="group every record, not only errors")
-    scan.add_argument(
-        "--raw", action="store_true", help="show sample lines raw, not redacted as they would be sent"
-    )
-    scan.add_argument(
-        "--groups-out", type=Path, help='write {"line": N, "group": KEY} per input line (JSONL)'
-    )
+    _add_scan(sub)
 
     doctor = sub.add_parser("doctor", help="check config, claude, managers, logs; each problem with its fix")
     with_config(doctor)
@@ -118,7 +153,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command != "scan":
+        return _main(args, None)
+    # A scan makes no reference cycles worth collecting: its imports and records would only make the
+    # collector walk them again and again (a few ms of the imports alone).
+    collecting = gc.isenabled()
+    gc.disable()
+    hits = _start_scan_search(args)
+    try:
+        return _main(args, hits)
+    finally:
+        if hits is not None:
+            hits.close()
+        if collecting:
+            gc.enable()
+
+
+def _start_scan_search(args: argparse.Namespace) -> GrepHits | None:
+    from bot.scan_command import start_search
+
+    return start_search(args.file, all_records=args.all, groups_out=args.groups_out)
+
+
+def _main(args: argparse.Namespace, hits: GrepHits | None) -> int:
+    from bot.errors import ConfigError, HealbotError
+    from bot.logging_setup import LogFormat, configure_logging
+    from bot.redact import RedactingWriter
+
     level = log_level(args.verbose, daemon=args.command == "run")
     configure_logging(LogFormat.TEXT, level=level)
     quiet_libraries(level)
@@ -129,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "raw", False) and args.command not in {"history", "audit", "mcp"}:
         sys.stdout, sys.stderr = RedactingWriter(sys.stdout), RedactingWriter(sys.stderr)
     try:
-        return _dispatch(args)
+        return _dispatch(args, hits)
     except ConfigError as exc:
         print(f"healbot: config error: {exc}", file=sys.stderr)
         return 2
@@ -148,6 +210,8 @@ CHATTY_LIBRARIES = ("apscheduler", "httpx", "httpcore", "telegram")
 
 
 def quiet_libraries(level: int) -> None:
+    import logging
+
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else logging.WARNING)
 
@@ -155,17 +219,24 @@ def quiet_libraries(level: int) -> None:
 def log_level(verbose: int, *, daemon: bool) -> int:
     """One-shot commands say only warnings; the daemon also says what it does (INFO), as a journal should;
     -v gives INFO to any command, -vv DEBUG."""
+    import logging
+
     if verbose >= 2:
         return logging.DEBUG
     return logging.INFO if verbose == 1 or daemon else logging.WARNING
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, hits: GrepHits | None) -> int:
     if args.command == "scan":
         from bot.scan_command import scan
 
         return scan(
-            args.file, service=args.service, all_records=args.all, groups_out=args.groups_out, raw=args.raw
+            args.file,
+            service=args.service,
+            all_records=args.all,
+            groups_out=args.groups_out,
+            raw=args.raw,
+            hits=hits,
         )
 
     if args.command == "mcp":

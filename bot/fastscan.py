@@ -12,6 +12,7 @@ only once the search is done, in file order, so a search given up leaves the gro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import re
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import SourceError
-from bot.fingerprint_memo import FingerprintMemo
+from bot.fingerprint_memo import FingerprintMemo, KeyLayout, MemoKey, key_layout, memo_key, memo_key_by_layout
 from bot.grepfilter import CANDIDATE_PATTERN, GrepHits, grep_timeout
-from bot.models import Fingerprint, LogLine, LogRecord
+from bot.record_types import Fingerprint, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
     JAVA_EXCEPTION_LINE,
@@ -43,6 +44,10 @@ BACK_LINES = 2  # a record may start this many lines before its first candidate 
 # What a line must look like to continue a record begun by lines without candidates (bot.records).
 _CONTINUATIONS = (PY_TRACEBACK, JAVA_EXCEPTION_LINE, JAVA_FRAME, JAVA_MORE, JAVA_CAUSE)
 _COUNT_CHUNK = 1024 * 1024  # newlines are counted in slices this big (they stay in the CPU cache)
+_DIGITS = bytes.maketrans(b"0123456789", b"1111111111")  # a line's shape, as record assembly sees it
+_MAX_WINDOWS = 4096  # windows of distinct shapes remembered per scan
+_MAX_WINDOW_LINES = 32
+_MAX_WINDOW_BYTES = 64 * 1024
 
 
 def scan_errors(
@@ -84,14 +89,19 @@ def scan_errors(
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from None
     memo = FingerprintMemo(grouper)  # a flood of one message is grouped once per digit shape
-    found = [(record, fp) for record in finder.candidates if (fp := memo.fingerprint(record)).is_error]
+    found = [
+        (record, fp)
+        for record, key in zip(finder.candidates, finder.memo_keys, strict=True)
+        if (fp := memo.fingerprint(record, key)).is_error
+    ]
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
     line_groups: list[tuple[int, str]] = []
     for record, fp in found:
         counts[fp.key] = counts.get(fp.key, 0) + 1
         firsts.setdefault(fp.key, (record, fp))
-        line_groups.extend((record.first_line_no + i, fp.key) for i in range(record.line_count))
+        first = record.first_line_no
+        line_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
     groups = [
         ScanGroup(
             key=key,
@@ -134,8 +144,11 @@ class _Finder:
         self.service = service
         self.max_line_bytes = max_line_bytes
         self.candidates: list[LogRecord] = []  # records from a candidate's line on, in file order
+        self.memo_keys: list[MemoKey] = []  # of each candidate, computed while grep reads on
         self.covered = 0  # everything before this offset has been assembled; it is a line start
         self.covered_line = 1  # 1 + newlines before `covered`
+        self._windows = _Windows()
+        self._starts: dict[bytes, bool] = {}  # `_starts_a_record`'s answer by the shape of the hit's line
 
     def take_grep_hits(self, hits: GrepHits) -> bool:
         """Assemble around the lines grep reports, checking each is a line start holding a candidate;
@@ -206,20 +219,39 @@ class _Finder:
             return False
         newline = data.find(b"\n", hit_start)
         end = len(data) if newline < 0 else newline
-        body = strip_line_prefix(clean_line(data[hit_start : min(end, hit_start + self.max_line_bytes)]))
-        return not any(pattern.match(body) for pattern in _CONTINUATIONS)
+        raw = data[hit_start : min(end, hit_start + self.max_line_bytes)]
+        line_shape = raw.translate(_DIGITS)  # the answer is blind to digit values, as assembly is
+        known = self._starts.get(line_shape)
+        if known is None:
+            body = strip_line_prefix(clean_line(raw))
+            known = not any(pattern.match(body) for pattern in _CONTINUATIONS)
+            if len(self._starts) < _MAX_WINDOWS:
+                self._starts[line_shape] = known
+        return known
 
     def _assemble(self, start: int, line_no: int, hit: int) -> tuple[int, int]:
         """Assemble lines from `start` (line `line_no`) until the record holding `hit` is complete; return
         where it ended and the number of the line starting there."""
+        hit_index = 0  # of the line holding `hit`, from `start`
+        newline = self.data.find(b"\n", start, hit)
+        while newline >= 0:
+            hit_index += 1
+            newline = self.data.find(b"\n", newline + 1, hit)
+        known = self._windows.replay(self, start, line_no, hit_index)
+        return known if known is not None else self._assemble_in_full(start, line_no, hit, hit_index)
+
+    def _assemble_in_full(self, start: int, line_no: int, hit: int, hit_index: int) -> tuple[int, int]:
         data = self.data
         size = len(data)
         cap = self.max_line_bytes
         candidates = self.candidates
+        taken = len(candidates)
         assembler = RecordAssembler(self.service, "scan")
         feed = assembler.feed
         position = start
+        first_line_no = line_no
         hit_line = -1
+        fed: list[tuple[bytes, str]] = []  # each line's shape and text, for the window memo
         while True:
             if position >= size:
                 records = assembler.flush()
@@ -229,6 +261,7 @@ class _Finder:
                 end = size if newline < 0 else newline + 1
                 raw = data[position : min(end, position + cap + 1)].rstrip(b"\n")
                 line = LogLine(clean_line(raw[:cap]), "scan", line_no, len(raw) > cap)
+                fed.append((raw.translate(_DIGITS), line.text))
                 if hit_line < 0 and end > hit:
                     hit_line = line_no
                 records = feed((line,), 0.0)
@@ -238,8 +271,111 @@ class _Finder:
                     continue  # a line before the hit: it holds no candidate, so it is not an error
                 candidates.append(record)  # fingerprinted later, in this order, when the search is done
             if done:
+                self.memo_keys.extend(memo_key(record) for record in candidates[taken:])
                 return size, line_no if data[size - 1 : size] == b"\n" else line_no - 1
             if hit_line >= 0 and records and records[-1].first_line_no + records[-1].line_count > hit_line:
+                self._windows.remember(hit_index, fed, first_line_no, candidates[taken:])
+                self.memo_keys.extend(memo_key(record) for record in candidates[taken:])
                 return position, line_no  # the line at `position` began the next record: not consumed
             position = end
             line_no += 1
+
+
+_Span = tuple[int, int, KeyLayout | None]  # a record of a window: first line, line count, memo key layout
+
+
+class _Node:
+    """A window memo's trie node: one per shape of the lines fed so far."""
+
+    __slots__ = ("children", "spans")
+
+    def __init__(self) -> None:
+        self.children: dict[bytes, _Node] = {}
+        self.spans: tuple[_Span, ...] | None = None  # a remembered window ends here
+
+
+class _Windows:
+    """Record assembly of windows already seen, by the shape of their lines: a flood of one trace is
+    assembled once per shape, then only its lines are cut and joined.
+
+    Assembly (bot.records) and line cleaning (bot.textclean) are blind to digit values: their patterns see
+    digits through `\\d` and character ranges holding all ten, and lengths are kept. So two windows whose
+    lines are equal once every digit is written as `1`, with the hit on the same line, are cut into the
+    same records: a remembered window gives, for each record it yields, its first line and line count; its
+    text is those lines joined. The layout of its memo key (bot.fingerprint_memo.key_layout, also blind to
+    digit values) is kept too, so the key is cut from the text rather than found in it again. Windows whose records are anything else (a record cut to size, a line
+    omitted, the end of the file) are not remembered.
+    """
+
+    def __init__(self) -> None:
+        self._roots: dict[int, _Node] = {}  # by the index of the hit's line in the window
+        self._count = 0
+
+    def remember(
+        self, hit_index: int, fed: list[tuple[bytes, str]], line_no: int, records: list[LogRecord]
+    ) -> None:
+        if self._count >= _MAX_WINDOWS or len(fed) > _MAX_WINDOW_LINES:
+            return
+        if sum(len(text_shape) for text_shape, _ in fed) > _MAX_WINDOW_BYTES:
+            return
+        spans: list[_Span] = []
+        for record in records:
+            first = record.first_line_no - line_no
+            lines = fed[first : first + record.line_count]
+            if first < 0 or len(lines) != record.line_count:
+                return
+            if record.text != "\n".join(text for _, text in lines) or record.at != 0.0:
+                return
+            spans.append((first, record.line_count, key_layout(record.text)))
+        node = self._roots.setdefault(hit_index, _Node())
+        for text_shape, _ in fed:
+            node = node.children.setdefault(text_shape, _Node())
+        if node.spans is None:
+            self._count += 1
+        node.spans = tuple(spans)
+
+    def replay(self, finder: _Finder, start: int, line_no: int, hit_index: int) -> tuple[int, int] | None:
+        """`finder._assemble_in_full(start, line_no, …)` from a remembered window; None when not known."""
+        node = self._roots.get(hit_index)
+        if node is None:
+            return None
+        data = finder.data
+        size = len(data)
+        cap = finder.max_line_bytes
+        find = data.find
+        starts: list[int] = []
+        ends: list[int] = []  # of each line's bytes, without the newline, cut at cap + 1
+        long_lines = False
+        position = start
+        spans = None
+        while spans is None:
+            if position >= size:
+                return None
+            newline = find(b"\n", position)
+            end = size if newline < 0 else newline
+            stop = position + cap + 1
+            if end < stop:
+                stop = end
+            else:
+                long_lines = True
+            child = node.children.get(data[position:stop].translate(_DIGITS))
+            if child is None:
+                return None
+            node = child
+            starts.append(position)
+            ends.append(stop)
+            spans = node.spans
+            position = end + 1
+        service = finder.service
+        append = finder.candidates.append
+        keys = finder.memo_keys
+        for first, count, layout in spans:
+            last = first + count - 1
+            chunk = data[starts[first] : ends[last]]
+            if long_lines or b"\r" in chunk or b"\x00" in chunk or b"\x1b" in chunk:
+                text = "\n".join(clean_line(data[starts[i] : ends[i]][:cap]) for i in range(first, last + 1))
+            else:
+                text = chunk.decode("utf-8", errors="replace")  # what clean_line makes of each line
+            append(LogRecord(service, "scan", text, line_no + first, count, 0.0))
+            keys.append(memo_key_by_layout(service, text, layout))  # the layout is blind to digit values
+        return starts[-1], line_no + len(starts) - 1

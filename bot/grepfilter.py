@@ -19,9 +19,7 @@ import fcntl
 import os
 import re
 import select
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +35,6 @@ CANDIDATE_PATTERN = (
 # The same search over decoded text: a record it finds nothing in is no error (the daemon's pre-filter).
 CANDIDATE_TEXT = re.compile(CANDIDATE_PATTERN)
 
-_REPORT_PREFIX = re.compile(rb"([0-9]+):([0-9]+):")  # "LINE:OFFSET:" before each reported line
 _PREFIX_MAX = 48  # two 20-digit numbers and their colons fit
 _READ_BYTES = 256 * 1024
 _PIPE_BYTES = 1024 * 1024  # the default /proc/sys/fs/pipe-max-size
@@ -59,7 +56,7 @@ def grep_timeout(size: int) -> float:
 class GrepHits:
     """Candidate lines of one file as grep reports them; iterate once, then look at `failure`."""
 
-    def __init__(self, proc: subprocess.Popen[bytes] | None, deadline: float, failure: str | None) -> None:
+    def __init__(self, proc: _Spawned | None, deadline: float, failure: str | None) -> None:
         self._proc = proc
         self._deadline = deadline
         self.failure = failure  # why grep's report is incomplete; None while it is complete so far
@@ -68,40 +65,34 @@ class GrepHits:
     def start(cls, path: Path, pattern: str = CANDIDATE_PATTERN, *, timeout_s: float) -> GrepHits:
         """Start grep on `path` now; a missing or unstartable grep gives an object that yields nothing."""
         deadline = time.monotonic() + timeout_s
-        grep = shutil.which("grep")
+        grep = _which("grep")
         if grep is None:
             return cls(None, deadline, "no grep on PATH")
         argv = [grep, "-a", "-b", "-n", "-h", "-E", "-e", pattern, "--", str(path)]
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={"LC_ALL": "C"},  # bytes, not characters; and no GREP_OPTIONS or GREP_COLOR(S)
-                start_new_session=True,
-            )
+            proc = _Spawned.start(argv)
         except OSError as exc:
             return cls(None, deadline, f"cannot start {grep}: {exc}")
-        assert proc.stdout is not None
-        _widen_pipe(proc.stdout.fileno())
+        _widen_pipe(proc.stdout)
         return cls(proc, deadline, None)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self._proc is None or self.failure is not None:
             return
         last_offset, last_line = -1, 0
-        for prefix in self._report_prefixes():
-            match = _REPORT_PREFIX.match(prefix)
-            if match is None:
-                self._fail(f"unexpected grep output {prefix[:_PREFIX_MAX]!r}")
-                return
-            line_no, offset = int(match.group(1)), int(match.group(2))
-            if offset <= last_offset or line_no <= last_line:
-                self._fail(f"grep reported line {line_no} at byte {offset} out of order")
-                return
-            last_offset, last_line = offset, line_no
-            yield offset, line_no
+        for prefixes in self._report_prefixes():
+            for prefix in prefixes:
+                number, colon, rest = prefix.partition(b":")  # "LINE:OFFSET:" before each reported line
+                offset_digits, second_colon, _ = rest.partition(b":")
+                if not (colon and second_colon and number.isdigit() and offset_digits.isdigit()):
+                    self._fail(f"unexpected grep output {prefix[:_PREFIX_MAX]!r}")
+                    return
+                line_no, offset = int(number), int(offset_digits)
+                if offset <= last_offset or line_no <= last_line:
+                    self._fail(f"grep reported line {line_no} at byte {offset} out of order")
+                    return
+                last_offset, last_line = offset, line_no
+                yield offset, line_no
         if self.failure is None:
             status = self._wait()
             if status not in (0, 1):  # 1: no line matched
@@ -116,12 +107,11 @@ class GrepHits:
         proc = self._proc
         if proc is None:
             return
-        if proc.returncode is None:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):  # it ended on its own since we looked
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        proc.close_stdout()
 
     def __enter__(self) -> GrepHits:
         return self
@@ -140,17 +130,16 @@ class GrepHits:
 
     def _wait(self) -> int:
         assert self._proc is not None
-        try:
-            return self._proc.wait(timeout=max(0.0, self._deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        status = self._proc.wait(self._deadline)
+        if status is None:
             self._fail("grep timed out")
             return -1
+        return status
 
     def _chunks(self) -> Iterator[bytes]:
         """grep's output as it comes; stops at its end, or at the deadline with `failure` set."""
         assert self._proc is not None
-        assert self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
+        fd = self._proc.stdout
         while True:
             remaining = self._deadline - time.monotonic()
             readable = select.select([fd], [], [], max(0.0, remaining))[0] if remaining > 0 else []
@@ -162,25 +151,105 @@ class GrepHits:
                 return
             yield chunk
 
-    def _report_prefixes(self) -> Iterator[bytes]:
-        """The first bytes (up to _PREFIX_MAX) of each complete line of grep's output.
+    def _report_prefixes(self) -> Iterator[list[bytes]]:
+        """The first bytes (up to _PREFIX_MAX) of each complete line of grep's output, a list per read.
 
-        The text after the prefix is skipped without being kept, however long the reported line.
+        The text after the prefix is not kept beyond the read that brought it, however long the line.
         """
         pending = b""  # the start of the report line being read
-        skipping = False  # that start is long enough: skip to its newline
         for chunk in self._chunks():
-            start = 0
-            while True:
-                newline = chunk.find(b"\n", start)
-                if not skipping:
-                    piece_end = len(chunk) if newline < 0 else newline
-                    pending += chunk[start : min(piece_end, start + _PREFIX_MAX - len(pending))]
-                    skipping = len(pending) >= _PREFIX_MAX
-                if newline < 0:
-                    break
-                yield pending
-                pending, skipping = b"", False
-                start = newline + 1
+            pieces = chunk.split(b"\n")
+            if len(pieces) == 1:
+                if len(pending) < _PREFIX_MAX:
+                    pending += chunk[: _PREFIX_MAX - len(pending)]
+                continue
+            first = (
+                pending + pieces[0][: _PREFIX_MAX - len(pending)] if len(pending) < _PREFIX_MAX else pending
+            )
+            prefixes = [first]
+            prefixes.extend(piece[:_PREFIX_MAX] for piece in pieces[1:-1])
+            pending = pieces[-1][:_PREFIX_MAX]
+            yield prefixes
         if pending and self.failure is None:
             self._fail("grep output ended inside a line")
+
+
+def _which(name: str) -> str | None:
+    """`shutil.which(name)` for a plain name (shutil and subprocess cost `healbot scan` milliseconds before
+    grep starts)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or os.curdir, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+class _Spawned:
+    """grep started with `posix_spawn`: stdin and stderr /dev/null, stdout a pipe, its own session, C
+    locale and nothing else in its environment (no GREP_OPTIONS or GREP_COLOR(S))."""
+
+    def __init__(self, pid: int, stdout: int) -> None:
+        self.pid = pid
+        self.stdout = stdout  # the read end of grep's stdout; -1 once closed
+        self.returncode: int | None = None
+
+    @classmethod
+    def start(cls, argv: list[str]) -> _Spawned:
+        read_end, write_end = os.pipe()  # both close on exec; the dup2 below gives grep its fd 1
+        try:
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                {"LC_ALL": "C"},  # bytes, not characters
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, write_end, 1),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                ],
+                setsid=True,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return cls(pid, read_end)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, deadline: float | None = None) -> int | None:
+        """The exit code, waiting until the `time.monotonic()` deadline (None: for ever); None when grep
+        still runs at the deadline."""
+        if deadline is not None:
+            _wait_exit(self.pid, deadline)
+            return self.poll()
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def close_stdout(self) -> None:
+        if self.stdout >= 0:
+            os.close(self.stdout)
+            self.stdout = -1
+
+
+def _wait_exit(pid: int, deadline: float) -> None:
+    """Return once `pid` has exited (not reaped) or at `deadline`."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: look every 10 ms
+        while (
+            time.monotonic() < deadline
+            and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        ):
+            time.sleep(0.01)
+        return
+    try:
+        select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(pidfd)

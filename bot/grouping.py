@@ -23,7 +23,6 @@ A level word below ERROR (INFO, WARN, …) makes a single line a non-error, what
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import re
@@ -48,7 +47,7 @@ from bot.errors import StoreError
 from bot.header_infer import DEFAULT_MAX_GAP, DEFAULT_SHARE, SAMPLE_LINES, HeaderModel, head_lines
 from bot.header_infer import learn as learn_header
 from bot.masking import ERROR_SEVERITY, LEVELS, Header, mask, strip_after_level, strip_header, strip_leading
-from bot.models import Fingerprint, Frame, LogLine, LogRecord
+from bot.record_types import Fingerprint, Frame, LogLine, LogRecord
 from bot.records import (
     JAVA_CAUSE,
     JAVA_EXCEPTION_LINE,
@@ -58,6 +57,7 @@ from bot.records import (
     strip_line_prefix,
 )
 from bot.redact import redacted
+from bot.stable_hash import sha256_hex
 from bot.structured import structured
 from bot.textclean import clean_line
 
@@ -464,7 +464,7 @@ def _basename(path: str) -> str:
 
 
 def _hash(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode("utf-8", errors="replace")).hexdigest()[:16]
+    return sha256_hex("\x00".join(parts).encode("utf-8", errors="replace"))[:16]
 
 
 def _cap(text: str) -> str:

@@ -8,7 +8,6 @@ a token that reaches a log call never reaches the journal.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import sys
@@ -74,6 +73,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(_context(record))
         if record.exc_info:
             entry["exception"] = self._scrub(self.formatException(record.exc_info))
+        import json  # here: only the JSON format needs it, and `healbot scan` logs text
+
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -10,6 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+# The records and fingerprints live apart, so that `healbot scan` imports them without the rest; re-exported.
+from bot.record_types import Fingerprint as Fingerprint  # noqa: PLC0414
+from bot.record_types import Frame as Frame  # noqa: PLC0414
+from bot.record_types import LogLine as LogLine  # noqa: PLC0414
+from bot.record_types import LogRecord as LogRecord  # noqa: PLC0414
+
 if TYPE_CHECKING:
     from bot.mcp_server.scope import ToolScope
 
@@ -91,47 +97,6 @@ class ServiceState(enum.StrEnum):
     CRASH_LOOP = "crash_loop"  # PM2 errored/unstable, supervisord BACKOFF, docker restarting
     FATAL = "fatal"  # supervisord FATAL, systemd failed
     UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One physical line read from a source, decoded and capped."""
-
-    text: str
-    source: str  # source id, e.g. "file:/var/log/app.log"
-    line_no: int = 0  # 1-based within what the source has read, for `healbot scan`
-    truncated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One logical record: a line, or a multi-line traceback joined with "\n"."""
-
-    service: str
-    source: str
-    text: str
-    first_line_no: int = 0
-    line_count: int = 1
-    at: float = 0.0  # unix time the record was read
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    path: str
-    line: int
-    function: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """What makes two records the same problem."""
-
-    key: str  # short stable hash: service + exception type + innermost frames, or masked template
-    service: str
-    is_error: bool
-    exception_type: str | None
-    template: str  # masked, human-readable summary line
-    frames: tuple[Frame, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from bot.models import LogLine, LogRecord
+from bot.record_types import LogLine, LogRecord
 
 MAX_RECORD_BYTES = 8 * 1024
 MAX_RECORD_LINES = 200

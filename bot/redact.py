@@ -22,7 +22,6 @@ checklist for the rules and the test corpus (tests/secret_corpus.py) instead.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -308,6 +307,8 @@ def secret_env_names(environ: Mapping[str, str]) -> list[str]:
 
 def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
     """`redact`, after removing the values of secret-named environment variables (also URL/JSON-escaped)."""
+    import json  # here: `healbot scan` redacts without it
+
     variants: list[tuple[str, str]] = []
     for name in secret_env_names(environ):
         value = environ[name]

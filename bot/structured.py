@@ -6,7 +6,6 @@ line would turn every message into `"<str>"`. What is not a structured line give
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -33,6 +32,8 @@ def structured(line: str) -> Structured | None:
 
 
 def _json(text: str) -> Structured | None:
+    import json  # here: most files have no JSON line, and `healbot scan` imports this module
+
     try:
         value = json.loads(text)
     except ValueError:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot import fastscan, scan_command
+from bot.fingerprint_memo import memo_key
 from bot.grepfilter import CANDIDATE_PATTERN, GrepHits, grep_timeout
 from bot.grouping import Grouper, ScanResult, scan_errors
 from bot.models import Fingerprint, LogLine, LogRecord
@@ -114,6 +115,81 @@ def test_grep_path_equals_re_path_on_hostile_input(tmp_path: Path, name: str, ma
     log = tmp_path / f"{name}.log"
     log.write_bytes(HOSTILE[name])
     _assert_all_paths_agree(log, max_line_bytes=max_line_bytes)
+
+
+_ROTATE_DIGITS = bytes.maketrans(b"0123456789", b"3456789012")
+
+
+def _repeated_hostile_input(log: Path) -> None:
+    """Every hostile input, each repeated with other digits (the window memo replays the repeats)."""
+    pieces = [
+        sample
+        for name, sample in sorted(HOSTILE.items())
+        if sample.endswith(b"\n") and not name.startswith("ten_mb")
+    ]
+    bare_trace = TRACE.split(b"\n", 1)[1]
+    # one shape, but only the 500 is a candidate: its window starts at the hit, the other's a line before it
+    pieces.append(
+        b"".join(
+            access + bare_trace + INFO
+            for access in (b'"GET /a HTTP/1.1" 200 1\n', b'"GET /a HTTP/1.1" 500 1\n')
+        )
+    )
+    long_frames = b"".join(b'  File "/srv/%d.py", line 1, in %s\n' % (n, b"f" * 900) for n in range(12))
+    pieces.append(
+        TRACE.replace(
+            b"Traceback (most recent call last):\n", b"Traceback (most recent call last):\n" + long_frames
+        )
+    )  # more than MAX_RECORD_BYTES: cut
+    log.write_bytes(b"".join(p + p.translate(_ROTATE_DIGITS) + p for p in pieces))
+
+
+@needs_grep
+@pytest.mark.parametrize("max_line_bytes", [8192, 40])
+def test_repeated_windows_are_cut_as_the_line_by_line_scan_cuts_them(
+    tmp_path: Path, max_line_bytes: int
+) -> None:
+    """The window memo (windows of one digit shape assembled once) on every hostile input, each repeated
+    with other digits: a replayed window must give the records the assembler gives."""
+    log = tmp_path / "repeated.log"
+    _repeated_hostile_input(log)
+    _assert_all_paths_agree(log, max_line_bytes=max_line_bytes)
+
+
+@pytest.mark.parametrize("max_line_bytes", [8192, 40])
+def test_memo_keys_cut_by_a_remembered_layout_are_the_keys_found_anew(
+    tmp_path: Path, max_line_bytes: int
+) -> None:
+    """A replayed window's records get their fingerprint memo key from the layout of the first window of
+    their shape (bot.fingerprint_memo.key_layout): it must be the key memo_key finds in their text."""
+    log = tmp_path / "repeated.log"
+    _repeated_hostile_input(log)
+    with log.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        finder = fastscan._Finder(data, "svc", max_line_bytes)
+        finder.search()
+    assert len(finder.candidates) > 20
+    assert finder.memo_keys == [memo_key(record) for record in finder.candidates]
+
+
+def test_a_flood_of_one_trace_is_assembled_once_per_window_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "bench.log"
+    generate(log, 30_000)
+    in_full: list[int] = []
+    assemble = fastscan._Finder._assemble_in_full
+
+    def counting(
+        finder: fastscan._Finder, start: int, line_no: int, hit: int, hit_index: int
+    ) -> tuple[int, int]:
+        in_full.append(line_no)
+        return assemble(finder, start, line_no, hit, hit_index)
+
+    monkeypatch.setattr(fastscan._Finder, "_assemble_in_full", counting)
+    result = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192, use_grep=False)
+    assert result.error_records > 50
+    assert len(in_full) < result.error_records / 2
+    assert _summary(result) == _oracle_summary(log, 8192)
 
 
 def test_nul_joined_traceback_before_the_hit_stays_one_record(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ fingerprint, except where grouping or redaction looks at digit values; a changed
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +121,96 @@ def test_every_error_record_of_the_sample_logs_holds_a_candidate() -> None:
     errors = [r for r in records if fingerprint(r).is_error]
     assert errors and len(errors) < len(records)
     assert [r.text for r in errors if CANDIDATE_TEXT.search(r.text) is None] == []
+
+
+def _trace(
+    header: str, message: str, *, path: str = "/srv/shop.py", line: int = 27, function: str = "f"
+) -> str:
+    return (
+        f"{header}\nTraceback (most recent call last):\n"
+        f'  File "{path}", line {line}, in {function}\n    price = PRICES[name]\n{message}'
+    )
+
+
+def _counting(grouper: Grouper) -> tuple[FingerprintMemo, list[str]]:
+    calls: list[str] = []
+
+    class Counting:
+        def fingerprint(self, rec: LogRecord) -> Fingerprint:
+            calls.append(rec.text)
+            return grouper.fingerprint(rec)
+
+    return FingerprintMemo(Counting()), calls
+
+
+def test_a_trace_flood_with_other_timestamps_and_ids_is_grouped_once_per_message_shape() -> None:
+    """Regression (issue 13): every trace of the scan bench was grouped in full. The memo keyed a record by
+    the shape of its whole text, so the timestamp of the line logged before the trace (its zeros) made
+    new shapes, and "KeyError" holds "key", which kept every such trace out of the memo as a possible
+    secret although only the exception's message is redacted."""
+    rng = random.Random(3)
+    records = [
+        record(
+            _trace(
+                f"2026-11-26 06:{rng.randrange(60):02d}:{rng.randrange(60):02d},{rng.randrange(1000):03d} ERROR "
+                "shop[4242]: request /checkout failed",
+                f"KeyError: 'item-{rng.randrange(10**6)}'",
+            )
+        )
+        for _ in range(400)
+    ]
+    memo, calls = _counting(Grouper())
+    got = [memo.fingerprint(r) for r in records]
+    assert got == [fingerprint(r) for r in records]
+    message_shapes = {shape(r.text.rsplit("\n", 1)[1]) for r in records}
+    assert len(calls) == len(message_shapes) < len(records) / 4
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"path": "/app/worker1.py"}, {"path": "/app/worker2.py"}),
+        ({"function": "handler1"}, {"function": "handler2"}),
+        ({"line": 27}, {"line": 38}),  # the key ignores it, the frames (code context) do not
+    ],
+    ids=["file-name", "function-name", "line-number"],
+)
+def test_traces_that_differ_in_a_digit_of_a_frame_keep_their_own_fingerprint(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """Regression: two traces whose texts had one shape shared the first one's fingerprint, although file
+    and function names make the key and the frames carry their line numbers. (Paths are kept under 16
+    characters: a longer run looks like a token to bot.redact's pre-check, which kept such texts out.)"""
+    one = record(_trace("ERROR boom", "ValueError: bad input", **first))
+    two = record(_trace("ERROR boom", "ValueError: bad input", **second))
+    memo = FingerprintMemo(Grouper())
+    assert memo.fingerprint(one) == fingerprint(one)
+    assert memo.fingerprint(two) == fingerprint(two) != fingerprint(one)
+
+
+def test_a_card_number_in_an_exception_message_keeps_its_trace_out_of_the_memo() -> None:
+    valid, invalid = (
+        record(_trace("ERROR boom", f"ValueError: charge refused for 4111 1111 1111 111{d}")) for d in (1, 2)
+    )
+    memo = FingerprintMemo(Grouper())
+    assert memo.fingerprint(valid) == fingerprint(valid)
+    assert memo.fingerprint(invalid) == fingerprint(invalid) != fingerprint(valid)  # redacted vs not
+
+
+def test_the_line_logged_before_a_trace_does_not_change_its_fingerprint() -> None:
+    """The memo's premise for traces (it remembers a trace by its last traceback): fails once grouping
+    reads the line before a traceback, or what follows its exception line."""
+    message = "KeyError: 'item-7'"
+    texts = [
+        _trace("2026-11-26 06:00:01,000 ERROR shop[1]: request /checkout failed", message),
+        _trace("WARNING something else entirely, 12 times", message),
+        _trace("", message).lstrip("\n"),
+        _trace(
+            "ERROR first",
+            "ValueError: before\n\nDuring handling of the above exception, another exception occurred:\n\n",
+        )
+        + _trace("", message).lstrip("\n")
+        + "\n    a note after the exception line",
+    ]
+    fingerprints = {Grouper().fingerprint(record(t)) for t in texts}
+    assert len(fingerprints) == 1
