@@ -44,7 +44,7 @@ MAX_TOKENS = 120  # longer templates are only matched exactly
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 _VARIABLE_PART = re.compile(
-    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|\*)>"
+    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|\*)>"
 )
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
@@ -61,6 +61,22 @@ def _is_plain(token: str) -> bool:
 @functools.lru_cache(maxsize=65536)
 def _letters(token: str) -> str:
     return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
+
+
+_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)*$")
+_WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
+
+
+def _merge_slot(token: str) -> str | None:
+    """The gap a token leaves in the skeletons evidence merges on: `_GAP` for a word (`alice`, `user12`),
+    `key=` and the gap for a word value (`user=alice`); None where no merge may happen: a variable, a
+    value of another shape, a bracketed kind (`[REDACTED:key]`)."""
+    if token == WILDCARD:
+        return None
+    if _STRUCTURED.search(token) is None:
+        return _GAP if WILDCARD not in token or _WORD_WITH_VARIABLE.match(token) else None
+    keyed = _KEYED_WORD.match(token)
+    return keyed.group(1) + _GAP if keyed is not None else None
 
 
 def _is_json_key(token: str) -> bool:
@@ -329,9 +345,10 @@ class TemplateClusters:
             return
         skeletons = []
         for i, token in enumerate(cluster.tokens):
-            if WILDCARD in token or _STRUCTURED.search(token):
-                continue  # `user=root`, `[REDACTED:key]`: a key or a bracketed kind names what it holds
-            skeleton = (*cluster.tokens[:i], _GAP, *cluster.tokens[i + 1 :])
+            slot = _merge_slot(token)
+            if slot is None:
+                continue
+            skeleton = (*cluster.tokens[:i], slot, *cluster.tokens[i + 1 :])
             self._skeletons.setdefault(skeleton, {})[cluster.key] = cluster
             skeletons.append(skeleton)
         self._skeletons_of[cluster.key] = skeletons
@@ -347,7 +364,7 @@ class TemplateClusters:
                 continue
             survivor = max(members.values(), key=lambda c: c.size)  # the first of the largest
             others = [c for c in members.values() if c is not survivor]
-            at = skeleton.index(_GAP)
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
             for other in others:
                 self._remove(other)
                 other.merged_into = survivor

@@ -118,14 +118,30 @@ _HTTP_METHODS = r"GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE"
 _IPV4 = r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\.?\d)"
 _H = r"[0-9a-fA-F]{1,4}"
 _IPV6 = rf"(?<![\w:])(?:(?:{_H}:){{7}}{_H}(?::\d{{1,5}})?|(?:{_H}:){{0,6}}(?:{_H})?::(?:{_H}:){{0,6}}(?:{_H})?)(?![\w:])"
+# `name:port` is an address whatever the name's domain: dotted (`cdn.example.cn:80`), or one label with a
+# digit (`db-3:5432`) or `localhost`; a source file's `name.ext:line` is a code site, not an address.
+_SOURCE_EXT = (
+    r"py|pyx|java|kt|kts|scala|groovy|go|c|h|cc|cpp|cxx|hpp|hh|cs|js|jsx|mjs|ts|tsx|rb|rs|php|swift|m|mm"
+    r"|lua|ex|exs|erl|clj|dart|vue|pl|pm|sh"
+)
+_HOST_PORT = (
+    r"(?<![\w.:/@-])(?:(?![\w.-]*\.(?:"
+    + _SOURCE_EXT
+    + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
+    r"|[A-Za-z][A-Za-z-]*\d[\w-]*|localhost):\d{1,5}(?![\w.:])"
+)
+_MAC = r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b"
 _MASK = re.compile(
     r"(?P<request>(?<!\w)\"?\b(?:" + _HTTP_METHODS + r") (?P<route>/[^\s\"]*) HTTP/\d(?:\.\d)?\"?)"
     r"|(?P<url>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+)"
     r"|(?P<datetime>\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
     r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
-    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
+    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-])"
+    r"|" + _HOST_PORT + r")"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
+    r"|(?P<mac>" + _MAC + r")"
+    r"|(?P<token>\[REDACTED:(?:hex_token|high_entropy)\])"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     r"|(?P<ip>" + _IPV4 + "|" + _IPV6 + r")"
     r"|(?P<path>(?<![\w/.:-])(?:~|\.{1,2})?(?:/[\w.@%+~$-]+){2,}/?|\b[A-Za-z]:\\(?:[^\\\s\"']+\\)+[^\\\s\"']*)"
