@@ -59,12 +59,20 @@ def _is_plain(token: str) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
+def _is_word(token: str) -> bool:
+    """A plain word, a word with a number in it (`user12`) or a list of words (`admin,dev`): what a
+    variable that names things looks like."""
+    return any(pattern.match(token) for pattern in (_PLAIN_WORD, _WORD_WITH_VARIABLE, _WORD_LIST))
+
+
+@functools.lru_cache(maxsize=65536)
 def _letters(token: str) -> str:
     return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
 
 
 _KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)*$")
 _WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
+_WORD_LIST = re.compile(r"^[A-Za-z_][\w.-]*(?:,[A-Za-z_][\w.-]*)+$")
 
 
 def _merge_slot(token: str) -> str | None:
@@ -154,8 +162,8 @@ class Cluster:
             if WILDCARD in mine and WILDCARD in theirs:
                 if _letters(mine) == _letters(theirs):
                     continue  # two values written alike (`<*>`, `<<*>`): no word differs
-            elif not (_is_plain(mine) and _is_plain(theirs)):
-                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
+            elif not (_is_word(mine) and _is_word(theirs)):
+                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
             compared += 1
             rest = count - i - 1
             if (same + rest) / (compared + rest) < floor:

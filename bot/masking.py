@@ -130,6 +130,9 @@ _HOST_PORT = (
     + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
     r"|[A-Za-z][A-Za-z-]*\d[\w-]*|localhost):\d{1,5}(?![\w.:])"
 )
+# `name.cc` with a country-code top-level domain (`example.de`), unless `cc` is a file's extension
+_FILE_EXT = _SOURCE_EXT + r"|md|gz|xz|bz|so|db|js|ts|ps|el|in|am|mk|ac|hs|ml|vb|gp|ko|ok"
+_TWO_LABEL_HOST = r"(?<![\w.:/@-])[A-Za-z][\w-]*\.(?!(?:" + _FILE_EXT + r")(?![\w.-]))[a-z]{2}(?![\w.-]|:\d)"
 _MAC = r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b"
 _MASK = re.compile(
     r"(?P<request>(?<!\w)\"?\b(?:" + _HTTP_METHODS + r") (?P<route>/[^\s\"]*) HTTP/\d(?:\.\d)?\"?)"
@@ -138,8 +141,9 @@ _MASK = re.compile(
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
     r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
     r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-])"
-    r"|" + _HOST_PORT + r")"
+    r"|" + _HOST_PORT + "|" + _TWO_LABEL_HOST + r")"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
+    r"|(?P<numbers>\[-?\d+(?:\.\d+)?(?:, ?-?\d+(?:\.\d+)?)+\])"
     r"|(?P<mac>" + _MAC + r")"
     r"|(?P<token>\[REDACTED:(?:hex_token|high_entropy)\])"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
@@ -165,6 +169,8 @@ def _mask_match(match: re.Match[str]) -> str:
         route = match.group("route").split("?", 1)[0]
         query = "?<query>" if "?" in match.group("route") else ""
         return f"{quote}{method} {_ROUTE_ID.sub('<id>', route)}{query} HTTP{quote}"
+    if kind == "numbers":
+        return "[<num>]"  # a list of any length is one value
     if kind == "quoted":
         text = match.group(0)
         if _JSON_KEY_AFTER.match(match.string, match.end()):

@@ -119,3 +119,28 @@ def test_the_fuzz_generator_is_deterministic_and_its_seeds_differ() -> None:
     assert first.lines != fuzz_formats.generate("iso", 4, lines=50).lines
     assert len(first.truth) == len(first.lines) == len(first.messages) == 50
     assert set(fuzz_formats.TUNING_SEEDS).isdisjoint(fuzz_formats.REPORT_SEEDS)
+
+
+def test_a_two_label_host_with_a_country_code_is_masked_but_not_a_file_name() -> None:
+    assert mask("resolved example.de and cdn.example.ru") == "resolved <host> and <host>"
+    assert mask("loaded setup.py, run.sh and notes.md") == "loaded setup.py, run.sh and notes.md"
+
+
+def test_a_list_of_numbers_of_any_length_is_one_value(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    lines = [
+        f"2026-12-03 10:00:{i % 60:02d} INFO batch ids="
+        + str([rng.randrange(999) for _ in range(rng.randint(1, 6))])
+        + " committed"
+        for i in range(40)
+    ]
+    assert len(set(_groups(tmp_path, lines))) == 1
+
+
+def test_names_with_and_without_digits_and_lists_of_words_are_one_variable() -> None:
+    clusters = TemplateClusters()
+    names = ("alice", "bob12", "carol", "dave7")
+    keys = {clusters.assign(f"session opened for {name} from the web portal").key for name in names}
+    assert len(keys) == 1
+    roles = ("admin", "admin,dev", "ops,dev,qa")
+    assert len({clusters.assign(f"granted roles {r} to the new account today").key for r in roles}) == 1
