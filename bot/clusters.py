@@ -41,6 +41,9 @@ DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 MAX_TOKENS = 120  # longer templates are only matched exactly
+DEFAULT_SETTLED_AFTER = (
+    20  # lines with one word at a position before a line with another word there is another event
+)
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 _VARIABLE_PART = re.compile(
@@ -140,14 +143,20 @@ class Cluster:
     def template(self) -> str:
         return " ".join(self.tokens)
 
-    def similarity(self, tokens: tuple[str, ...], floor: float = 0.0) -> float:
+    def similarity(
+        self, tokens: tuple[str, ...], floor: float = 0.0, settled_after: int = DEFAULT_SETTLED_AFTER
+    ) -> float:
         """Share of equal words among the positions not yet known to vary. Positions where both hold the
         same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
         little about which event a line is, so a long run of them must not outweigh the word that differs.
 
         Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
-        otherwise (`user=root` / `user=guest`, `SOCKS<*>` / `HTTPS`) the shapes differ: another event.
+        otherwise (`user=root` / `user=guest`, `<*>:<*>` / `HTTPS`) the shapes differ: another event.
         0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
+
+        A cluster of `settled_after` lines or more that still holds one word at a position has shown that
+        word to be constant: a line with another word there is another event (`started` / `stopped`), 0.0.
+        A variable shows itself sooner, and evidence (`merge_after`) still merges one that came late.
         """
         same = compared = 0
         count = len(tokens)
@@ -164,6 +173,8 @@ class Cluster:
                     continue  # two values written alike (`<*>`, `<<*>`): no word differs
             elif not (_is_word(mine) and _is_word(theirs)):
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
+            if self.size >= settled_after:
+                return 0.0  # one word over that many lines is a constant: another word, another event
             compared += 1
             rest = count - i - 1
             if (same + rest) / (compared + rest) < floor:
@@ -229,6 +240,7 @@ class TemplateClusters:
     track_changes: bool = False  # remember changed and evicted clusters for `take_changed`/`take_forgotten`
     depth: int = DEFAULT_DEPTH
     merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
+    settled_after: int = DEFAULT_SETTLED_AFTER  # see Cluster.similarity
     max_bucket: int = DEFAULT_MAX_BUCKET
     # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
     # first entries walks over their holes
@@ -253,6 +265,8 @@ class TemplateClusters:
             raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
         if self.depth < 1 or self.max_bucket < 1:
             raise ValueError(f"depth and max_bucket must be positive, not {self.depth}, {self.max_bucket}")
+        if self.settled_after < 2:
+            raise ValueError(f"settled_after must be at least 2, not {self.settled_after}")
         if self.merge_after == 1 or self.merge_after < 0:
             raise ValueError(f"merge_after must be 0 (off) or at least 2, not {self.merge_after}")
 
@@ -490,7 +504,7 @@ class TemplateClusters:
         best_score = -1.0
         for key in self._bucket_keys(tokens):
             for cluster in self._buckets.get(key, {}).values():
-                score = cluster.similarity(tokens, max(self.similarity, best_score))
+                score = cluster.similarity(tokens, max(self.similarity, best_score), self.settled_after)
                 if score > best_score:
                     best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:

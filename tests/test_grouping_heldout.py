@@ -144,3 +144,16 @@ def test_names_with_and_without_digits_and_lists_of_words_are_one_variable() -> 
     assert len(keys) == 1
     roles = ("admin", "admin,dev", "ops,dev,qa")
     assert len({clusters.assign(f"granted roles {r} to the new account today").key for r in roles}) == 1
+
+
+def test_a_word_that_held_over_many_lines_is_a_constant_so_its_twin_is_another_event() -> None:
+    clusters = TemplateClusters(settled_after=20)
+    started = {
+        clusters.assign(f"replica {n} of the shard was started by the balancer").key for n in range(25)
+    }
+    stopped = {clusters.assign(f"replica {n} of the shard was stopped by the balancer").key for n in range(5)}
+    assert len(started) == len(stopped) == 1
+    assert started != stopped
+    early = TemplateClusters(settled_after=20)  # a word that varies from the start is a variable
+    users = ("alice", "bob", "carol", "dave")
+    assert len({early.assign(f"session of {user} was opened by the portal").key for user in users}) == 1
