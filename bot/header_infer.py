@@ -145,6 +145,8 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
             parts.append(rf"[\[\]<>():,]*(?i:{word})[\[\]<>():,]*" + _END)
         elif expected == "[d]":
             parts.append(r"\[(?=[^\]]*\d)(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
+        elif expected == _NAME_SHAPE:
+            parts.append(_FIELD_RE + r"(?<=:)" + _END)
         elif expected == _BRACKET_SHAPE:
             parts.append(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
         else:
@@ -153,9 +155,10 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
 
 
 _LEVEL_SHAPE = "<level>"
-_BRACKET_SHAPE = (
-    "[*]"  # a bracketed group of any content: `[main]`, `[pool-1-thread-3]`, `[req-… - -]`, `[-]`
-)
+# a bracketed group of any content: `[main]`, `[pool-1-thread-3]`, `[req-… - -]`, `[-]`
+_BRACKET_SHAPE = "[*]"
+# any field that ends with a colon: `kernel:`, `CacheManager:`, `app[12]:`
+_NAME_SHAPE = "<name>:"
 NO_HEADER = HeaderModel(())
 
 
@@ -188,6 +191,9 @@ def learn(
             gap += 1
             if gap > max_gap:
                 break
+    if end >= 0 and anchors[end] == _NAME_SHAPE:
+        # the name shows where the header ends, but it names what logged the event: it stays in the message
+        return HeaderModel(tuple(anchors[:end]))
     return HeaderModel(tuple(anchors[: end + 1]))
 
 
@@ -218,6 +224,9 @@ def _anchor(values: list[str], sample: int, share: float) -> str | None:
         # One value on most lines: a separator anchors; anything else (a host, or the value of the event
         # that fills the head) may as well stay in the message, where a constant changes no grouping.
         return modal if _PUNCTUATION.match(constant) else None
+    if sum(1 for v in values if len(v) > 1 and v.endswith(":")) >= share * sample:
+        # `name:` on nearly every line: a program or component, what comes before it is header
+        return _NAME_SHAPE
     if shapes["[d]"] + shapes["[a]"] >= share * sample:
         # bracketed groups that vary (thread names, request ids with or without digits, `[-]`) are header:
         # a message does not open with a bracket on nearly every line

@@ -5,6 +5,7 @@ header columns of level abbreviations and bracketed groups, and word values of `
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.clusters import TemplateClusters
@@ -157,3 +158,22 @@ def test_a_word_that_held_over_many_lines_is_a_constant_so_its_twin_is_another_e
     early = TemplateClusters(settled_after=20)  # a word that varies from the start is a variable
     users = ("alice", "bob", "carol", "dave")
     assert len({early.assign(f"session of {user} was opened by the portal").key for user in users}) == 1
+
+
+def test_a_host_and_a_name_with_a_colon_after_the_stamp_are_header(tmp_path: Path) -> None:
+    rng = random.Random(10)
+    hosts = ("alpha", "bravo", "charlie")  # names without digits: no shape of their own
+    events: tuple[tuple[str, Callable[[], str]], ...] = (
+        ("Mailer:", lambda: f"sent {rng.randrange(99)} messages to the relay"),
+        ("Indexer:", lambda: "index rebuilt from the journal"),
+        ("Indexer:", lambda: f"segment {rng.randrange(999)} merged into the main index"),
+    )
+    lines = []
+    for i in range(90):
+        name, message = rng.choice(events)
+        lines.append(f"03/12/2026 10:{i // 60:02d}:{i % 60:02d} {rng.choice(hosts)} {name} {message()}")
+    model = learn(head_lines(_write(tmp_path, lines)))
+    assert model.cut("03/12/2026 11:00:00 delta Mailer: sent 3 messages to the relay") == (
+        "Mailer: sent 3 messages to the relay"  # what logged it stays: it tells events apart
+    )
+    assert len(set(_groups(tmp_path, lines))) == 3
