@@ -73,7 +73,7 @@ def _letters(token: str) -> str:
     return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
 
 
-_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)*$")
+_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.,-]*(?:<\*>[\w.,-]*)*$")
 _WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
 _WORD_LIST = re.compile(r"^[A-Za-z_][\w.-]*(?:,[A-Za-z_][\w.-]*)+$")
 

@@ -110,6 +110,10 @@ def test_word_values_of_one_key_merge_on_evidence_but_two_values_stay_apart() ->
         keys.discard(merged)
         keys.add(into)
     assert len(keys) == 1
+    lists = ("admin", "ops,dev", "qa,dev,ops", "audit", "billing,ops")
+    listed = {clusters.assign(f"roles granted roles={roles} by portal").key for roles in lists}
+    into_key = dict(clusters.take_merged())
+    assert len({into_key.get(key, key) for key in listed}) == 1
     apart = TemplateClusters(merge_after=5)
     assert len({apart.assign(f"login ok user={user} from portal").key for user in ("root", "guest")}) == 2
 
