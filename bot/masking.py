@@ -10,9 +10,13 @@ from its first lines (bot.header_infer), not written here.
 
 Masks (after Sentry's parameterisation) replace, in one left-to-right pass: HTTP request lines (the
 route is kept with its ids masked), URLs, e-mail addresses, host names
-(with a generic top-level domain, or three or more labels ending in any two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
-file paths of two or more segments, quoted values (not JSON keys), hex (0x…, or 8+ hex digits with a
-letter and a digit), durations, sizes and any other number, also inside words (`blk_<num>`).
+(with a generic top-level domain, or ending in a two-letter country code that is no file extension,
+or any dotted name or name with a digit followed by a port: `csdnimg.cn:80`, `db-3:5432`; a source
+file's `Foo.java:42` is not one), dates with month names, lists of numbers (one value, whatever their
+count), MAC addresses, the anonymous tokens redaction left (`[REDACTED:hex_token]`), UUIDs, IPv4/IPv6
+addresses (with a port), file paths of two or more segments, quoted values (not JSON keys), hex (0x…,
+or 8+ hex digits with a letter and a digit), durations, sizes and any other number, also inside words
+(`blk_<num>`).
 """
 
 from __future__ import annotations
@@ -125,14 +129,14 @@ _SOURCE_EXT = (
     r"|lua|ex|exs|erl|clj|dart|vue|pl|pm|sh"
 )
 _HOST_PORT = (
-    r"(?<![\w.:/@-])(?:(?![\w.-]*\.(?:"
+    r"(?:(?![\w.-]*\.(?:"
     + _SOURCE_EXT
     + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
     r"|[A-Za-z][A-Za-z-]*\d[\w-]*|localhost):\d{1,5}(?![\w.:])"
 )
 # `name.cc` with a country-code top-level domain (`example.de`), unless `cc` is a file's extension
 _FILE_EXT = _SOURCE_EXT + r"|md|gz|xz|bz|so|db|js|ts|ps|el|in|am|mk|ac|hs|ml|vb|gp|ko|ok"
-_TWO_LABEL_HOST = r"(?<![\w.:/@-])[A-Za-z][\w-]*\.(?!(?:" + _FILE_EXT + r")(?![\w.-]))[a-z]{2}(?![\w.-]|:\d)"
+_TWO_LABEL_HOST = r"[A-Za-z][\w-]*\.(?!(?:" + _FILE_EXT + r")(?![\w.-]))[a-z]{2}(?![\w.-]|:\d)"
 _MAC = r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b"
 _MASK = re.compile(
     r"(?P<request>(?<!\w)\"?\b(?:" + _HTTP_METHODS + r") (?P<route>/[^\s\"]*) HTTP/\d(?:\.\d)?\"?)"
@@ -141,7 +145,7 @@ _MASK = re.compile(
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
     r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
     r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-])"
-    r"|" + _HOST_PORT + "|" + _TWO_LABEL_HOST + r")"
+    r"|(?<![\w.:/@-])(?=[\w-]+[.:]\w)(?:" + _HOST_PORT + "|" + _TWO_LABEL_HOST + r"))"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
     r"|(?P<numbers>\[-?\d+(?:\.\d+)?(?:, ?-?\d+(?:\.\d+)?)+\])"
     r"|(?P<mac>" + _MAC + r")"
