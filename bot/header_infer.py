@@ -145,6 +145,8 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
             parts.append(rf"[\[\]<>():,]*(?i:{word})[\[\]<>():,]*" + _END)
         elif expected == "[d]":
             parts.append(r"\[(?=[^\]]*\d)(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
+        elif expected == _DIGIT_SHAPE:
+            parts.append(r"(?=[^\s|]*?\d)" + _FIELD_RE + _END)
         elif expected == _NAME_SHAPE:
             parts.append(_FIELD_RE + r"(?<=:)" + _END)
         elif expected == _BRACKET_SHAPE:
@@ -157,6 +159,8 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
 _LEVEL_SHAPE = "<level>"
 # a bracketed group of any content: `[main]`, `[pool-1-thread-3]`, `[req-… - -]`, `[-]`
 _BRACKET_SHAPE = "[*]"
+# any field with a digit in it
+_DIGIT_SHAPE = "<digit>"
 # any field that ends with a colon: `kernel:`, `CacheManager:`, `app[12]:`
 _NAME_SHAPE = "<name>:"
 NO_HEADER = HeaderModel(())
@@ -232,6 +236,10 @@ def _anchor(values: list[str], sample: int, share: float) -> str | None:
         # a message does not open with a bracket on nearly every line
         return _BRACKET_SHAPE
     if count < share * sample:
+        if sum(1 for v in values if any(c.isdigit() for c in v)) >= share * sample:
+            # values of several shapes, nearly all with a digit: names of nodes or hosts (`node-12`,
+            # `R12-M1-N3`), ids; a message does not hold a number in the same place on nearly every line
+            return _DIGIT_SHAPE
         return None
     return modal if "d" in modal else None
 

@@ -129,9 +129,7 @@ _SOURCE_EXT = (
     r"|lua|ex|exs|erl|clj|dart|vue|pl|pm|sh"
 )
 _HOST_PORT = (
-    r"(?:(?![\w.-]*\.(?:"
-    + _SOURCE_EXT
-    + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
+    r"(?:(?![\w.-]*\.(?:" + _SOURCE_EXT + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
     r"|[A-Za-z][A-Za-z-]*\d[\w-]*|localhost):\d{1,5}(?![\w.:])"
 )
 # `name.cc` with a country-code top-level domain (`example.de`), unless `cc` is a file's extension

@@ -181,3 +181,27 @@ def test_a_host_and_a_name_with_a_colon_after_the_stamp_are_header(tmp_path: Pat
         "Mailer: sent 3 messages to the relay"  # what logged it stays: it tells events apart
     )
     assert len(set(_groups(tmp_path, lines))) == 3
+
+
+def test_a_column_of_node_names_of_several_shapes_is_header(tmp_path: Path) -> None:
+    rng = random.Random(11)
+
+    def node() -> str:
+        return rng.choice(
+            (f"node-{rng.randrange(999)}", f"R{rng.randrange(80)}-M{rng.randrange(2)}-N{rng.randrange(16)}")
+        )
+
+    events = (
+        ("KERNEL", "I", "cache flushed to disk"),
+        ("APP", "W", "ciod: lost contact with the service node"),
+    )
+    lines = []
+    for i in range(90):
+        component, level, message = rng.choice(events)
+        lines.append(f"{1_700_000_000 + i} 2026.12.03 {node()} {component} {level} {message}")
+    model = learn(head_lines(_write(tmp_path, lines)))
+    assert model.split("1700000500 2026.12.03 R7-M1-N2 KERNEL I cache flushed to disk") == (
+        "cache flushed to disk",
+        "INFO",
+    )
+    assert len(set(_groups(tmp_path, lines))) == 2
