@@ -41,9 +41,7 @@ DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 MAX_TOKENS = 120  # longer templates are only matched exactly
-DEFAULT_SETTLED_AFTER = (
-    20  # lines with one word at a position before a line with another word there is another event
-)
+DEFAULT_SETTLED_AFTER = 20  # lines holding one word at a position before that word counts as constant
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 _VARIABLE_PART = re.compile(
@@ -229,9 +227,10 @@ class TemplateClusters:
     `max_bucket` of them, so its cost does not grow with the number of clusters.
 
     Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
-    (each a constant there without `=` or brackets, not yet a variable), that position is a variable of one event (`user alice`,
-    `user bob`, `user carol`), whatever the similarity says; they become one cluster, the largest, whose
-    key the others' keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
+    (each a word there, `user12` or `admin,dev` too, or the word value of one key, `user=alice`; no bracketed
+    kind, not yet a variable), that position is a variable of one event (`user alice`, `user bob`, `user
+    carol`), whatever the similarity says; they become one cluster, the largest, whose key the others'
+    keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
     """
 
     similarity: float = DEFAULT_SIMILARITY
