@@ -41,10 +41,11 @@ DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 MAX_TOKENS = 120  # longer templates are only matched exactly
+DEFAULT_SETTLED_AFTER = 20  # lines holding one word at a position before that word counts as constant
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 _VARIABLE_PART = re.compile(
-    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|\*)>"
+    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|\*)>"
 )
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
@@ -59,8 +60,32 @@ def _is_plain(token: str) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
+def _is_word(token: str) -> bool:
+    """A plain word, a word with a number in it (`user12`) or a list of words (`admin,dev`): what a
+    variable that names things looks like."""
+    return any(pattern.match(token) for pattern in (_PLAIN_WORD, _WORD_WITH_VARIABLE, _WORD_LIST))
+
+
+@functools.lru_cache(maxsize=65536)
 def _letters(token: str) -> str:
     return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
+
+
+_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.,-]*(?:<\*>[\w.,-]*)*$")
+_WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
+_WORD_LIST = re.compile(r"^[A-Za-z_][\w.-]*(?:,[A-Za-z_][\w.-]*)+$")
+
+
+def _merge_slot(token: str) -> str | None:
+    """The gap a token leaves in the skeletons evidence merges on: `_GAP` for a word (`alice`, `user12`),
+    `key=` and the gap for a word value (`user=alice`); None where no merge may happen: a variable, a
+    value of another shape, a bracketed kind (`[REDACTED:key]`)."""
+    if token == WILDCARD:
+        return None
+    if _STRUCTURED.search(token) is None:
+        return _GAP if WILDCARD not in token or _WORD_WITH_VARIABLE.match(token) else None
+    keyed = _KEYED_WORD.match(token)
+    return keyed.group(1) + _GAP if keyed is not None else None
 
 
 def _is_json_key(token: str) -> bool:
@@ -116,14 +141,20 @@ class Cluster:
     def template(self) -> str:
         return " ".join(self.tokens)
 
-    def similarity(self, tokens: tuple[str, ...], floor: float = 0.0) -> float:
+    def similarity(
+        self, tokens: tuple[str, ...], floor: float = 0.0, settled_after: int = DEFAULT_SETTLED_AFTER
+    ) -> float:
         """Share of equal words among the positions not yet known to vary. Positions where both hold the
         same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
         little about which event a line is, so a long run of them must not outweigh the word that differs.
 
         Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
-        otherwise (`user=root` / `user=guest`, `SOCKS<*>` / `HTTPS`) the shapes differ: another event.
+        otherwise (`user=root` / `user=guest`, `<*>:<*>` / `HTTPS`) the shapes differ: another event.
         0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
+
+        A cluster of `settled_after` lines or more that still holds one word at a position has shown that
+        word to be constant: a line with another word there is another event (`started` / `stopped`), 0.0.
+        A variable shows itself sooner, and evidence (`merge_after`) still merges one that came late.
         """
         same = compared = 0
         count = len(tokens)
@@ -138,8 +169,10 @@ class Cluster:
             if WILDCARD in mine and WILDCARD in theirs:
                 if _letters(mine) == _letters(theirs):
                     continue  # two values written alike (`<*>`, `<<*>`): no word differs
-            elif not (_is_plain(mine) and _is_plain(theirs)):
-                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `SOCKS<*>`: shapes differ, not a value
+            elif not (_is_word(mine) and _is_word(theirs)):
+                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
+            if self.size >= settled_after:
+                return 0.0  # one word over that many lines is a constant: another word, another event
             compared += 1
             rest = count - i - 1
             if (same + rest) / (compared + rest) < floor:
@@ -194,9 +227,10 @@ class TemplateClusters:
     `max_bucket` of them, so its cost does not grow with the number of clusters.
 
     Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
-    (each a constant there without `=` or brackets, not yet a variable), that position is a variable of one event (`user alice`,
-    `user bob`, `user carol`), whatever the similarity says; they become one cluster, the largest, whose
-    key the others' keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
+    (each a word there, `user12` or `admin,dev` too, or the word value of one key, `user=alice`; no bracketed
+    kind, not yet a variable), that position is a variable of one event (`user alice`, `user bob`, `user
+    carol`), whatever the similarity says; they become one cluster, the largest, whose key the others'
+    keys now stand for (`take_merged`). Two values are not evidence (`shutdown`/`startup`).
     """
 
     similarity: float = DEFAULT_SIMILARITY
@@ -205,6 +239,7 @@ class TemplateClusters:
     track_changes: bool = False  # remember changed and evicted clusters for `take_changed`/`take_forgotten`
     depth: int = DEFAULT_DEPTH
     merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
+    settled_after: int = DEFAULT_SETTLED_AFTER  # see Cluster.similarity
     max_bucket: int = DEFAULT_MAX_BUCKET
     # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
     # first entries walks over their holes
@@ -229,6 +264,8 @@ class TemplateClusters:
             raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
         if self.depth < 1 or self.max_bucket < 1:
             raise ValueError(f"depth and max_bucket must be positive, not {self.depth}, {self.max_bucket}")
+        if self.settled_after < 2:
+            raise ValueError(f"settled_after must be at least 2, not {self.settled_after}")
         if self.merge_after == 1 or self.merge_after < 0:
             raise ValueError(f"merge_after must be 0 (off) or at least 2, not {self.merge_after}")
 
@@ -329,9 +366,10 @@ class TemplateClusters:
             return
         skeletons = []
         for i, token in enumerate(cluster.tokens):
-            if WILDCARD in token or _STRUCTURED.search(token):
-                continue  # `user=root`, `[REDACTED:key]`: a key or a bracketed kind names what it holds
-            skeleton = (*cluster.tokens[:i], _GAP, *cluster.tokens[i + 1 :])
+            slot = _merge_slot(token)
+            if slot is None:
+                continue
+            skeleton = (*cluster.tokens[:i], slot, *cluster.tokens[i + 1 :])
             self._skeletons.setdefault(skeleton, {})[cluster.key] = cluster
             skeletons.append(skeleton)
         self._skeletons_of[cluster.key] = skeletons
@@ -347,7 +385,7 @@ class TemplateClusters:
                 continue
             survivor = max(members.values(), key=lambda c: c.size)  # the first of the largest
             others = [c for c in members.values() if c is not survivor]
-            at = skeleton.index(_GAP)
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
             for other in others:
                 self._remove(other)
                 other.merged_into = survivor
@@ -465,7 +503,7 @@ class TemplateClusters:
         best_score = -1.0
         for key in self._bucket_keys(tokens):
             for cluster in self._buckets.get(key, {}).values():
-                score = cluster.similarity(tokens, max(self.similarity, best_score))
+                score = cluster.similarity(tokens, max(self.similarity, best_score), self.settled_after)
                 if score > best_score:
                     best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:

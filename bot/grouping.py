@@ -37,6 +37,7 @@ from bot.clusters import (
     DEFAULT_DEPTH,
     DEFAULT_MAX_CLUSTERS,
     DEFAULT_MERGE_AFTER,
+    DEFAULT_SETTLED_AFTER,
     DEFAULT_SIMILARITY,
     TOUCH_INTERVAL_S,
     Cluster,
@@ -210,10 +211,12 @@ class Grouper:
         header_gap: int = DEFAULT_MAX_GAP,
         depth: int = DEFAULT_DEPTH,
         merge_after: int = DEFAULT_MERGE_AFTER,
+        settled_after: int = DEFAULT_SETTLED_AFTER,
     ) -> None:
         self.similarity = similarity
         self.depth = depth
         self.merge_after = merge_after
+        self.settled_after = settled_after
         self._aliases: dict[str, str] = {}  # key of a merged cluster → key of the cluster it went into
         self.max_clusters = max_clusters
         self.header_share = header_share
@@ -327,6 +330,7 @@ class Grouper:
             track_changes=self._persistence is not None,
             depth=self.depth,
             merge_after=self.merge_after,
+            settled_after=self.settled_after,
         )
         if self._persistence is None:
             return clusters

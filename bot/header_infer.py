@@ -41,7 +41,22 @@ _SHAPE = re.compile(r"[A-Za-z]+|\d+")
 _PUNCTUATION = re.compile(r"^[^\w\s]+$")
 # Level words as they appear in headers: any case, bracketed, single letters (Android, glog: `E`, `W`).
 _LEVEL_LETTERS = {"V": "TRACE", "D": "DEBUG", "I": "INFO", "W": "WARN", "E": "ERROR", "F": "FATAL"}
-_LEVEL_SPELLINGS = {"VERBOSE": "TRACE", "ERRO": "ERROR", "INFORMATION": "INFO", **_LEVEL_LETTERS}
+# Three-letter forms (zerolog, Serilog, Go's slog handlers): `DBG`, `INF`, `WRN`, `FTL`.
+_LEVEL_ABBREVIATIONS = {
+    "TRC": "TRACE",
+    "DBG": "DEBUG",
+    "INF": "INFO",
+    "WRN": "WARN",
+    "FTL": "FATAL",
+    "CRT": "CRITICAL",
+}
+_LEVEL_SPELLINGS = {
+    "VERBOSE": "TRACE",
+    "ERRO": "ERROR",
+    "INFORMATION": "INFO",
+    **_LEVEL_ABBREVIATIONS,
+    **_LEVEL_LETTERS,
+}
 _LEVEL_WORDS = frozenset(LEVELS) | frozenset(_LEVEL_SPELLINGS)
 
 
@@ -130,12 +145,24 @@ def _compile(shapes: tuple[str | None, ...]) -> re.Pattern[str]:
             parts.append(rf"[\[\]<>():,]*(?i:{word})[\[\]<>():,]*" + _END)
         elif expected == "[d]":
             parts.append(r"\[(?=[^\]]*\d)(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
+        elif expected == _DIGIT_SHAPE:
+            parts.append(r"(?=[^\s|]*?\d)" + _FIELD_RE + _END)
+        elif expected == _NAME_SHAPE:
+            parts.append(_FIELD_RE + r"(?<=:)" + _END)
+        elif expected == _BRACKET_SHAPE:
+            parts.append(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]" + _END)
         else:
             parts.append("".join(_SHAPE_PART.get(c, re.escape(c)) for c in expected) + _END)
     return re.compile(r"[\s|]*" + r"[\s|]+".join(parts))
 
 
 _LEVEL_SHAPE = "<level>"
+# a bracketed group of any content: `[main]`, `[pool-1-thread-3]`, `[req-… - -]`, `[-]`
+_BRACKET_SHAPE = "[*]"
+# any field with a digit in it
+_DIGIT_SHAPE = "<digit>"
+# any field that ends with a colon: `kernel:`, `CacheManager:`, `app[12]:`
+_NAME_SHAPE = "<name>:"
 NO_HEADER = HeaderModel(())
 
 
@@ -168,6 +195,9 @@ def learn(
             gap += 1
             if gap > max_gap:
                 break
+    if end >= 0 and anchors[end] == _NAME_SHAPE:
+        # the name shows where the header ends, but it names what logged the event: it stays in the message
+        return HeaderModel(tuple(anchors[:end]))
     return HeaderModel(tuple(anchors[: end + 1]))
 
 
@@ -191,14 +221,26 @@ def _anchor(values: list[str], sample: int, share: float) -> str | None:
         return None
     if sum(1 for v in values if is_level(v)) >= share * len(values):
         return _LEVEL_SHAPE
-    modal, count = Counter(shape(v) for v in values).most_common(1)[0]
-    if count < share * sample:
-        return None
+    shapes = Counter(shape(v) for v in values)
+    modal, count = shapes.most_common(1)[0]
     constant, times = Counter(values).most_common(1)[0]
     if times >= share * sample:
         # One value on most lines: a separator anchors; anything else (a host, or the value of the event
         # that fills the head) may as well stay in the message, where a constant changes no grouping.
         return modal if _PUNCTUATION.match(constant) else None
+    if sum(1 for v in values if len(v) > 1 and v.endswith(":")) >= share * sample:
+        # `name:` on nearly every line: a program or component, what comes before it is header
+        return _NAME_SHAPE
+    if shapes["[d]"] + shapes["[a]"] >= share * sample:
+        # bracketed groups that vary (thread names, request ids with or without digits, `[-]`) are header:
+        # a message does not open with a bracket on nearly every line
+        return _BRACKET_SHAPE
+    if count < share * sample:
+        if sum(1 for v in values if any(c.isdigit() for c in v)) >= share * sample:
+            # values of several shapes, nearly all with a digit: names of nodes or hosts (`node-12`,
+            # `R12-M1-N3`), ids; a message does not hold a number in the same place on nearly every line
+            return _DIGIT_SHAPE
+        return None
     return modal if "d" in modal else None
 
 

@@ -10,9 +10,13 @@ from its first lines (bot.header_infer), not written here.
 
 Masks (after Sentry's parameterisation) replace, in one left-to-right pass: HTTP request lines (the
 route is kept with its ids masked), URLs, e-mail addresses, host names
-(with a generic top-level domain, or three or more labels ending in any two-letter country code), dates with month names, UUIDs, IPv4/IPv6 addresses (with a port),
-file paths of two or more segments, quoted values (not JSON keys), hex (0x…, or 8+ hex digits with a
-letter and a digit), durations, sizes and any other number, also inside words (`blk_<num>`).
+(with a generic top-level domain, or ending in a two-letter country code that is no file extension,
+or any dotted name or name with a digit followed by a port: `csdnimg.cn:80`, `db-3:5432`; a source
+file's `Foo.java:42` is not one), dates with month names, lists of numbers (one value, whatever their
+count), MAC addresses, the anonymous tokens redaction left (`[REDACTED:hex_token]`), UUIDs, IPv4/IPv6
+addresses (with a port), file paths of two or more segments, quoted values (not JSON keys), hex (0x…,
+or 8+ hex digits with a letter and a digit), durations, sizes and any other number, also inside words
+(`blk_<num>`).
 """
 
 from __future__ import annotations
@@ -118,14 +122,32 @@ _HTTP_METHODS = r"GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE"
 _IPV4 = r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\.?\d)"
 _H = r"[0-9a-fA-F]{1,4}"
 _IPV6 = rf"(?<![\w:])(?:(?:{_H}:){{7}}{_H}(?::\d{{1,5}})?|(?:{_H}:){{0,6}}(?:{_H})?::(?:{_H}:){{0,6}}(?:{_H})?)(?![\w:])"
+# `name:port` is an address whatever the name's domain: dotted (`cdn.example.cn:80`), or one label with a
+# digit (`db-3:5432`) or `localhost`; a source file's `name.ext:line` is a code site, not an address.
+_SOURCE_EXT = (
+    r"py|pyx|java|kt|kts|scala|groovy|go|c|h|cc|cpp|cxx|hpp|hh|cs|js|jsx|mjs|ts|tsx|rb|rs|php|swift|m|mm"
+    r"|lua|ex|exs|erl|clj|dart|vue|pl|pm|sh"
+)
+_HOST_PORT = (
+    r"(?:(?![\w.-]*\.(?:" + _SOURCE_EXT + r"):)(?=[\w.-]*[A-Za-z])[A-Za-z0-9][\w-]*(?:\.[A-Za-z0-9][\w-]*)+"
+    r"|[A-Za-z][A-Za-z-]*\d[\w-]*|localhost):\d{1,5}(?![\w.:])"
+)
+# `name.cc` with a country-code top-level domain (`example.de`), unless `cc` is a file's extension
+_FILE_EXT = _SOURCE_EXT + r"|md|gz|xz|bz|so|db|js|ts|ps|el|in|am|mk|ac|hs|ml|vb|gp|ko|ok"
+_TWO_LABEL_HOST = r"[A-Za-z][\w-]*\.(?!(?:" + _FILE_EXT + r")(?![\w.-]))[a-z]{2}(?![\w.-]|:\d)"
+_MAC = r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b"
 _MASK = re.compile(
     r"(?P<request>(?<!\w)\"?\b(?:" + _HTTP_METHODS + r") (?P<route>/[^\s\"]*) HTTP/\d(?:\.\d)?\"?)"
     r"|(?P<url>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+)"
     r"|(?P<datetime>\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? )?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r"[a-z]* +\d{1,2},? \d\d:\d\d:\d\d(?: \d{4})?\b)"
     r"|(?P<host>\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|edu|gov|mil|io|info|biz|local|localdomain|lan"
-    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-]))"
+    r"|internal|arpa)(?::\d{1,5})?(?![\w.-])|\b(?:[A-Za-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?(?![\w.-])"
+    r"|(?<![\w.:/@-])(?=[\w-]+[.:]\w)(?:" + _HOST_PORT + "|" + _TWO_LABEL_HOST + r"))"
     r"|(?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"
+    r"|(?P<numbers>\[-?\d+(?:\.\d+)?(?:, ?-?\d+(?:\.\d+)?)+\])"
+    r"|(?P<mac>" + _MAC + r")"
+    r"|(?P<token>\[REDACTED:(?:hex_token|high_entropy)\])"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     r"|(?P<ip>" + _IPV4 + "|" + _IPV6 + r")"
     r"|(?P<path>(?<![\w/.:-])(?:~|\.{1,2})?(?:/[\w.@%+~$-]+){2,}/?|\b[A-Za-z]:\\(?:[^\\\s\"']+\\)+[^\\\s\"']*)"
@@ -149,6 +171,8 @@ def _mask_match(match: re.Match[str]) -> str:
         route = match.group("route").split("?", 1)[0]
         query = "?<query>" if "?" in match.group("route") else ""
         return f"{quote}{method} {_ROUTE_ID.sub('<id>', route)}{query} HTTP{quote}"
+    if kind == "numbers":
+        return "[<num>]"  # a list of any length is one value
     if kind == "quoted":
         text = match.group(0)
         if _JSON_KEY_AFTER.match(match.string, match.end()):

@@ -15,11 +15,12 @@ from tests.bench import (
     bench_runner,
     bench_scan,
     bench_telegram,
+    fuzz_formats,
     incidents,
     loghub,
 )
 
-NAMES = ("loghub", "incidents", "scan", "runner", "daemon", "telegram", "metrics")
+NAMES = ("loghub", "fuzz", "incidents", "scan", "runner", "daemon", "telegram", "metrics")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     benches: dict[str, Callable[[], object]] = {
         "loghub": loghub.run,
+        "fuzz": lambda: in_tmp(fuzz_formats.run),
         "incidents": lambda: in_tmp(incidents.run),
         "scan": lambda: bench_scan.run(args.lines),
         "runner": lambda: in_tmp(bench_runner.run),
