@@ -39,7 +39,7 @@ _FIELD = re.compile(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]|[^\s|\[]+(?:\[[^\]\s]*\][^\s
 _SEPARATOR = re.compile(r"[\s|]*")
 _SHAPE = re.compile(r"[A-Za-z]+|\d+")
 _PUNCTUATION = re.compile(r"^[^\w\s]+$")
-# Level words as they appear in headers: any case, bracketed, single letters (Android, glog: `E`, `W`).
+# Level words as they appear in headers: any case, bracketed, single letters (logcat, glog: `E`, `W`).
 _LEVEL_LETTERS = {"V": "TRACE", "D": "DEBUG", "I": "INFO", "W": "WARN", "E": "ERROR", "F": "FATAL"}
 # Three-letter forms (zerolog, Serilog, Go's slog handlers): `DBG`, `INF`, `WRN`, `FTL`.
 _LEVEL_ABBREVIATIONS = {
