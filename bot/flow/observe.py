@@ -189,7 +189,7 @@ class Observer:
             end = chunk_end(batch, start + size)
             began = loop.time()
             records = assembler.feed(
-                lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
+                lines[start:end], now, resume=_shifted(batch.resume, start), read_from=read_from
             )
             self._observe(runtime, records, now, tally)
             if end >= len(lines):
@@ -258,6 +258,14 @@ class _Shifted:
         return self.resume(self.start + index)
 
 
+def _shifted(resume: Callable[[int], str], start: int) -> _Shifted:
+    """`resume` for the lines from `start` on; a shifted one is shifted further, not wrapped: a flood cut
+    over many polls nested one call per cut (hundreds for each line's cursor)."""
+    if isinstance(resume, _Shifted):
+        return _Shifted(resume.resume, resume.start + start)
+    return _Shifted(resume, start)
+
+
 def _next_chunk_size(size: int, took_s: float) -> int:
     """Cheap lines (a flood of one message) go in big chunks, costly ones (each a new kind of error, to be
     clustered) in small ones, so the loop waits about CHUNK_S whatever the lines cost."""
@@ -271,7 +279,7 @@ def _next_chunk_size(size: int, took_s: float) -> int:
 def _rest_of(batch: SourceBatch, start: int) -> SourceBatch:
     """The lines of `batch` from `start` on, resuming as the batch does."""
     assert batch.resume is not None
-    return SourceBatch(lines=batch.lines[start:], cursor=batch.cursor, resume=_Shifted(batch.resume, start))
+    return SourceBatch(lines=batch.lines[start:], cursor=batch.cursor, resume=_shifted(batch.resume, start))
 
 
 def chunk_end(batch: SourceBatch, wanted: int) -> int:
