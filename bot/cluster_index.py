@@ -16,6 +16,7 @@ a comparison with every cluster of the bucket would find.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -31,6 +32,7 @@ class Keyed(Protocol):
 C = TypeVar("C", bound=Keyed)
 
 
+@functools.lru_cache(maxsize=4096)
 def needed_words(words: int, loose: int, similarity: float) -> int:
     """The fewest of its `words` a template must hold for a cluster to reach `similarity` (0: any
     template may): the bound is computed as `Cluster.similarity` divides, so no rounding lets one through
@@ -132,7 +134,7 @@ class Bucket(Generic[C]):
     def candidates(self, tokens: Iterable[str]) -> Iterable[C]:
         """The members a template of `tokens` may reach the threshold with, in the order placed."""
         postings = self._postings
-        found: dict[str, C] = dict(self._unfiltered)
+        found: dict[str, C] = dict(self._unfiltered) if self._unfiltered else {}
         for word in enumerate(tokens):
             holders = postings.get(word)
             if holders is not None:

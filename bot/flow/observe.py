@@ -43,6 +43,7 @@ class Observer:
         self._storms = StormGate()
         self._backlog = False  # a source has more to read than the last poll's budget allowed
         self._follow_up_due = False
+        self._queued: asyncio.Future[None] | None = None  # done when the poll waiting for the lock has run
         # The unprocessed rest of a batch cut by the poll budget, by source, with the cursor it starts
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
@@ -51,9 +52,27 @@ class Observer:
         self._chunk_lines: dict[str, int] = {}  # by source: what the last chunk's cost says fits CHUNK_S
 
     async def poll(self) -> list[Incident]:
-        """Read every source once; the incidents that errors were counted into."""
+        """Read every source once; the incidents that errors were counted into. A poll asked for while
+        another waits to begin waits for that one instead (it reads all this one would, and reports its
+        incidents to its own caller): before, every write of a flood woke one more poll behind the lock,
+        and the interval poll the heartbeat counts, or the one that reads another service's error, began
+        only after a queue of seconds."""
+        queued = self._queued
+        if queued is not None:
+            await asyncio.shield(queued)
+            return []
+        queued = self._queued = asyncio.get_running_loop().create_future()
+        try:
+            return await self._poll_when_free()
+        finally:
+            if self._queued is queued:
+                self._queued = None  # cancelled before it began
+            queued.set_result(None)
+
+    async def _poll_when_free(self) -> list[Incident]:
         touched: list[Incident] = []
         async with self._poll_lock:
+            self._queued = None  # begun: a poll asked for from now on must read after this one
             self._backlog = False
             for runtime in self._flow.services.values():
                 for source in expand_sources(runtime.sources):
