@@ -193,7 +193,9 @@ class TemplateClusters:
 
     Matching one template looks only at the clusters that share its token count and one of its first
     `depth` constant tokens at the same position (an index like Drain's prefix tree), at most
-    `max_bucket` of them, so its cost does not grow with the number of clusters.
+    `max_bucket` of them, so its cost does not grow with the number of clusters; and of those only the
+    ones that could reach `similarity` (bot.cluster_index), so a flood of new kinds sharing their first
+    words costs look-ups, not a comparison with every cluster of their bucket.
 
     Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
     (each a constant there without `=` or brackets, not yet a variable), that position is a variable of one event (`user alice`,
