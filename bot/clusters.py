@@ -30,6 +30,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bot.cluster_index import Bucket, Word, needed_words
+
 log = logging.getLogger(__name__)
 
 WILDCARD = "<*>"
@@ -224,7 +226,9 @@ class TemplateClusters:
 
     Matching one template looks only at the clusters that share its token count and one of its first
     `depth` constant tokens at the same position (an index like Drain's prefix tree), at most
-    `max_bucket` of them, so its cost does not grow with the number of clusters.
+    `max_bucket` of them, so its cost does not grow with the number of clusters; and of those only the
+    ones that could reach `similarity` (bot.cluster_index), so a flood of new kinds sharing their first
+    words costs look-ups, not a comparison with every cluster of their bucket.
 
     Evidence merges clusters (`merge_after`): when that many clusters agree at every position but one
     (each a word there, `user12` or `admin,dev` too, or the word value of one key, `user=alice`; no bracketed
@@ -244,7 +248,7 @@ class TemplateClusters:
     # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
     # first entries walks over their holes
     _by_length: dict[int, OrderedDict[str, Cluster]] = field(default_factory=dict)
-    _buckets: dict[tuple[int, int, str], dict[str, Cluster]] = field(default_factory=dict)
+    _buckets: dict[tuple[int, int, str], Bucket[Cluster]] = field(default_factory=dict)
     _bucket_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     _skeletons: dict[tuple[str, ...], dict[str, Cluster]] = field(default_factory=dict)
     _skeletons_of: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
@@ -279,7 +283,9 @@ class TemplateClusters:
             cached.size += 1
             return self._seen(cached, now)
         tokens = tokens_of(template)
-        cluster = self._match(tokens)
+        # or the cluster this template created, when a merge moved it out of the buckets the template
+        # looks in: before, a second cluster of the same key took its place in the index, beside it
+        cluster = self._match(tokens) or self._live(template, len(tokens))
         if cluster is None:
             cluster = Cluster(key=template, tokens=list(tokens))
             if not tokens or len(tokens) > MAX_TOKENS:
@@ -298,6 +304,10 @@ class TemplateClusters:
             self._cache[template] = cluster  # an evicted cluster's entry is replaced in place
         return self._seen(cluster, now)
 
+    def _live(self, key: str, length: int) -> Cluster | None:
+        order = self._by_length.get(length)
+        return None if order is None else order.get(key)
+
     def _seen(self, cluster: Cluster, now: float) -> Cluster:
         self._matches += 1
         cluster.used = self._matches
@@ -305,6 +315,7 @@ class TemplateClusters:
         order = self._by_length.get(len(cluster.tokens))
         if order is not None and cluster.key in order:
             order.move_to_end(cluster.key)
+            self._buckets[self._bucket_of[cluster.key]].touch(cluster.key)
         if self.track_changes and now - cluster.saved_seen >= TOUCH_INTERVAL_S:
             self._touched[cluster.key] = cluster
         return cluster
@@ -322,15 +333,20 @@ class TemplateClusters:
                     break
         return keys or [(len(tokens), -1, WILDCARD)]
 
-    def _place(self, cluster: Cluster) -> None:
+    def _place(self, cluster: Cluster, *, evict: bool = True) -> None:
+        """Put `cluster` last in its bucket; a full bucket evicts its least recently matched cluster first
+        (unless `evict` is False: a generalised cluster never makes a bucket evict)."""
         key = self._bucket_keys(cluster.tokens)[0]
-        bucket = self._buckets.setdefault(key, {})
-        if len(bucket) >= self.max_bucket:
-            victim = min(bucket.values(), key=lambda c: c.used)
+        bucket = self._buckets.get(key)
+        if bucket is not None and evict and len(bucket) >= self.max_bucket:
+            victim = bucket.least_recent()
             self._remove(victim)
             self._evict(victim)
-            bucket = self._buckets.setdefault(key, {})
-        bucket[cluster.key] = cluster
+            bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket()
+        words, loose = _filter_words(cluster)
+        bucket.add(cluster, words, needed_words(len(words), loose, self.similarity))
         self._bucket_of[cluster.key] = key
         self._index_skeletons(cluster)
 
@@ -338,8 +354,8 @@ class TemplateClusters:
         key = self._bucket_of.pop(cluster.key, None)
         if key is not None:
             bucket = self._buckets[key]
-            bucket.pop(cluster.key, None)
-            if not bucket:
+            bucket.remove(cluster.key)
+            if not len(bucket):
                 del self._buckets[key]
         for skeleton in self._skeletons_of.pop(cluster.key, ()):
             members = self._skeletons[skeleton]
@@ -350,10 +366,7 @@ class TemplateClusters:
     def _reindex(self, cluster: Cluster) -> None:
         """Place `cluster` again after positions of it became variable."""
         self._unplace(cluster)
-        bucket = self._buckets.setdefault(self._bucket_keys(cluster.tokens)[0], {})
-        bucket[cluster.key] = cluster  # a generalised cluster never makes a bucket evict
-        self._bucket_of[cluster.key] = self._bucket_keys(cluster.tokens)[0]
-        self._index_skeletons(cluster)
+        self._place(cluster, evict=False)
 
     def _remove(self, cluster: Cluster) -> None:
         self._unplace(cluster)
@@ -502,7 +515,10 @@ class TemplateClusters:
         best: Cluster | None = None
         best_score = -1.0
         for key in self._bucket_keys(tokens):
-            for cluster in self._buckets.get(key, {}).values():
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            for cluster in bucket.candidates(tokens):
                 score = cluster.similarity(tokens, max(self.similarity, best_score), self.settled_after)
                 if score > best_score:
                     best, best_score = cluster, score
@@ -512,6 +528,25 @@ class TemplateClusters:
 
     def __len__(self) -> int:
         return sum(len(order) for order in self._by_length.values())
+
+
+def _filter_words(cluster: Cluster) -> tuple[list[Word], int]:
+    """The cluster's words and the number of its loose positions, as bot.cluster_index defines them."""
+    words: list[Word] = []
+    loose = 0
+    learned = cluster.learned
+    for i, token in enumerate(cluster.tokens):
+        if token.isalpha():  # the common case, without a look-up in `_letters`' cache
+            if i not in learned:
+                words.append((i, token))
+            continue
+        if i in learned or not _letters(token) or _is_json_key(token):
+            continue
+        if WILDCARD in token:
+            loose += 1
+        else:
+            words.append((i, token))
+    return words, loose
 
 
 def _resolved(cluster: Cluster) -> Cluster:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -305,8 +305,9 @@ def secret_env_names(environ: Mapping[str, str]) -> list[str]:
     )
 
 
-def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
-    """`redact`, after removing the values of secret-named environment variables (also URL/JSON-escaped)."""
+def env_secret_forms(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(form, name) for the value of every secret-named variable as written plain, URL- and JSON-escaped,
+    the longest first (a value containing another goes first): computed once for a fixed environment."""
     import json  # here: `healbot scan` redacts without it
 
     variants: list[tuple[str, str]] = []
@@ -314,15 +315,25 @@ def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
         value = environ[name]
         for form in {value, quote(value, safe=""), json.dumps(value)[1:-1]}:
             variants.append((form, name))
-    variants.sort(key=lambda item: len(item[0]), reverse=True)  # a value containing another goes first
+    variants.sort(key=lambda item: len(item[0]), reverse=True)
+    return tuple(variants)
+
+
+def redact_env_forms(text: str, forms: Iterable[tuple[str, str]]) -> Redaction:
+    """`redact`, after removing the values `env_secret_forms` gave."""
     count = 0
-    for form, name in variants:
+    for form, name in forms:
         occurrences = text.count(form)
         if occurrences:
             text = text.replace(form, _placeholder(f"env:{name}"))
             count += occurrences
     rest = redact(text)
     return Redaction(text=rest.text, count=count + rest.count)
+
+
+def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
+    """`redact`, after removing the values of secret-named environment variables (also URL/JSON-escaped)."""
+    return redact_env_forms(text, env_secret_forms(environ))
 
 
 class RedactingWriter:

@@ -324,3 +324,35 @@ async def test_costly_records_are_fed_in_small_chunks_from_the_start_of_the_next
         handle.write(distinct_errors(200, 200))
     await world.daemon.pipeline.poll_once()
     assert fed and fed[0] < observe.CHUNK_LINES, fed
+
+
+async def test_polls_asked_for_while_one_waits_to_begin_are_served_by_it(
+    world: FloodWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 13): each write of a flood woke one more poll, and each waited behind the lock
+    for all the polls before it: the interval poll the heartbeat counts (6 s without a ping) and the one
+    that read another service's error (an incident after 5 s) began only after seconds of queue. A poll
+    asked for while another waits to begin waits for that one, which reads everything it would."""
+    observer = world.daemon.pipeline._observer
+    polled: list[str] = []
+    poll_source = observer._poll_source
+
+    async def counting(runtime: Any, source: Any) -> list[Incident]:
+        polled.append(source.source_id)
+        return await poll_source(runtime, source)
+
+    monkeypatch.setattr(observer, "_poll_source", counting)
+    await world.daemon.pipeline.poll_once()
+    sources = len(polled)
+    with world.other.open("a") as out:
+        out.write("ERROR billing ledger locked while polls queue\n")
+    async with observer._poll_lock:  # a poll runs
+        asked = [asyncio.create_task(world.daemon.pipeline.poll_once()) for _ in range(6)]
+        for _ in range(len(asked) + 1):
+            await asyncio.sleep(0)  # every task gets to ask (and the first to wait for the lock)
+    await asyncio.gather(*asked)
+    assert len(polled) == 2 * sources  # one poll served the six
+    await world.daemon.pipeline.poll_once()  # a quiet poll flushes the pending record
+    [billing] = world.incidents("billing")
+    assert "while polls queue" in billing.title
+    assert len(polled) == 3 * sources

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.flow.observe import chunk_end
+from bot.flow.observe import _rest_of, _Shifted, chunk_end
 from bot.models import SourceBatch
 from bot.sources.command import Output
 from bot.sources.docker import DockerLogsSource
@@ -129,3 +129,21 @@ def test_a_poll_cut_short_never_splits_an_entry(tmp_path: Path) -> None:
     batch = source.read(cursor)
     assert texts(batch) == ["one", "a", "b", "c", "last"]
     assert [chunk_end(batch, wanted) for wanted in range(1, 6)] == [1, 4, 4, 4, 5]
+
+
+def test_a_flood_cut_over_many_polls_resumes_in_one_step(tmp_path: Path) -> None:
+    """Regression (issue 13): each poll that ran out of budget wrapped the rest's resume in one more shift,
+    so after hundreds of cuts a line's cursor took hundreds of calls (8 of 104 s of a profiled flood)."""
+    log = tmp_path / "svc.log"
+    log.write_text("")
+    source = FileSource("svc", log)
+    cursor = source.start_cursor()
+    log.write_text("".join(f"line {i}\n" for i in range(300)))
+    batch = source.read(cursor)
+    assert batch.resume is not None
+    rest = batch
+    for _ in range(200):
+        rest = _rest_of(rest, 1)
+    assert texts(rest) == texts(batch)[200:]
+    assert isinstance(rest.resume, _Shifted) and rest.resume.resume is batch.resume
+    assert [rest.resume(i) for i in range(100)] == [batch.resume(200 + i) for i in range(100)]

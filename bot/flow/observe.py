@@ -43,6 +43,7 @@ class Observer:
         self._storms = StormGate()
         self._backlog = False  # a source has more to read than the last poll's budget allowed
         self._follow_up_due = False
+        self._queued: asyncio.Future[None] | None = None  # done when the poll waiting for the lock has run
         # The unprocessed rest of a batch cut by the poll budget, by source, with the cursor it starts
         # at: the next poll goes on with it instead of reading (and decoding) the same bytes again.
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
@@ -51,9 +52,27 @@ class Observer:
         self._chunk_lines: dict[str, int] = {}  # by source: what the last chunk's cost says fits CHUNK_S
 
     async def poll(self) -> list[Incident]:
-        """Read every source once; the incidents that errors were counted into."""
+        """Read every source once; the incidents that errors were counted into. A poll asked for while
+        another waits to begin waits for that one instead (it reads all this one would, and reports its
+        incidents to its own caller): before, every write of a flood woke one more poll behind the lock,
+        and the interval poll the heartbeat counts, or the one that reads another service's error, began
+        only after a queue of seconds."""
+        queued = self._queued
+        if queued is not None:
+            await asyncio.shield(queued)
+            return []
+        queued = self._queued = asyncio.get_running_loop().create_future()
+        try:
+            return await self._poll_when_free()
+        finally:
+            if self._queued is queued:
+                self._queued = None  # cancelled before it began
+            queued.set_result(None)
+
+    async def _poll_when_free(self) -> list[Incident]:
         touched: list[Incident] = []
         async with self._poll_lock:
+            self._queued = None  # begun: a poll asked for from now on must read after this one
             self._backlog = False
             for runtime in self._flow.services.values():
                 for source in expand_sources(runtime.sources):
@@ -189,7 +208,7 @@ class Observer:
             end = chunk_end(batch, start + size)
             began = loop.time()
             records = assembler.feed(
-                lines[start:end], now, resume=_Shifted(batch.resume, start), read_from=read_from
+                lines[start:end], now, resume=_shifted(batch.resume, start), read_from=read_from
             )
             self._observe(runtime, records, now, tally)
             if end >= len(lines):
@@ -258,6 +277,14 @@ class _Shifted:
         return self.resume(self.start + index)
 
 
+def _shifted(resume: Callable[[int], str], start: int) -> _Shifted:
+    """`resume` for the lines from `start` on; a shifted one is shifted further, not wrapped: a flood cut
+    over many polls nested one call per cut (hundreds for each line's cursor)."""
+    if isinstance(resume, _Shifted):
+        return _Shifted(resume.resume, resume.start + start)
+    return _Shifted(resume, start)
+
+
 def _next_chunk_size(size: int, took_s: float) -> int:
     """Cheap lines (a flood of one message) go in big chunks, costly ones (each a new kind of error, to be
     clustered) in small ones, so the loop waits about CHUNK_S whatever the lines cost."""
@@ -271,7 +298,7 @@ def _next_chunk_size(size: int, took_s: float) -> int:
 def _rest_of(batch: SourceBatch, start: int) -> SourceBatch:
     """The lines of `batch` from `start` on, resuming as the batch does."""
     assert batch.resume is not None
-    return SourceBatch(lines=batch.lines[start:], cursor=batch.cursor, resume=_Shifted(batch.resume, start))
+    return SourceBatch(lines=batch.lines[start:], cursor=batch.cursor, resume=_shifted(batch.resume, start))
 
 
 def chunk_end(batch: SourceBatch, wanted: int) -> int:
