@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -113,10 +114,10 @@ def test_a_flood_of_new_kinds_in_one_bucket_compares_few_clusters(monkeypatch: p
     compared = 0
     similarity = Cluster.similarity
 
-    def counted(self: Cluster, tokens: tuple[str, ...], floor: float = 0.0) -> float:
+    def counted(self: Cluster, tokens: tuple[str, ...], *rest: Any) -> float:
         nonlocal compared
         compared += 1
-        return similarity(self, tokens, floor)
+        return similarity(self, tokens, *rest)
 
     monkeypatch.setattr(Cluster, "similarity", counted)
     clusters = TemplateClusters()
