@@ -241,7 +241,9 @@ def test_tool_calls_beyond_the_cap_end_the_diagnosis_with_a_note(
         run(runner, scope, scope.repo)
 
     assert caught.value.stats.tool_calls == (("incident", 3),)  # type: ignore[attr-defined]
-    assert len(fake_api.message_requests()) <= 3
+    # Uncapped, the script makes 6 requests. The CLI may post the next one while the third call's answer
+    # travels and before the kill lands (seen once under load in CI), so one in flight is allowed.
+    assert len(fake_api.message_requests()) <= 4
     assert not isinstance(runner, ClaudeCliRunner) or runner.running_pids() == ()
 
 
