@@ -10,7 +10,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bot import audit_export, proc, registry
@@ -27,7 +26,7 @@ from bot.mcp_server import looked_at
 from bot.mcp_server.scope import scope_for
 from bot.models import FixKind, Incident, IncidentState, Proposal, ProposalStatus
 from bot.recent import most_frequent_error
-from bot.redact import redact, redact_env_values
+from bot.redact import redact, scrubber
 from bot.render import candidate_line, proposal_text, when
 from bot.runner.claude_cli import INSTALL_HINT
 from bot.runner.messages_api import MessagesApiRunner
@@ -99,7 +98,7 @@ async def diagnose_service(config_path: Path, service: str, *, tail_bytes: int) 
         frames=fp.frames,
     )
     print(f"diagnosing {service}: {fp.template} (seen {count}× in the recent log); read-only")
-    scrub = _scrubber()
+    scrub = scrubber(os.environ)
     evidence = await asyncio.to_thread(
         collect_evidence,
         incident,
@@ -138,15 +137,6 @@ async def diagnose_service(config_path: Path, service: str, *, tail_bytes: int) 
     if result.stats.tool_calls:
         print(f"looked at: {looked_at.summary(result.stats.tool_calls)}")
     return 0
-
-
-def _scrubber() -> Callable[[str], str]:
-    env = dict(os.environ)
-
-    def scrub(text: str) -> str:
-        return redact_env_values(redact(text).text, env).text
-
-    return scrub
 
 
 def doctor(config_path: Path) -> int:

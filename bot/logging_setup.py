@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from bot.redact import redact, redact_env_values
+from bot.redact import scrubber
 
 CONTEXT_FIELDS = ("service", "incident", "source", "change")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,15 +25,6 @@ _HANDLER_NAME = "healbot"
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
-
-
-def scrubber(environ: Mapping[str, str]) -> Callable[[str], str]:
-    env = dict(environ)
-
-    def scrub(text: str) -> str:
-        return redact_env_values(redact(text).text, env).text
-
-    return scrub
 
 
 def _context(record: logging.LogRecord) -> dict[str, object]:

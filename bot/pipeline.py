@@ -37,7 +37,7 @@ from bot.models import (
     IncidentState,
     Proposal,
 )
-from bot.redact import env_secret_forms, redact, redact_env_forms
+from bot.redact import scrubber
 from bot.store import Store
 from bot.tasks import BackgroundTasks
 
@@ -88,7 +88,7 @@ class Pipeline:
         self.ledger = ledger or ErrorLedger(horizon_s=ledger_horizon_s(config))
         self._restore_ledger()
         # the secret values of the environment, computed once: per scrubbed line they cost 5 of 31 s of a flood
-        self._env_forms = env_secret_forms(os.environ if environ is None else environ)
+        self._scrub = scrubber(os.environ if environ is None else environ)
         self._tasks = BackgroundTasks(log, "background step")
         self._diagnosing: set[int] = set()  # queued or running
         self._diagnosis_queue: deque[tuple[int, str]] = deque()
@@ -107,7 +107,7 @@ class Pipeline:
 
     def scrub(self, text: str) -> str:
         """Everything that leaves the process passes here: secrets out, env secret values out."""
-        return redact_env_forms(redact(text).text, self._env_forms).text
+        return self._scrub(text)
 
     def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         self._tasks.spawn(coro, name)

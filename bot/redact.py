@@ -336,6 +336,22 @@ def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
     return redact_env_forms(text, env_secret_forms(environ))
 
 
+def scrubber(environ: Mapping[str, str]) -> Callable[[str], str]:
+    """`redact`, then the values of `environ`'s secret-named variables out: what leaves the process through
+    the chat, the journal and the CLI. The variables are read once, at the first text (not at start-up: a
+    `healbot scan` that logs nothing never needs them)."""
+    env = dict(environ)
+    forms: tuple[tuple[str, str], ...] | None = None
+
+    def scrub(text: str) -> str:
+        nonlocal forms
+        if forms is None:
+            forms = env_secret_forms(env)
+        return redact_env_forms(redact(text).text, forms).text
+
+    return scrub
+
+
 class RedactingWriter:
     """A text stream that redacts what it is given, then writes it to `stream` (the CLI's stdout, stderr)."""
 

@@ -8,7 +8,7 @@ from bot.clock import SystemClock
 from bot.config import HealbotConfig
 from bot.errors import ConfigError
 from bot.interfaces import Clock
-from bot.redact import redact, redact_env_values
+from bot.redact import scrubber
 from bot.store import Store
 from bot.telegram.app import AppSettings, TelegramApp
 from bot.telegram.channel import TelegramChannel
@@ -40,11 +40,7 @@ def build_telegram_channel(
     """The channel for `config.approval.channel == "telegram"`; call `bind(pipeline)` before `start`."""
     if not token:
         raise ConfigError(f"the telegram channel needs the bot token in {TOKEN_ENV}")
-    env = dict(environ)
-
-    def scrub(text: str) -> str:
-        return redact_env_values(redact(text).text, env).text
-
+    scrub = scrubber(environ)
     app = TelegramApp(
         AppSettings(
             token=token,
