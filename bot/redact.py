@@ -337,8 +337,9 @@ def redact_env_values(text: str, environ: Mapping[str, str]) -> Redaction:
 
 
 def scrubber(environ: Mapping[str, str]) -> Callable[[str], str]:
-    """`redact`, then the values of `environ`'s secret-named variables out: what leaves the process through
-    the chat, the journal and the CLI. The variables are read once, at the first text (not at start-up: a
+    """The values of `environ`'s secret-named variables out, then `redact`, in one pass of the rules: what
+    leaves the process through the chat, the journal and the CLI. A known value is replaced first, so its
+    placeholder names the variable. The variables are read once, at the first text (not at start-up: a
     `healbot scan` that logs nothing never needs them)."""
     env = dict(environ)
     forms: tuple[tuple[str, str], ...] | None = None
@@ -347,7 +348,7 @@ def scrubber(environ: Mapping[str, str]) -> Callable[[str], str]:
         nonlocal forms
         if forms is None:
             forms = env_secret_forms(env)
-        return redact_env_forms(redact(text).text, forms).text
+        return redact_env_forms(text, forms).text
 
     return scrub
 

@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from bot.redact import Redaction, redact, redact_env_values
+from bot.redact import Redaction, redact, redact_env_values, scrubber
 
 TELEGRAM = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -142,3 +142,17 @@ def test_env_values_of_secret_names_are_removed_in_every_form() -> None:
 def test_env_redaction_also_applies_the_patterns() -> None:
     result = redact_env_values("password=abc123", {})
     assert result == Redaction(text="password=[REDACTED:password]", count=1)
+
+
+def test_scrubber_names_the_variable_of_a_known_value_and_still_applies_the_rules() -> None:
+    """Regression: the scrubber ran the rules, then the variables, then the rules again. The first pass hid
+    a known value under a rule's label, and every text paid for two passes."""
+    scrub = scrubber({"DB_PASSWORD": "s3cr3t-Value-99", "HOME": "/home/u"})
+    assert (
+        scrub("login password=s3cr3t-Value-99 failed") == "login password=[REDACTED:env:DB_PASSWORD] failed"
+    )
+    assert (
+        scrub("dsn postgres://app:s3cr3t-Value-99@db/app")
+        == "dsn postgres://app:[REDACTED:env:DB_PASSWORD]@db/app"
+    )
+    assert scrub("other password=hunter2 at /home/u") == "other password=[REDACTED:password] at /home/u"
