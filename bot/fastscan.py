@@ -58,9 +58,11 @@ def scan_errors(
     max_line_bytes: int,
     use_grep: bool = True,
     hits: GrepHits | None = None,
+    line_groups: bool = True,
 ) -> ScanResult:
     """Error groups of `path`. `hits`: a grep already started on it (its output is read here and closed);
-    without one a grep is started unless `use_grep` is False."""
+    without one a grep is started unless `use_grep` is False. `line_groups`: False leaves the result's
+    `line_groups` empty (a line number per line of every error record: only `--groups-out` writes them)."""
     from bot.grouping import ScanGroup, ScanResult  # grouping imports this module
 
     try:
@@ -96,12 +98,13 @@ def scan_errors(
     ]
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
-    line_groups: list[tuple[int, str]] = []
+    lines_of_groups: list[tuple[int, str]] = []
     for record, fp in found:
         counts[fp.key] = counts.get(fp.key, 0) + 1
         firsts.setdefault(fp.key, (record, fp))
-        first = record.first_line_no
-        line_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
+        if line_groups:
+            first = record.first_line_no
+            lines_of_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
     groups = [
         ScanGroup(
             key=key,
@@ -117,7 +120,7 @@ def scan_errors(
     groups.sort(key=lambda g: (-g.count, g.first_line))
     return ScanResult(
         groups=tuple(groups),
-        line_groups=line_groups,
+        line_groups=lines_of_groups,
         lines=lines,
         records=len(found),
         error_records=len(found),

@@ -77,5 +77,7 @@ def _scan_errors(path: Path, service: str, hits: GrepHits | None) -> ScanResult:
         hits.close()
         raise
     grouper = Grouper.for_file(path)  # the file's header, learned from its head
-    result = fastscan.scan_errors(path, service, grouper, max_line_bytes=MAX_LINE_BYTES, hits=hits)
+    result = fastscan.scan_errors(
+        path, service, grouper, max_line_bytes=MAX_LINE_BYTES, hits=hits, line_groups=False
+    )
     return merge_groups(result, grouper)

@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ HOSTILE: dict[str, bytes] = {
 
 def test_the_grep_pattern_is_the_re_pattern() -> None:
     assert fastscan.CANDIDATE.pattern == CANDIDATE_PATTERN.encode("ascii")
-    assert re.fullmatch(r'[A-Za-z |]+\|HTTP/\[0-9\.\]\+" 5', CANDIDATE_PATTERN)  # the ERE/re common subset
+    assert re.fullmatch(r'[A-Za-z0-9 "]+(\|[A-Za-z0-9 "]+)*', CANDIDATE_PATTERN)  # the ERE/re common subset
 
 
 @needs_grep
@@ -198,6 +199,17 @@ def test_nul_joined_traceback_before_the_hit_stays_one_record(tmp_path: Path) ->
     log.write_bytes(HOSTILE["nul_joins_traceback_in_back_lines"])
     result = scan_errors(log)
     assert [(n, len(result.groups)) for n, _ in result.line_groups] == [(2, 1), (3, 1), (4, 1)]
+
+
+@needs_grep
+def test_a_scan_without_line_groups_finds_the_same_groups(tmp_path: Path) -> None:
+    """`healbot scan` without --groups-out leaves out the line → group list (10 000 pairs per 1 M lines)."""
+    log = tmp_path / "bench.log"
+    generate(log, 5_000)
+    full = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192)
+    lean = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192, line_groups=False)
+    assert lean.line_groups == [] and full.line_groups != []
+    assert replace(lean, line_groups=full.line_groups) == full
 
 
 def test_fallback_without_grep_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
