@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 TYPE_CHECKING = False  # not typing's: `healbot scan` imports typing only after its grep started
 
 if TYPE_CHECKING:
+    import argparse
+
     from bot.grepfilter import GrepHits
 
 # Imported where they are needed, not here: `healbot scan` starts its grep before logging, redaction and
@@ -19,6 +21,8 @@ DEFAULT_CONFIG = "healbot.toml"
 
 
 def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    import argparse  # not for the plain `healbot scan FILE` (bot.cli.parse_args)
+
     parser = argparse.ArgumentParser(
         prog="healbot",
         description="Self-healing ops bot: log errors → incidents → Claude's ranked fixes → approval → "
@@ -46,14 +50,15 @@ def _add_scan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """`_parser().parse_args(argv)`, cheaper for `healbot scan`, which starts its grep right after this.
 
-    The plain `healbot scan FILE` is read without argparse (building the parser imports shutil and locale,
-    and all subcommands cost 5 ms more); any other scan is parsed by a parser that knows only `scan`: it
-    parses a scan's arguments, and says their errors, as the whole parser would.
+    The plain `healbot scan FILE` is read without argparse (importing it costs a millisecond and more before
+    grep starts, building the parser imports shutil and locale, and all subcommands cost 5 ms more): its
+    namespace has the attributes of a parsed one. Any other scan is parsed by a parser that knows only
+    `scan`: it parses a scan's arguments, and says their errors, as the whole parser would.
     """
     if argv[:1] != ["scan"]:
         return _parser().parse_args(argv)
     if len(argv) == 2 and not argv[1].startswith("-"):
-        return argparse.Namespace(
+        return SimpleNamespace(  # type: ignore[return-value]  # read by attribute only, as a Namespace
             verbose=0,
             command="scan",
             file=Path(argv[1]),
