@@ -166,23 +166,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     collecting = gc.isenabled()
     gc.disable()
     hits = _start_scan_search(args)
+    program = argv is None  # the `healbot` program itself, not a caller in this process
     try:
         status = _main(args, hits)
+    except BrokenPipeError:  # the reader of the output left (`healbot scan FILE | head`)
+        status = 1
+        if program:
+            _discard_stdout()
     finally:
         if hits is not None:
             hits.close()
         if collecting:
             gc.enable()
-    if argv is None:  # the `healbot` program itself, not a caller in this process
+    if program:
         _exit_without_teardown(status)
     return status
+
+
+def _discard_stdout() -> None:
+    """What is left unflushed for a reader that left goes nowhere (else Python reports the closed pipe
+    again when it exits)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _exit_without_teardown(status: int) -> None:
     """End the process now once what it printed is flushed: the interpreter's teardown would free every
     record and module of the scan one by one (a tenth of a scan's time on a million lines), and a scan
     leaves nothing that needs it (grep is reaped, the file closed, no thread or atexit work of its own).
-    Returns, for the usual exit, when flushing fails (a closed pipe: Python reports it as always)."""
+    Returns, for the usual exit, when flushing fails."""
     import logging
     import os
 

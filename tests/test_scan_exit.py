@@ -64,3 +64,23 @@ def test_main_called_in_process_returns_the_scans_status(
     generate(log, 500)
     assert main(["scan", str(log)]) == 0
     assert "Lines: 500" in capsys.readouterr().out
+
+
+def test_healbot_scan_into_a_pipe_closed_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    """`healbot scan FILE | head -1`: the reader leaves before the report is written; no traceback."""
+    log = tmp_path / "app.log"
+    generate(log, 3_000)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before healbot writes a byte
+    try:
+        done = subprocess.run(
+            [str(HEALBOT), "scan", str(log)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")
