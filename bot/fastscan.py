@@ -7,15 +7,18 @@ so the error groups equal those of the line-by-line scan; tests check that on th
 The search is GNU grep when there is one (bot.grepfilter): its line numbers spare counting newlines, and
 records are assembled while it reads on. Without grep, or when its report fails or looks wrong, `re`
 searches the file instead, from the start; both searches select the same lines. Records are fingerprinted
-only once the search is done, in file order, so a search given up leaves the grouper untouched.
+in file order: once the search is done, so a search given up leaves the grouper untouched, or, for a caller
+that can make another grouper (`healbot scan`), while grep reads on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import mmap
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +51,8 @@ _DIGITS = bytes.maketrans(b"0123456789", b"1111111111")  # a line's shape, as re
 _MAX_WINDOWS = 4096  # windows of distinct shapes remembered per scan
 _MAX_WINDOW_LINES = 32
 _MAX_WINDOW_BYTES = 64 * 1024
+_FINGERPRINT_SLICE = 32  # records fingerprinted between two looks at grep's output
+_RELEASE_BYTES = 8 * 1024 * 1024  # assembled bytes whose pages are given back at a time
 
 
 def scan_errors(
@@ -58,9 +63,17 @@ def scan_errors(
     max_line_bytes: int,
     use_grep: bool = True,
     hits: GrepHits | None = None,
+    line_groups: bool = True,
+    regroup: Callable[[], Grouper] | None = None,
 ) -> ScanResult:
     """Error groups of `path`. `hits`: a grep already started on it (its output is read here and closed);
-    without one a grep is started unless `use_grep` is False."""
+    without one a grep is started unless `use_grep` is False. `line_groups`: False leaves the result's
+    `line_groups` empty (a line number per line of every error record: only `--groups-out` writes them).
+
+    `regroup`: given, records are fingerprinted into `grouper` while grep still reads; should grep's report
+    then turn out unusable, the `re` search starts over with a grouper `regroup()` makes (so the caller
+    merges the groups with the last grouper it made). Without it, fingerprinting waits for the search.
+    """
     from bot.grouping import ScanGroup, ScanResult  # grouping imports this module
 
     try:
@@ -75,8 +88,14 @@ def scan_errors(
                     if hits is None and use_grep:
                         hits = GrepHits.start(path, timeout_s=grep_timeout(size))
                     finder = _Finder(data, service, max_line_bytes)
+                    fingerprints = _Fingerprints(finder, grouper)
+                    if hits is not None:
+                        hits.while_waiting = _while_grep_reads(finder, fingerprints if regroup else None)
                     if hits is None or not finder.take_grep_hits(hits):
                         finder = _Finder(data, service, max_line_bytes)  # start over without grep
+                        if fingerprints.taken and regroup is not None:
+                            grouper = regroup()
+                        fingerprints = _Fingerprints(finder, grouper)
                         finder.search()
                     lines = finder.count_lines()
         finally:
@@ -88,20 +107,17 @@ def scan_errors(
         raise SourceError(f"{path}: permission denied (the bot's user cannot read it)") from None
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from None
-    memo = FingerprintMemo(grouper)  # a flood of one message is grouped once per digit shape
-    found = [
-        (record, fp)
-        for record, key in zip(finder.candidates, finder.memo_keys, strict=True)
-        if (fp := memo.fingerprint(record, key)).is_error
-    ]
+    fingerprints.more()
+    found = fingerprints.found
     counts: dict[str, int] = {}
     firsts: dict[str, tuple[LogRecord, Fingerprint]] = {}
-    line_groups: list[tuple[int, str]] = []
+    lines_of_groups: list[tuple[int, str]] = []
     for record, fp in found:
         counts[fp.key] = counts.get(fp.key, 0) + 1
         firsts.setdefault(fp.key, (record, fp))
-        first = record.first_line_no
-        line_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
+        if line_groups:
+            first = record.first_line_no
+            lines_of_groups.extend(zip(range(first, first + record.line_count), itertools.repeat(fp.key)))
     groups = [
         ScanGroup(
             key=key,
@@ -117,7 +133,7 @@ def scan_errors(
     groups.sort(key=lambda g: (-g.count, g.first_line))
     return ScanResult(
         groups=tuple(groups),
-        line_groups=line_groups,
+        line_groups=lines_of_groups,
         lines=lines,
         records=len(found),
         error_records=len(found),
@@ -136,6 +152,42 @@ def _count_newlines(data: mmap.mmap, start: int, end: int) -> int:
     return total
 
 
+def _while_grep_reads(finder: _Finder, fingerprints: _Fingerprints | None) -> Callable[[], bool]:
+    """What is done while grep's output is awaited: the pages of what was assembled are given back, and
+    the records found so far are fingerprinted (with `fingerprints`) a slice at a time."""
+
+    def work() -> bool:
+        finder.release_assembled()
+        return fingerprints is not None and fingerprints.more(_FINGERPRINT_SLICE)
+
+    return work
+
+
+class _Fingerprints:
+    """The candidates' fingerprints, computed in file order, those of errors kept in `found`."""
+
+    def __init__(self, finder: _Finder, grouper: Grouper) -> None:
+        self._finder = finder
+        self._memo = FingerprintMemo(grouper)  # a flood of one message is grouped once per digit shape
+        self.found: list[tuple[LogRecord, Fingerprint]] = []
+        self.taken = 0  # candidates fingerprinted so far
+
+    def more(self, limit: int | None = None) -> bool:
+        """Fingerprint the next `limit` candidates (None: all); True while candidates are left."""
+        candidates, keys = self._finder.candidates, self._finder.memo_keys
+        available = min(len(candidates), len(keys))
+        end = available if limit is None else min(available, self.taken + limit)
+        fingerprint = self._memo.fingerprint
+        found = self.found
+        for index in range(self.taken, end):
+            record = candidates[index]
+            fp = fingerprint(record, keys[index])
+            if fp.is_error:
+                found.append((record, fp))
+        self.taken = end
+        return end < available
+
+
 class _Finder:
     """Assembles the error records around candidate lines, in file order, from whichever search."""
 
@@ -149,6 +201,16 @@ class _Finder:
         self.covered_line = 1  # 1 + newlines before `covered`
         self._windows = _Windows()
         self._starts: dict[bytes, bool] = {}  # `_starts_a_record`'s answer by the shape of the hit's line
+        self._released = 0  # the pages before this offset were given back
+
+    def release_assembled(self) -> None:
+        """Give back the pages of what was assembled: no search reads before `covered` again (one that does
+        reads the file anew), and unmapping them all at the end would delay the scan's result."""
+        end = (self.covered - 1) // mmap.PAGESIZE * mmap.PAGESIZE  # keeps the page of the byte before
+        if end - self._released >= _RELEASE_BYTES:
+            with contextlib.suppress(AttributeError, OSError):  # no madvise (not Linux): unmapped at the end
+                self.data.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
 
     def take_grep_hits(self, hits: GrepHits) -> bool:
         """Assemble around the lines grep reports, checking each is a line start holding a candidate;

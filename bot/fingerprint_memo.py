@@ -160,6 +160,29 @@ def memo_key_by_layout(service: str, text: str, layout: KeyLayout | None) -> Mem
         text_shape = shape(text)
         return (service, False, text_shape), text_shape.decode("utf-8", "surrogatepass")
     start, prefixes, exception, colon, typed = layout
+    if exception >= 0 and not any(prefixes):  # no process manager prefix: the lines kept are one slice
+        first = _line_start(text, 0, start)
+        at = _line_start(text, first, exception - start)
+        newline = text.find("\n", at)
+        line_end = len(text) if newline < 0 else newline
+        head_end = line_end if colon < 0 else at + colon + 1
+        message_shape = shape(text[head_end:line_end])
+        key = text[first:head_end].encode("utf-8", "surrogatepass") + message_shape
+        shown = message_shape.decode("utf-8", "surrogatepass")
+        return (service, True, key), shown if typed else text[at:head_end] + shown
+    return _trace_key_by_lines(service, text, layout)
+
+
+def _line_start(text: str, at: int, lines: int) -> int:
+    """Where the line `lines` lines after the one starting at `at` starts."""
+    for _ in range(lines):
+        at = text.index("\n", at) + 1
+    return at
+
+
+def _trace_key_by_lines(service: str, text: str, layout: KeyLayout) -> MemoKey:
+    """`memo_key_by_layout` of a trace, its lines cut one by one."""
+    start, prefixes, exception, colon, typed = layout
     lines = text.split("\n")
     if exception < 0:  # no exception line: no message
         kept = "\n".join(lines[start + i][cut:] for i, cut in enumerate(prefixes))

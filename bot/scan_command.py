@@ -76,6 +76,19 @@ def _scan_errors(path: Path, service: str, hits: GrepHits | None) -> ScanResult:
     except BaseException:
         hits.close()
         raise
-    grouper = Grouper.for_file(path)  # the file's header, learned from its head
-    result = fastscan.scan_errors(path, service, grouper, max_line_bytes=MAX_LINE_BYTES, hits=hits)
-    return merge_groups(result, grouper)
+    groupers = [Grouper.for_file(path)]  # the file's header, learned from its head
+
+    def regroup() -> Grouper:  # grep's report turned out unusable after records were grouped
+        groupers.append(Grouper.for_file(path))
+        return groupers[-1]
+
+    result = fastscan.scan_errors(
+        path,
+        service,
+        groupers[0],
+        max_line_bytes=MAX_LINE_BYTES,
+        hits=hits,
+        line_groups=False,
+        regroup=regroup,
+    )
+    return merge_groups(result, groupers[-1])

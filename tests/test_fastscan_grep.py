@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ HOSTILE: dict[str, bytes] = {
 
 def test_the_grep_pattern_is_the_re_pattern() -> None:
     assert fastscan.CANDIDATE.pattern == CANDIDATE_PATTERN.encode("ascii")
-    assert re.fullmatch(r'[A-Za-z |]+\|HTTP/\[0-9\.\]\+" 5', CANDIDATE_PATTERN)  # the ERE/re common subset
+    assert re.fullmatch(r'[A-Za-z0-9 "]+(\|[A-Za-z0-9 "]+)*', CANDIDATE_PATTERN)  # the ERE/re common subset
 
 
 @needs_grep
@@ -200,6 +201,17 @@ def test_nul_joined_traceback_before_the_hit_stays_one_record(tmp_path: Path) ->
     assert [(n, len(result.groups)) for n, _ in result.line_groups] == [(2, 1), (3, 1), (4, 1)]
 
 
+@needs_grep
+def test_a_scan_without_line_groups_finds_the_same_groups(tmp_path: Path) -> None:
+    """`healbot scan` without --groups-out leaves out the line → group list (10 000 pairs per 1 M lines)."""
+    log = tmp_path / "bench.log"
+    generate(log, 5_000)
+    full = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192)
+    lean = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192, line_groups=False)
+    assert lean.line_groups == [] and full.line_groups != []
+    assert replace(lean, line_groups=full.line_groups) == full
+
+
 def test_fallback_without_grep_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "bench.log"
     generate(log, 5_000)
@@ -264,6 +276,91 @@ def test_a_failing_grep_is_caught_and_the_re_search_finishes_the_file(
     result = fastscan.scan_errors(log, "svc", Grouper(), max_line_bytes=8192, hits=hits)
     assert hits.failure is not None and failure in hits.failure
     assert _summary(result) == _oracle_summary(log, 8192)
+
+
+class _SignallingGrouper(Grouper):
+    """A grouper that creates `signal` when it first fingerprints a record."""
+
+    def __init__(self, signal: Path) -> None:
+        super().__init__()
+        self.signal = signal
+
+    def fingerprint(self, record: LogRecord) -> Fingerprint:
+        self.signal.touch()
+        return super().fingerprint(record)
+
+
+def _grep_waiting_half_way(tmp_path: Path, rest: str) -> Path:
+    """A grep that reports 30 lines, waits for the file `go`, then prints `rest` (a shell command)."""
+    tools = {name: shutil.which(name) for name in ("grep", "head", "tail", "sleep")}
+    script = (
+        f'{tools["grep"]} "$@" > {tmp_path}/report\n'
+        f"{tools['head']} -n 30 {tmp_path}/report\n"
+        f"while [ ! -e {tmp_path}/go ]; do {tools['sleep']} 0.01; done\n"
+        + rest.format(report=tmp_path / "report", **tools)
+    )
+    return _fake_grep(tmp_path, script)
+
+
+@needs_grep
+def test_records_are_fingerprinted_while_grep_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "bench.log"
+    generate(log, 5_000)
+    monkeypatch.setenv("PATH", str(_grep_waiting_half_way(tmp_path, "{tail} -n +31 {report}")))
+    hits = GrepHits.start(log, timeout_s=5)
+    grouper = _SignallingGrouper(tmp_path / "go")  # grep goes on only once a record was fingerprinted
+    result = fastscan.scan_errors(log, "svc", grouper, max_line_bytes=8192, hits=hits, regroup=Grouper)
+    assert hits.failure is None
+    assert _summary(result) == _oracle_summary(log, 8192)
+
+
+@needs_grep
+def test_a_grep_failing_after_records_were_fingerprinted_starts_over_with_a_new_grouper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "bench.log"
+    generate(log, 5_000)
+    monkeypatch.setenv("PATH", str(_grep_waiting_half_way(tmp_path, "echo 1:0:ERROR")))
+    made: list[Grouper] = []
+
+    def regroup() -> Grouper:
+        made.append(Grouper())
+        return made[-1]
+
+    hits = GrepHits.start(log, timeout_s=5)
+    grouper = _SignallingGrouper(tmp_path / "go")
+    result = fastscan.scan_errors(log, "svc", grouper, max_line_bytes=8192, hits=hits, regroup=regroup)
+    assert hits.failure is not None and "out of order" in hits.failure
+    assert len(made) == 1  # the first grouper saw records the `re` search groups again
+    assert _summary(result) == _oracle_summary(log, 8192)
+
+
+def _resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="no /proc/self/smaps")
+def test_the_pages_of_assembled_lines_are_given_back_while_grep_reads(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_bytes(INFO * 400_000)  # 26 MB
+    with log.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        assert data.read().count(b"\n") == 400_000  # every page is mapped now
+        finder = fastscan._Finder(data, "svc", 8192)
+        finder.covered = 20_000_000
+        mapped = _resident_kb(log)
+        finder.release_assembled()
+        assert _resident_kb(log) < mapped - 18_000
+        assert data[: len(INFO) * 2] == INFO * 2  # a page given back reads the file again
 
 
 @needs_grep

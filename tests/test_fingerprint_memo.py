@@ -214,3 +214,30 @@ def test_the_line_logged_before_a_trace_does_not_change_its_fingerprint() -> Non
     ]
     fingerprints = {Grouper().fingerprint(record(t)) for t in texts}
     assert len(fingerprints) == 1
+
+
+def test_a_trace_key_cut_as_one_slice_is_the_key_cut_line_by_line(tmp_path: Path) -> None:
+    """Traces without process manager prefixes have their memo key cut from the text as one slice."""
+    from bot import fingerprint_memo
+    from bot.fastscan import scan_errors
+    from tests.bench.bench_scan import generate
+
+    log = tmp_path / "mixed.log"
+    generate(log, 2_000)
+    texts = [
+        "Traceback (most recent call last):\n  File \"a.py\", line 3, in f\nKeyError: 'x-17'",
+        'boom 12\nTraceback (most recent call last):\n  File "a.py", line 3, in f\nSystemExit',
+        'Traceback (most recent call last):\n  File "a.py", line 3, in f\nno type here: 42\nafter',
+        '0|shop | Traceback (most recent call last):\n0|shop |   File "a.py", line 3, in f\n0|shop | E: 1',
+        'Traceback (most recent call last):\n  File "a.py", line 3, in f\n',
+    ]
+    found = scan_errors(log, "svc", Grouper(), max_line_bytes=8192).groups
+    texts.extend(group.sample for group in found)
+    unprefixed = 0
+    for text in texts:
+        layout = fingerprint_memo.key_layout(text)
+        assert layout is not None
+        unprefixed += layout[2] >= 0 and not any(layout[1])
+        by_lines = fingerprint_memo._trace_key_by_lines("svc", text, layout)
+        assert fingerprint_memo.memo_key_by_layout("svc", text, layout) == by_lines
+    assert unprefixed >= 4

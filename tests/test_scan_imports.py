@@ -87,6 +87,7 @@ def test_scan_starts_grep_before_the_heavy_imports_and_never_imports_the_daemon(
     assert seen["code"] == 0
     at_grep, after = set(seen["at_grep"]), set(seen["after"])  # type: ignore[call-overload]
     assert [name for name in AFTER_GREP if name in at_grep] == []
+    assert "argparse" not in after  # the plain `scan FILE` is read without it
     assert [name for name in AFTER_GREP if name not in after] == []  # the probe saw the whole scan
     assert sorted(name for name in after if name in NEVER or name.split(".")[0] in NEVER) == []
 
