@@ -42,12 +42,15 @@ DEFAULT_DEPTH = 2  # leading constant tokens of a template whose buckets are sea
 DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there, before they are merged
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
+ONE_OFF_SIZE = 2  # mean lines per cluster, at most, of the clusters a merge on two positions takes
+SMALL_BUCKET = 64  # a bucket this small is searched whole for clusters a new one may merge with
 MAX_TOKENS = 120  # longer templates are only matched exactly
 DEFAULT_SETTLED_AFTER = 20  # lines holding one word at a position before that word counts as constant
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
+FIELD_NAMES = "(fields:"  # opens the token naming a structured line's other fields (bot.grouping)
 _VARIABLE_PART = re.compile(
-    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|\*)>"
+    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|bool|\*)>"
 )
 # An empty value is a value: "()", "[]", "key=" at the end of a token.
 _EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
@@ -82,7 +85,7 @@ def _merge_slot(token: str) -> str | None:
     """The gap a token leaves in the skeletons evidence merges on: `_GAP` for a word (`alice`, `user12`),
     `key=` and the gap for a word value (`user=alice`); None where no merge may happen: a variable, a
     value of another shape, a bracketed kind (`[REDACTED:key]`)."""
-    if token == WILDCARD:
+    if token == WILDCARD or token.startswith(FIELD_NAMES):
         return None
     if _STRUCTURED.search(token) is None:
         return _GAP if WILDCARD not in token or _WORD_WITH_VARIABLE.match(token) else None
@@ -91,8 +94,10 @@ def _merge_slot(token: str) -> str | None:
 
 
 def _is_json_key(token: str) -> bool:
-    """`"latency":`, `{"id":`: the name of a field of a payload, structure like punctuation."""
-    return token.endswith('":')
+    """`"latency":`, `{"id":`, `(fields:id,user)`: names of fields of a payload, structure like
+    punctuation: equal, they say nothing about which event a line is (every line of a structured log
+    has them); different, the shapes differ."""
+    return token.endswith('":') or token.startswith(FIELD_NAMES)
 
 
 _WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
@@ -389,35 +394,85 @@ class TemplateClusters:
 
     def _merge_on_evidence(self, cluster: Cluster) -> Cluster:
         """Merge `cluster` with the clusters that agree with it at every position but one, once there are
-        `merge_after` of them; returns the cluster that holds it now."""
+        `merge_after` of them, or else but two (`_merge_on_pairs`); returns the cluster that holds it now."""
         if not self.merge_after:
             return cluster
         for skeleton in list(self._skeletons_of.get(cluster.key, ())):
             members = self._skeletons.get(skeleton)
             if members is None or len(members) < self.merge_after:
                 continue
-            survivor = max(members.values(), key=lambda c: c.size)  # the first of the largest
-            others = [c for c in members.values() if c is not survivor]
             at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
-            for other in others:
-                self._remove(other)
-                other.merged_into = survivor
-                survivor.size += other.size
-                survivor.last_seen = max(survivor.last_seen, other.last_seen)
-                self.merges += 1
-                self._merged.append((other.key, survivor.key))
-                if self.track_changes:
-                    self._changed.pop(other.key, None)
-                    self._touched.pop(other.key, None)
-                    if other.stored:
-                        self._forgotten.add(other.key)
+            return self._merge(list(members.values()), (at,))
+        return self._merge_on_pairs(cluster)
+
+    def _merge_on_pairs(self, cluster: Cluster) -> Cluster:
+        """Merge `cluster` with the clusters of its buckets that agree with it at every position but the
+        same two, each of the kinds a one-position merge takes (a word, the word value of one key), once
+        there are `merge_after` of them: a template with two word-valued variables (`user alice on web1`,
+        `user bob on db2`, …) shows no two clusters that differ in one position only."""
+        tokens = cluster.tokens
+        if len(tokens) > MAX_MERGE_TOKENS:
+            return cluster
+        pairs: dict[tuple[int, ...], list[Cluster]] = {}
+        singles: dict[int, list[Cluster]] = {}
+        seen = {cluster.key}
+        for key in self._bucket_keys(tokens):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            members = bucket.members.values() if len(bucket) <= SMALL_BUCKET else bucket.candidates(tokens)
+            for other in members:
+                if other.key in seen:
+                    continue
+                seen.add(other.key)
+                differ = _differing_slots(tokens, other.tokens)
+                if differ is None:
+                    continue
+                if len(differ) == 2:
+                    pairs.setdefault(differ, []).append(other)
+                else:
+                    singles.setdefault(differ[0], []).append(other)
+        best: tuple[tuple[int, ...], list[Cluster]] | None = None
+        for pair, members in pairs.items():
+            group = members + singles.get(pair[0], []) + singles.get(pair[1], [])
+            if (
+                len(group) + 1 >= self.merge_after
+                and sum(c.size for c in group) <= ONE_OFF_SIZE * len(group)
+                and (best is None or len(group) > len(best[1]))
+            ):
+                best = (pair, group)
+        if best is None:
+            return cluster
+        return self._merge([cluster, *best[1]], best[0])
+
+    def _merge(self, members: list[Cluster], positions: Sequence[int]) -> Cluster:
+        """Make `members` one cluster, the largest (the first of them), whose `positions` become variable;
+        the others' keys now stand for its key."""
+        survivor = max(members, key=lambda c: c.size)
+        for other in members:
+            if other is survivor:
+                continue
+            self._remove(other)
+            other.merged_into = survivor
+            survivor.size += other.size
+            survivor.last_seen = max(survivor.last_seen, other.last_seen)
+            for i in other.learned:  # a position one of them has learned is variable in all
+                survivor.tokens[i] = WILDCARD
+                survivor.learned.add(i)
+            self.merges += 1
+            self._merged.append((other.key, survivor.key))
+            if self.track_changes:
+                self._changed.pop(other.key, None)
+                self._touched.pop(other.key, None)
+                if other.stored:
+                    self._forgotten.add(other.key)
+        for at in positions:
             survivor.tokens[at] = WILDCARD
             survivor.learned.add(at)
-            self._reindex(survivor)
-            if self.track_changes:
-                self._changed[survivor.key] = survivor
-            return survivor
-        return cluster
+        self._reindex(survivor)
+        if self.track_changes:
+            self._changed[survivor.key] = survivor
+        return survivor
 
     def _add(self, cluster: Cluster) -> None:
         """Place a new cluster, evicting the least recently matched one of its token count when full."""
@@ -547,6 +602,21 @@ def _filter_words(cluster: Cluster) -> tuple[list[Word], int]:
         else:
             words.append((i, token))
     return words, loose
+
+
+def _differing_slots(mine: Sequence[str], theirs: Sequence[str]) -> tuple[int, ...] | None:
+    """The one or two positions where two templates of one length differ, when each holds there what a
+    merge on evidence takes (`_merge_slot`, alike on both sides: two words, two word values of one key);
+    a position either has learned (`<*>`) agrees with anything. None otherwise."""
+    differ: list[int] = []
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        if a == b or WILDCARD in (a, b):
+            continue
+        slot = _merge_slot(a)
+        if slot is None or slot != _merge_slot(b) or len(differ) == 2:
+            return None
+        differ.append(i)
+    return tuple(differ) if differ else None
 
 
 def _resolved(cluster: Cluster) -> Cluster:
