@@ -186,15 +186,17 @@ class Cluster:
                 return 0.0  # even if every other position were equal
         return same / compared if compared else 1.0
 
-    def absorb(self, tokens: tuple[str, ...]) -> bool:
-        """Count `tokens` in; True when a position became variable (the template or its matching changed)."""
-        before = len(self.learned)
+    def absorb(self, tokens: tuple[str, ...]) -> list[int]:
+        """Count `tokens` in; the positions that became variable (the template or its matching changed)."""
+        learned = []
         for i, token in enumerate(tokens):
             if self.tokens[i] != token:
                 self.tokens[i] = WILDCARD
-                self.learned.add(i)
+                if i not in self.learned:
+                    self.learned.add(i)
+                    learned.append(i)
         self.size += 1
-        return len(self.learned) != before
+        return learned
 
     def saved(self) -> SavedCluster:
         return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)), self.last_seen)
@@ -297,10 +299,14 @@ class TemplateClusters:
                 return cluster  # never clustered, cached or saved: its key is its template anyway
             self._add(cluster)
             cluster = self._merge_on_evidence(cluster)
-        elif cluster.absorb(tokens):
-            self._reindex(cluster)
-            if self.track_changes:
-                self._changed[cluster.key] = cluster
+        else:
+            skeletons = self._skeletons_of.get(cluster.key, ())
+            learned = cluster.absorb(tokens)
+            if learned:
+                self._reindex(cluster)
+                if self.track_changes:
+                    self._changed[cluster.key] = cluster
+                cluster = self._merge_subsumed(cluster, skeletons, learned)
         if cached is None and len(self._cache) >= self.max_cache:
             # emptied rather than closed to newcomers: under a flood of one-off templates a full cache held
             # the first ones forever, and with them every cluster evicted since (143 MB on 200 k lines)
@@ -391,6 +397,25 @@ class TemplateClusters:
             self._skeletons.setdefault(skeleton, {})[cluster.key] = cluster
             skeletons.append(skeleton)
         self._skeletons_of[cluster.key] = skeletons
+
+    def _merge_subsumed(
+        self, cluster: Cluster, skeletons: Sequence[tuple[str, ...]], learned: Sequence[int]
+    ) -> Cluster:
+        """Merge into `cluster`, which has just learned the positions `learned`, the clusters that agree with
+        it everywhere else and hold there a value of the kind it held (`skeletons`: its skeletons before):
+        a line of theirs would match it now (`user=bob` stays apart from `user=alice1`, until `alice1` and
+        `carol7` showed the position to vary)."""
+        subsumed: dict[str, Cluster] = {}
+        for skeleton in skeletons:
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
+            if at not in learned:
+                continue
+            for other in self._skeletons.get(skeleton, {}).values():
+                if other is not cluster:
+                    subsumed[other.key] = other
+        if not subsumed:
+            return cluster
+        return self._merge([cluster, *subsumed.values()], ())
 
     def _merge_on_evidence(self, cluster: Cluster) -> Cluster:
         """Merge `cluster` with the clusters that agree with it at every position but one, once there are

@@ -96,3 +96,14 @@ def test_frequent_clusters_that_differ_in_two_words_are_events_not_variables() -
         for _ in range(3):
             keys.add(clusters.assign(f"task moved from {old} to {new} state").key)
     assert not clusters.take_merged() and len(keys) == len(states) - 1
+
+
+def test_a_cluster_a_generalised_one_now_covers_is_merged_into_it() -> None:
+    clusters = TemplateClusters(merge_after=5)
+    bob = clusters.assign("login ok user=bob from portal")
+    alice = clusters.assign("login ok user=alice1 from portal")
+    assert alice is not bob  # a word value against another: no similarity yet
+    carol = clusters.assign("login ok user=carol7 from portal")  # shows the position to vary
+    assert carol is alice and carol.template == "login ok <*> from portal"
+    assert dict(clusters.take_merged()) == {bob.key: alice.key}  # bob's line would match it now
+    assert clusters.assign("login ok user=bob from portal") is carol and carol.size == 4
