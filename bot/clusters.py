@@ -45,7 +45,8 @@ MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 ONE_OFF_SIZE = 2  # mean lines per cluster, at most, of the clusters a merge on two positions takes
 SMALL_BUCKET = 64  # a bucket this small is searched whole for clusters a new one may merge with
 MAX_TOKENS = 120  # longer templates are only matched exactly
-DEFAULT_SETTLED_AFTER = 20  # lines holding one word at a position before that word counts as constant
+DEFAULT_SETTLED_AFTER = 20  # lines holding one word with a value in it (`job_<*>`) before it is constant
+DEFAULT_SETTLED_WORDS_AFTER = 2  # lines holding one plain word at a position before it is constant
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
 
 FIELD_NAMES = "(fields:"  # opens the token naming a structured line's other fields (bot.grouping)
@@ -149,7 +150,11 @@ class Cluster:
         return " ".join(self.tokens)
 
     def similarity(
-        self, tokens: tuple[str, ...], floor: float = 0.0, settled_after: int = DEFAULT_SETTLED_AFTER
+        self,
+        tokens: tuple[str, ...],
+        floor: float = 0.0,
+        settled_after: int = DEFAULT_SETTLED_AFTER,
+        settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER,
     ) -> float:
         """Share of equal words among the positions not yet known to vary. Positions where both hold the
         same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
@@ -159,9 +164,12 @@ class Cluster:
         otherwise (`user=root` / `user=guest`, `<*>:<*>` / `HTTPS`) the shapes differ: another event.
         0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
 
-        A cluster of `settled_after` lines or more that still holds one word at a position has shown that
-        word to be constant: a line with another word there is another event (`started` / `stopped`), 0.0.
-        A variable shows itself sooner, and evidence (`merge_after`) still merges one that came late.
+        A cluster of `settled_words_after` lines or more that still holds one plain word at a position has
+        shown that word to be constant: a line with another word there is another event (`started` /
+        `stopped`), 0.0. Where either token holds a value part (`attempt_<*>_m`, `<*>`) it takes
+        `settled_after` lines, as such a token is more often a value. A variable shows itself sooner, and
+        evidence (`merge_after`, a cluster covered by one that learned the position) still merges one that
+        came late.
         """
         same = compared = 0
         count = len(tokens)
@@ -178,7 +186,9 @@ class Cluster:
                     continue  # two values written alike (`<*>`, `<<*>`): no word differs
             elif not (_is_word(mine) and _is_word(theirs)):
                 return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
-            if self.size >= settled_after:
+            if self.size >= (
+                settled_after if WILDCARD in mine or WILDCARD in theirs else settled_words_after
+            ):
                 return 0.0  # one word over that many lines is a constant: another word, another event
             compared += 1
             rest = count - i - 1
@@ -251,6 +261,7 @@ class TemplateClusters:
     depth: int = DEFAULT_DEPTH
     merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
     settled_after: int = DEFAULT_SETTLED_AFTER  # see Cluster.similarity
+    settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER  # see Cluster.similarity
     max_bucket: int = DEFAULT_MAX_BUCKET
     # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
     # first entries walks over their holes
@@ -275,8 +286,11 @@ class TemplateClusters:
             raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
         if self.depth < 1 or self.max_bucket < 1:
             raise ValueError(f"depth and max_bucket must be positive, not {self.depth}, {self.max_bucket}")
-        if self.settled_after < 2:
-            raise ValueError(f"settled_after must be at least 2, not {self.settled_after}")
+        if self.settled_after < 2 or self.settled_words_after < 2:
+            raise ValueError(
+                f"settled_after and settled_words_after must be at least 2, not {self.settled_after}, "
+                f"{self.settled_words_after}"
+            )
         if self.merge_after == 1 or self.merge_after < 0:
             raise ValueError(f"merge_after must be 0 (off) or at least 2, not {self.merge_after}")
 
@@ -599,7 +613,9 @@ class TemplateClusters:
             if bucket is None:
                 continue
             for cluster in bucket.candidates(tokens):
-                score = cluster.similarity(tokens, max(self.similarity, best_score), self.settled_after)
+                score = cluster.similarity(
+                    tokens, max(self.similarity, best_score), self.settled_after, self.settled_words_after
+                )
                 if score > best_score:
                     best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:

@@ -39,6 +39,7 @@ from bot.clusters import (
     DEFAULT_MAX_CLUSTERS,
     DEFAULT_MERGE_AFTER,
     DEFAULT_SETTLED_AFTER,
+    DEFAULT_SETTLED_WORDS_AFTER,
     DEFAULT_SIMILARITY,
     FIELD_NAMES,
     TOUCH_INTERVAL_S,
@@ -216,11 +217,13 @@ class Grouper:
         depth: int = DEFAULT_DEPTH,
         merge_after: int = DEFAULT_MERGE_AFTER,
         settled_after: int = DEFAULT_SETTLED_AFTER,
+        settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER,
     ) -> None:
         self.similarity = similarity
         self.depth = depth
         self.merge_after = merge_after
         self.settled_after = settled_after
+        self.settled_words_after = settled_words_after
         self._aliases: dict[str, str] = {}  # key of a merged cluster → key of the cluster it went into
         self.max_clusters = max_clusters
         self.header_share = header_share
@@ -335,6 +338,7 @@ class Grouper:
             depth=self.depth,
             merge_after=self.merge_after,
             settled_after=self.settled_after,
+            settled_words_after=self.settled_words_after,
         )
         if self._persistence is None:
             return clusters

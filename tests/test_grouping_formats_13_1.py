@@ -107,3 +107,13 @@ def test_a_cluster_a_generalised_one_now_covers_is_merged_into_it() -> None:
     assert carol is alice and carol.template == "login ok <*> from portal"
     assert dict(clusters.take_merged()) == {bob.key: alice.key}  # bob's line would match it now
     assert clusters.assign("login ok user=bob from portal") is carol and carol.size == 4
+
+
+def test_a_near_twin_seen_early_is_another_event_once_its_word_held_over_two_lines() -> None:
+    clusters = TemplateClusters()
+    started = {clusters.assign(f"replica sync started for shard {n} on node").key for n in range(2)}
+    stopped = clusters.assign("replica sync stopped for shard 7 on node")
+    assert stopped.key not in started  # `started` held over two lines: a constant, its twin another event
+    # a word with a value in it takes settled_after lines to count as constant: `task_<*>_m` / `task_<*>_r`
+    kinds = {clusters.assign(f"attempt task_{n}_m done on node").key for n in range(3)}
+    assert clusters.assign("attempt task_4_r done on node").key in kinds

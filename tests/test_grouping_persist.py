@@ -102,10 +102,10 @@ def test_only_created_and_generalised_clusters_are_reported_as_changed() -> None
     clusters = TemplateClusters(track_changes=True)
     clusters.assign("session closed for user alice")
     assert [c.key for c in clusters.take_changed()] == ["session closed for user alice"]
-    clusters.assign("session closed for user alice")
-    assert not clusters.has_changes  # the same line again: nothing to save
     clusters.assign("session closed for user bob")
     assert [c.template for c in clusters.take_changed()] == ["session closed for user <*>"]
+    clusters.assign("session closed for user bob")
+    assert not clusters.has_changes  # the same line again: nothing to save
     clusters.assign("session closed for user carol")
     assert not clusters.has_changes  # already a wildcard there
     untracked = TemplateClusters()
