@@ -19,22 +19,39 @@ last asked (`track_changes`, `take_changed`, `take_forgotten`) and be rebuilt fr
 (`SavedCluster`, `restore`). Each match notes when it happened (`last_seen`, in memory); a cluster whose
 last saved `last_seen` is older than TOUCH_INTERVAL_S is reported as changed too, so its time is written
 about once an hour, never per line.
+
+Here is the set of clusters: its index, its bounds and the merges on evidence. One cluster and its
+similarity are in bot.cluster_model; what a token is (its shape, what may vary) in bot.template_tokens.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bot.cluster_index import Bucket, Word, needed_words
+from bot.cluster_model import (
+    DEFAULT_SETTLED_AFTER,
+    DEFAULT_SETTLED_WORDS_AFTER,
+    MAX_TOKENS,
+    Cluster,
+    SavedCluster,
+)
+from bot.template_tokens import (
+    FIELD_NAMES,
+    GAP,
+    WILDCARD,
+    differing_slots,
+    is_json_key,
+    letters,
+    merge_slot,
+    tokens_of,
+)
 
 log = logging.getLogger(__name__)
 
-WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
 DEFAULT_MAX_CACHE = 20_000  # exact templates; emptied when full, so it holds recent ones only
@@ -44,197 +61,7 @@ DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the lea
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
 ONE_OFF_SIZE = 2  # mean lines per cluster, at most, of the clusters a merge on two positions takes
 SMALL_BUCKET = 64  # a bucket this small is searched whole for clusters a new one may merge with
-MAX_TOKENS = 120  # longer templates are only matched exactly
-DEFAULT_SETTLED_AFTER = 20  # lines holding one word with a value in it (`job_<*>`) before it is constant
-DEFAULT_SETTLED_WORDS_AFTER = 2  # lines holding one plain word at a position before it is constant
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
-
-FIELD_NAMES = "(fields:"  # opens the token naming a structured line's other fields (bot.grouping)
-_VARIABLE_PART = re.compile(
-    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|bool|\*)>"
-)
-# An empty value is a value: "()", "[]", "key=" at the end of a token.
-_EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
-_STRUCTURED = re.compile(r"[=\[\]{}]")
-_GAP = "\x00"  # the position a skeleton leaves out
-_PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
-
-
-@functools.lru_cache(maxsize=65536)
-def _is_plain(token: str) -> bool:
-    return _PLAIN_WORD.match(token) is not None
-
-
-@functools.lru_cache(maxsize=65536)
-def _is_word(token: str) -> bool:
-    """A plain word, a word with a number in it (`user12`) or a list of words (`admin,dev`): what a
-    variable that names things looks like."""
-    return any(pattern.match(token) for pattern in (_PLAIN_WORD, _WORD_WITH_VARIABLE, _WORD_LIST))
-
-
-@functools.lru_cache(maxsize=65536)
-def _letters(token: str) -> str:
-    return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
-
-
-_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.,-]*(?:<\*>[\w.,-]*)*$")
-_WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
-_WORD_LIST = re.compile(r"^[A-Za-z_][\w.-]*(?:,[A-Za-z_][\w.-]*)+$")
-
-
-def _merge_slot(token: str) -> str | None:
-    """The gap a token leaves in the skeletons evidence merges on: `_GAP` for a word (`alice`, `user12`),
-    `key=` and the gap for a word value (`user=alice`); None where no merge may happen: a variable, a
-    value of another shape, a bracketed kind (`[REDACTED:key]`)."""
-    if token == WILDCARD or token.startswith(FIELD_NAMES):
-        return None
-    if _STRUCTURED.search(token) is None:
-        return _GAP if WILDCARD not in token or _WORD_WITH_VARIABLE.match(token) else None
-    keyed = _KEYED_WORD.match(token)
-    return keyed.group(1) + _GAP if keyed is not None else None
-
-
-def _is_json_key(token: str) -> bool:
-    """`"latency":`, `{"id":`, `(fields:id,user)`: names of fields of a payload, structure like
-    punctuation: equal, they say nothing about which event a line is (every line of a structured log
-    has them); different, the shapes differ."""
-    return token.endswith('":') or token.startswith(FIELD_NAMES)
-
-
-_WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
-_ONLY_VARIABLE = re.compile(r"^[(\[{]?<\*>[)\]},;]?$")
-
-
-def tokens_of(template: str) -> tuple[str, ...]:
-    """The template's tokens; variable parts (digits, placeholders) inside a token become `<*>`, and a run
-    of tokens that are only a variable (`<*> (<*>)`, `<*> <*>`) is one variable: a value written in one
-    or in several words (`512 bytes`, `1.2 MB (1258291 bytes)`) stays one position."""
-    text = _EMPTY_VALUE.sub(WILDCARD, _VARIABLE_PART.sub(WILDCARD, template))
-    tokens: list[str] = []
-    for raw in text.split():
-        token = _WILDCARD_RUN.sub(WILDCARD, raw)
-        if tokens and _ONLY_VARIABLE.match(token) and _ONLY_VARIABLE.match(tokens[-1]):
-            tokens[-1] = WILDCARD
-            continue
-        tokens.append(token)
-    return tuple(tokens)
-
-
-@dataclass(frozen=True, slots=True)
-class SavedCluster:
-    """What a cluster needs to come back after a restart with the same key and the same matching."""
-
-    key: str
-    template: str
-    size: int
-    learned: tuple[int, ...]
-    last_seen: float = 0.0  # when a line last matched it (0: unknown)
-
-
-@dataclass(slots=True)
-class Cluster:
-    key: str  # the first template seen; stable
-    tokens: list[str]
-    size: int = 1
-    learned: set[int] = field(default_factory=set)  # positions that became `<*>` by absorbing lines
-    last_seen: float = 0.0  # when a line last matched it, from the caller's clock
-    # bookkeeping of the owning set, not part of what the cluster is
-    saved_seen: float = field(default=0.0, compare=False)  # `last_seen` as last saved
-    used: int = field(default=0, compare=False)  # the set's match counter at the last match (LRU order)
-    evicted: bool = field(default=False, compare=False)
-    merged_into: Cluster | None = field(default=None, compare=False, repr=False)
-    stored: bool = field(default=False, compare=False)  # saved once, so an eviction must delete it
-
-    @property
-    def template(self) -> str:
-        return " ".join(self.tokens)
-
-    def similarity(
-        self,
-        tokens: tuple[str, ...],
-        floor: float = 0.0,
-        settled_after: int = DEFAULT_SETTLED_AFTER,
-        settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER,
-    ) -> float:
-        """Share of equal words among the positions not yet known to vary. Positions where both hold the
-        same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
-        little about which event a line is, so a long run of them must not outweigh the word that differs.
-
-        Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
-        otherwise (`user=root` / `user=guest`, `<*>:<*>` / `HTTPS`) the shapes differ: another event.
-        0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
-
-        A cluster of `settled_words_after` lines or more that still holds one plain word at a position has
-        shown that word to be constant: a line with another word there is another event (`started` /
-        `stopped`), 0.0. Where either token holds a value part (`attempt_<*>_m`, `<*>`) it takes
-        `settled_after` lines, as such a token is more often a value. A variable shows itself sooner, and
-        evidence (`merge_after`, a cluster covered by one that learned the position) still merges one that
-        came late.
-        """
-        same = compared = 0
-        count = len(tokens)
-        for i, (mine, theirs) in enumerate(zip(self.tokens, tokens, strict=True)):
-            if i in self.learned:
-                continue
-            if mine == theirs:
-                if _letters(mine) and not _is_json_key(mine):
-                    same += 1
-                    compared += 1
-                continue
-            if WILDCARD in mine and WILDCARD in theirs:
-                if _letters(mine) == _letters(theirs):
-                    continue  # two values written alike (`<*>`, `<<*>`): no word differs
-            elif not (_is_word(mine) and _is_word(theirs)):
-                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
-            if self.size >= (
-                settled_after if WILDCARD in mine or WILDCARD in theirs else settled_words_after
-            ):
-                return 0.0  # one word over that many lines is a constant: another word, another event
-            compared += 1
-            rest = count - i - 1
-            if (same + rest) / (compared + rest) < floor:
-                return 0.0  # even if every other position were equal
-        return same / compared if compared else 1.0
-
-    def absorb(self, tokens: tuple[str, ...]) -> list[int]:
-        """Count `tokens` in; the positions that became variable (the template or its matching changed)."""
-        learned = []
-        for i, token in enumerate(tokens):
-            if self.tokens[i] != token:
-                self.tokens[i] = WILDCARD
-                if i not in self.learned:
-                    self.learned.add(i)
-                    learned.append(i)
-        self.size += 1
-        return learned
-
-    def saved(self) -> SavedCluster:
-        return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)), self.last_seen)
-
-    @classmethod
-    def from_saved(cls, saved: SavedCluster) -> Cluster:
-        """The cluster back from its saved form; ValueError when the parts do not fit together."""
-        tokens = saved.template.split()
-        if not tokens or len(tokens) > MAX_TOKENS:
-            raise ValueError(f"a template of {len(tokens)} tokens is never clustered")
-        first = tokens_of(saved.key)
-        if len(first) != len(tokens) or any(
-            t not in (k, WILDCARD) for t, k in zip(tokens, first, strict=False)
-        ):
-            raise ValueError("the template is not a generalisation of the key")
-        if any(not 0 <= i < len(tokens) or tokens[i] != WILDCARD for i in saved.learned):
-            raise ValueError(f"learned positions {saved.learned} are not wildcards of the template")
-        if saved.size < 1:
-            raise ValueError(f"size {saved.size} is not positive")
-        return cls(
-            key=saved.key,
-            tokens=tokens,
-            size=saved.size,
-            learned=set(saved.learned),
-            last_seen=saved.last_seen,
-            saved_seen=saved.last_seen,
-            stored=True,
-        )
 
 
 @dataclass(slots=True)
@@ -404,7 +231,7 @@ class TemplateClusters:
             return
         skeletons = []
         for i, token in enumerate(cluster.tokens):
-            slot = _merge_slot(token)
+            slot = merge_slot(token)
             if slot is None:
                 continue
             skeleton = (*cluster.tokens[:i], slot, *cluster.tokens[i + 1 :])
@@ -421,7 +248,7 @@ class TemplateClusters:
         `carol7` showed the position to vary)."""
         subsumed: dict[str, Cluster] = {}
         for skeleton in skeletons:
-            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(GAP))
             if at not in learned:
                 continue
             for other in self._skeletons.get(skeleton, {}).values():
@@ -440,7 +267,7 @@ class TemplateClusters:
             members = self._skeletons.get(skeleton)
             if members is None or len(members) < self.merge_after:
                 continue
-            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(GAP))
             return self._merge(list(members.values()), (at,))
         return self._merge_on_pairs(cluster)
 
@@ -464,7 +291,7 @@ class TemplateClusters:
                 if other.key in seen:
                     continue
                 seen.add(other.key)
-                differ = _differing_slots(tokens, other.tokens)
+                differ = differing_slots(tokens, other.tokens)
                 if differ is None:
                     continue
                 if len(differ) == 2:
@@ -632,11 +459,11 @@ def _filter_words(cluster: Cluster) -> tuple[list[Word], int]:
     loose = 0
     learned = cluster.learned
     for i, token in enumerate(cluster.tokens):
-        if token.isalpha():  # the common case, without a look-up in `_letters`' cache
+        if token.isalpha():  # the common case, without a look-up in `letters`' cache
             if i not in learned:
                 words.append((i, token))
             continue
-        if i in learned or not _letters(token) or _is_json_key(token):
+        if i in learned or not letters(token) or is_json_key(token):
             continue
         if WILDCARD in token:
             loose += 1
@@ -645,22 +472,30 @@ def _filter_words(cluster: Cluster) -> tuple[list[Word], int]:
     return words, loose
 
 
-def _differing_slots(mine: Sequence[str], theirs: Sequence[str]) -> tuple[int, ...] | None:
-    """The one or two positions where two templates of one length differ, when each holds there what a
-    merge on evidence takes (`_merge_slot`, alike on both sides: two words, two word values of one key);
-    a position either has learned (`<*>`) agrees with anything. None otherwise."""
-    differ: list[int] = []
-    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
-        if a == b or WILDCARD in (a, b):
-            continue
-        slot = _merge_slot(a)
-        if slot is None or slot != _merge_slot(b) or len(differ) == 2:
-            return None
-        differ.append(i)
-    return tuple(differ) if differ else None
-
-
 def _resolved(cluster: Cluster) -> Cluster:
     while cluster.merged_into is not None:
         cluster = cluster.merged_into
     return cluster
+
+
+__all__ = [
+    "DEFAULT_DEPTH",
+    "DEFAULT_MAX_BUCKET",
+    "DEFAULT_MAX_CACHE",
+    "DEFAULT_MAX_CLUSTERS",
+    "DEFAULT_MERGE_AFTER",
+    "DEFAULT_SETTLED_AFTER",
+    "DEFAULT_SETTLED_WORDS_AFTER",
+    "DEFAULT_SIMILARITY",
+    "FIELD_NAMES",
+    "MAX_MERGE_TOKENS",
+    "MAX_TOKENS",
+    "ONE_OFF_SIZE",
+    "SMALL_BUCKET",
+    "TOUCH_INTERVAL_S",
+    "WILDCARD",
+    "Cluster",
+    "SavedCluster",
+    "TemplateClusters",
+    "tokens_of",
+]
