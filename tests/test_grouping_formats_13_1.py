@@ -117,3 +117,9 @@ def test_a_near_twin_seen_early_is_another_event_once_its_word_held_over_two_lin
     # a word with a value in it takes settled_after lines to count as constant: `task_<*>_m` / `task_<*>_r`
     kinds = {clusters.assign(f"attempt task_{n}_m done on node").key for n in range(3)}
     assert clusters.assign("attempt task_4_r done on node").key in kinds
+
+
+def test_a_short_hex_id_of_seven_digits_is_masked_as_hex() -> None:
+    # a git short hash or a short container id: `f50d866` and `7e26735` were `f<num>d<num>`, `<num>e<num>`
+    assert mask("deploy f50d866 over 7e26735 in 1234567 steps") == "deploy <hex> over <hex> in <num> steps"
+    assert mask("state deadbee cafe") == "state deadbee cafe"  # letters only: a word
