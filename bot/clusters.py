@@ -19,22 +19,39 @@ last asked (`track_changes`, `take_changed`, `take_forgotten`) and be rebuilt fr
 (`SavedCluster`, `restore`). Each match notes when it happened (`last_seen`, in memory); a cluster whose
 last saved `last_seen` is older than TOUCH_INTERVAL_S is reported as changed too, so its time is written
 about once an hour, never per line.
+
+Here is the set of clusters: its index, its bounds and the merges on evidence. One cluster and its
+similarity are in bot.cluster_model; what a token is (its shape, what may vary) in bot.template_tokens.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bot.cluster_index import Bucket, Word, needed_words
+from bot.cluster_model import (
+    DEFAULT_SETTLED_AFTER,
+    DEFAULT_SETTLED_WORDS_AFTER,
+    MAX_TOKENS,
+    Cluster,
+    SavedCluster,
+)
+from bot.template_tokens import (
+    FIELD_NAMES,
+    GAP,
+    WILDCARD,
+    differing_slots,
+    is_json_key,
+    letters,
+    merge_slot,
+    tokens_of,
+)
 
 log = logging.getLogger(__name__)
 
-WILDCARD = "<*>"
 DEFAULT_SIMILARITY = 0.8
 DEFAULT_MAX_CLUSTERS = 2000  # per token count
 DEFAULT_MAX_CACHE = 20_000  # exact templates; emptied when full, so it holds recent ones only
@@ -42,182 +59,9 @@ DEFAULT_DEPTH = 2  # leading constant tokens of a template whose buckets are sea
 DEFAULT_MERGE_AFTER = 5  # clusters that differ in one word only, and only there, before they are merged
 DEFAULT_MAX_BUCKET = 256  # clusters compared with one template at most (the least recently used goes)
 MAX_MERGE_TOKENS = 40  # longer templates are never merged on evidence
-MAX_TOKENS = 120  # longer templates are only matched exactly
-DEFAULT_SETTLED_AFTER = 20  # lines holding one word at a position before that word counts as constant
+ONE_OFF_SIZE = 2  # mean lines per cluster, at most, of the clusters a merge on two positions takes
+SMALL_BUCKET = 64  # a bucket this small is searched whole for clusters a new one may merge with
 TOUCH_INTERVAL_S = 3600.0  # a matched cluster's `last_seen` is saved again once it is this much older
-
-_VARIABLE_PART = re.compile(
-    r"\d+|<(?:num|hex|ip|host|url|email|uuid|path|str|duration|size|datetime|request|id|query|mac|token|\*)>"
-)
-# An empty value is a value: "()", "[]", "key=" at the end of a token.
-_EMPTY_VALUE = re.compile(r"(?<=\()(?=\))|(?<=\[)(?=\])|(?<==)(?=\s|$)")
-_STRUCTURED = re.compile(r"[=\[\]{}]")
-_GAP = "\x00"  # the position a skeleton leaves out
-_PLAIN_WORD = re.compile(r"^(?:<\*>|[A-Za-z_][\w.-]*)$")
-
-
-@functools.lru_cache(maxsize=65536)
-def _is_plain(token: str) -> bool:
-    return _PLAIN_WORD.match(token) is not None
-
-
-@functools.lru_cache(maxsize=65536)
-def _is_word(token: str) -> bool:
-    """A plain word, a word with a number in it (`user12`) or a list of words (`admin,dev`): what a
-    variable that names things looks like."""
-    return any(pattern.match(token) for pattern in (_PLAIN_WORD, _WORD_WITH_VARIABLE, _WORD_LIST))
-
-
-@functools.lru_cache(maxsize=65536)
-def _letters(token: str) -> str:
-    return "".join(c for c in token.replace(WILDCARD, " ") if c.isalpha())
-
-
-_KEYED_WORD = re.compile(r"^([\w.-]+=)[A-Za-z_][\w.,-]*(?:<\*>[\w.,-]*)*$")
-_WORD_WITH_VARIABLE = re.compile(r"^[A-Za-z_][\w.-]*(?:<\*>[\w.-]*)+$")
-_WORD_LIST = re.compile(r"^[A-Za-z_][\w.-]*(?:,[A-Za-z_][\w.-]*)+$")
-
-
-def _merge_slot(token: str) -> str | None:
-    """The gap a token leaves in the skeletons evidence merges on: `_GAP` for a word (`alice`, `user12`),
-    `key=` and the gap for a word value (`user=alice`); None where no merge may happen: a variable, a
-    value of another shape, a bracketed kind (`[REDACTED:key]`)."""
-    if token == WILDCARD:
-        return None
-    if _STRUCTURED.search(token) is None:
-        return _GAP if WILDCARD not in token or _WORD_WITH_VARIABLE.match(token) else None
-    keyed = _KEYED_WORD.match(token)
-    return keyed.group(1) + _GAP if keyed is not None else None
-
-
-def _is_json_key(token: str) -> bool:
-    """`"latency":`, `{"id":`: the name of a field of a payload, structure like punctuation."""
-    return token.endswith('":')
-
-
-_WILDCARD_RUN = re.compile(r"(?:<\*>)(?:[.:,_-]?<\*>)+")
-_ONLY_VARIABLE = re.compile(r"^[(\[{]?<\*>[)\]},;]?$")
-
-
-def tokens_of(template: str) -> tuple[str, ...]:
-    """The template's tokens; variable parts (digits, placeholders) inside a token become `<*>`, and a run
-    of tokens that are only a variable (`<*> (<*>)`, `<*> <*>`) is one variable: a value written in one
-    or in several words (`512 bytes`, `1.2 MB (1258291 bytes)`) stays one position."""
-    text = _EMPTY_VALUE.sub(WILDCARD, _VARIABLE_PART.sub(WILDCARD, template))
-    tokens: list[str] = []
-    for raw in text.split():
-        token = _WILDCARD_RUN.sub(WILDCARD, raw)
-        if tokens and _ONLY_VARIABLE.match(token) and _ONLY_VARIABLE.match(tokens[-1]):
-            tokens[-1] = WILDCARD
-            continue
-        tokens.append(token)
-    return tuple(tokens)
-
-
-@dataclass(frozen=True, slots=True)
-class SavedCluster:
-    """What a cluster needs to come back after a restart with the same key and the same matching."""
-
-    key: str
-    template: str
-    size: int
-    learned: tuple[int, ...]
-    last_seen: float = 0.0  # when a line last matched it (0: unknown)
-
-
-@dataclass(slots=True)
-class Cluster:
-    key: str  # the first template seen; stable
-    tokens: list[str]
-    size: int = 1
-    learned: set[int] = field(default_factory=set)  # positions that became `<*>` by absorbing lines
-    last_seen: float = 0.0  # when a line last matched it, from the caller's clock
-    # bookkeeping of the owning set, not part of what the cluster is
-    saved_seen: float = field(default=0.0, compare=False)  # `last_seen` as last saved
-    used: int = field(default=0, compare=False)  # the set's match counter at the last match (LRU order)
-    evicted: bool = field(default=False, compare=False)
-    merged_into: Cluster | None = field(default=None, compare=False, repr=False)
-    stored: bool = field(default=False, compare=False)  # saved once, so an eviction must delete it
-
-    @property
-    def template(self) -> str:
-        return " ".join(self.tokens)
-
-    def similarity(
-        self, tokens: tuple[str, ...], floor: float = 0.0, settled_after: int = DEFAULT_SETTLED_AFTER
-    ) -> float:
-        """Share of equal words among the positions not yet known to vary. Positions where both hold the
-        same token without a letter (`<*>,`, `-`, `|`) or a JSON key, or two values written alike, are skipped: they say
-        little about which event a line is, so a long run of them must not outweigh the word that differs.
-
-        Only plain words, a variable against a word, or two tokens that both hold a variable may differ:
-        otherwise (`user=root` / `user=guest`, `<*>:<*>` / `HTTPS`) the shapes differ: another event.
-        0.0 as soon as the share cannot reach `floor` any more (a flood of distinct lines scans many).
-
-        A cluster of `settled_after` lines or more that still holds one word at a position has shown that
-        word to be constant: a line with another word there is another event (`started` / `stopped`), 0.0.
-        A variable shows itself sooner, and evidence (`merge_after`) still merges one that came late.
-        """
-        same = compared = 0
-        count = len(tokens)
-        for i, (mine, theirs) in enumerate(zip(self.tokens, tokens, strict=True)):
-            if i in self.learned:
-                continue
-            if mine == theirs:
-                if _letters(mine) and not _is_json_key(mine):
-                    same += 1
-                    compared += 1
-                continue
-            if WILDCARD in mine and WILDCARD in theirs:
-                if _letters(mine) == _letters(theirs):
-                    continue  # two values written alike (`<*>`, `<<*>`): no word differs
-            elif not (_is_word(mine) and _is_word(theirs)):
-                return 0.0  # `user=root` / `user=guest`, `HTTPS` / `<*>:<*>`: shapes differ, not a value
-            if self.size >= settled_after:
-                return 0.0  # one word over that many lines is a constant: another word, another event
-            compared += 1
-            rest = count - i - 1
-            if (same + rest) / (compared + rest) < floor:
-                return 0.0  # even if every other position were equal
-        return same / compared if compared else 1.0
-
-    def absorb(self, tokens: tuple[str, ...]) -> bool:
-        """Count `tokens` in; True when a position became variable (the template or its matching changed)."""
-        before = len(self.learned)
-        for i, token in enumerate(tokens):
-            if self.tokens[i] != token:
-                self.tokens[i] = WILDCARD
-                self.learned.add(i)
-        self.size += 1
-        return len(self.learned) != before
-
-    def saved(self) -> SavedCluster:
-        return SavedCluster(self.key, self.template, self.size, tuple(sorted(self.learned)), self.last_seen)
-
-    @classmethod
-    def from_saved(cls, saved: SavedCluster) -> Cluster:
-        """The cluster back from its saved form; ValueError when the parts do not fit together."""
-        tokens = saved.template.split()
-        if not tokens or len(tokens) > MAX_TOKENS:
-            raise ValueError(f"a template of {len(tokens)} tokens is never clustered")
-        first = tokens_of(saved.key)
-        if len(first) != len(tokens) or any(
-            t not in (k, WILDCARD) for t, k in zip(tokens, first, strict=False)
-        ):
-            raise ValueError("the template is not a generalisation of the key")
-        if any(not 0 <= i < len(tokens) or tokens[i] != WILDCARD for i in saved.learned):
-            raise ValueError(f"learned positions {saved.learned} are not wildcards of the template")
-        if saved.size < 1:
-            raise ValueError(f"size {saved.size} is not positive")
-        return cls(
-            key=saved.key,
-            tokens=tokens,
-            size=saved.size,
-            learned=set(saved.learned),
-            last_seen=saved.last_seen,
-            saved_seen=saved.last_seen,
-            stored=True,
-        )
 
 
 @dataclass(slots=True)
@@ -244,6 +88,7 @@ class TemplateClusters:
     depth: int = DEFAULT_DEPTH
     merge_after: int = DEFAULT_MERGE_AFTER  # 0: never merge on evidence
     settled_after: int = DEFAULT_SETTLED_AFTER  # see Cluster.similarity
+    settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER  # see Cluster.similarity
     max_bucket: int = DEFAULT_MAX_BUCKET
     # least recently matched first; an OrderedDict, as taking the first of a plain dict that keeps losing its
     # first entries walks over their holes
@@ -268,8 +113,11 @@ class TemplateClusters:
             raise ValueError(f"max_clusters must be positive, not {self.max_clusters}")
         if self.depth < 1 or self.max_bucket < 1:
             raise ValueError(f"depth and max_bucket must be positive, not {self.depth}, {self.max_bucket}")
-        if self.settled_after < 2:
-            raise ValueError(f"settled_after must be at least 2, not {self.settled_after}")
+        if self.settled_after < 2 or self.settled_words_after < 2:
+            raise ValueError(
+                f"settled_after and settled_words_after must be at least 2, not {self.settled_after}, "
+                f"{self.settled_words_after}"
+            )
         if self.merge_after == 1 or self.merge_after < 0:
             raise ValueError(f"merge_after must be 0 (off) or at least 2, not {self.merge_after}")
 
@@ -292,10 +140,14 @@ class TemplateClusters:
                 return cluster  # never clustered, cached or saved: its key is its template anyway
             self._add(cluster)
             cluster = self._merge_on_evidence(cluster)
-        elif cluster.absorb(tokens):
-            self._reindex(cluster)
-            if self.track_changes:
-                self._changed[cluster.key] = cluster
+        else:
+            skeletons = self._skeletons_of.get(cluster.key, ())
+            learned = cluster.absorb(tokens)
+            if learned:
+                self._reindex(cluster)
+                if self.track_changes:
+                    self._changed[cluster.key] = cluster
+                cluster = self._merge_subsumed(cluster, skeletons, learned)
         if cached is None and len(self._cache) >= self.max_cache:
             # emptied rather than closed to newcomers: under a flood of one-off templates a full cache held
             # the first ones forever, and with them every cluster evicted since (143 MB on 200 k lines)
@@ -379,7 +231,7 @@ class TemplateClusters:
             return
         skeletons = []
         for i, token in enumerate(cluster.tokens):
-            slot = _merge_slot(token)
+            slot = merge_slot(token)
             if slot is None:
                 continue
             skeleton = (*cluster.tokens[:i], slot, *cluster.tokens[i + 1 :])
@@ -387,37 +239,106 @@ class TemplateClusters:
             skeletons.append(skeleton)
         self._skeletons_of[cluster.key] = skeletons
 
+    def _merge_subsumed(
+        self, cluster: Cluster, skeletons: Sequence[tuple[str, ...]], learned: Sequence[int]
+    ) -> Cluster:
+        """Merge into `cluster`, which has just learned the positions `learned`, the clusters that agree with
+        it everywhere else and hold there a value of the kind it held (`skeletons`: its skeletons before):
+        a line of theirs would match it now (`user=bob` stays apart from `user=alice1`, until `alice1` and
+        `carol7` showed the position to vary)."""
+        subsumed: dict[str, Cluster] = {}
+        for skeleton in skeletons:
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(GAP))
+            if at not in learned:
+                continue
+            for other in self._skeletons.get(skeleton, {}).values():
+                if other is not cluster:
+                    subsumed[other.key] = other
+        if not subsumed:
+            return cluster
+        return self._merge([cluster, *subsumed.values()], ())
+
     def _merge_on_evidence(self, cluster: Cluster) -> Cluster:
         """Merge `cluster` with the clusters that agree with it at every position but one, once there are
-        `merge_after` of them; returns the cluster that holds it now."""
+        `merge_after` of them, or else but two (`_merge_on_pairs`); returns the cluster that holds it now."""
         if not self.merge_after:
             return cluster
         for skeleton in list(self._skeletons_of.get(cluster.key, ())):
             members = self._skeletons.get(skeleton)
             if members is None or len(members) < self.merge_after:
                 continue
-            survivor = max(members.values(), key=lambda c: c.size)  # the first of the largest
-            others = [c for c in members.values() if c is not survivor]
-            at = next(i for i, token in enumerate(skeleton) if token.endswith(_GAP))
-            for other in others:
-                self._remove(other)
-                other.merged_into = survivor
-                survivor.size += other.size
-                survivor.last_seen = max(survivor.last_seen, other.last_seen)
-                self.merges += 1
-                self._merged.append((other.key, survivor.key))
-                if self.track_changes:
-                    self._changed.pop(other.key, None)
-                    self._touched.pop(other.key, None)
-                    if other.stored:
-                        self._forgotten.add(other.key)
+            at = next(i for i, token in enumerate(skeleton) if token.endswith(GAP))
+            return self._merge(list(members.values()), (at,))
+        return self._merge_on_pairs(cluster)
+
+    def _merge_on_pairs(self, cluster: Cluster) -> Cluster:
+        """Merge `cluster` with the clusters of its buckets that agree with it at every position but the
+        same two, each of the kinds a one-position merge takes (a word, the word value of one key), once
+        there are `merge_after` of them: a template with two word-valued variables (`user alice on web1`,
+        `user bob on db2`, …) shows no two clusters that differ in one position only."""
+        tokens = cluster.tokens
+        if len(tokens) > MAX_MERGE_TOKENS:
+            return cluster
+        pairs: dict[tuple[int, ...], list[Cluster]] = {}
+        singles: dict[int, list[Cluster]] = {}
+        seen = {cluster.key}
+        for key in self._bucket_keys(tokens):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            members = bucket.members.values() if len(bucket) <= SMALL_BUCKET else bucket.candidates(tokens)
+            for other in members:
+                if other.key in seen:
+                    continue
+                seen.add(other.key)
+                differ = differing_slots(tokens, other.tokens)
+                if differ is None:
+                    continue
+                if len(differ) == 2:
+                    pairs.setdefault(differ, []).append(other)
+                else:
+                    singles.setdefault(differ[0], []).append(other)
+        best: tuple[tuple[int, ...], list[Cluster]] | None = None
+        for pair, members in pairs.items():
+            group = members + singles.get(pair[0], []) + singles.get(pair[1], [])
+            if (
+                len(group) + 1 >= self.merge_after
+                and sum(c.size for c in group) <= ONE_OFF_SIZE * len(group)
+                and (best is None or len(group) > len(best[1]))
+            ):
+                best = (pair, group)
+        if best is None:
+            return cluster
+        return self._merge([cluster, *best[1]], best[0])
+
+    def _merge(self, members: list[Cluster], positions: Sequence[int]) -> Cluster:
+        """Make `members` one cluster, the largest (the first of them), whose `positions` become variable;
+        the others' keys now stand for its key."""
+        survivor = max(members, key=lambda c: c.size)
+        for other in members:
+            if other is survivor:
+                continue
+            self._remove(other)
+            other.merged_into = survivor
+            survivor.size += other.size
+            survivor.last_seen = max(survivor.last_seen, other.last_seen)
+            for i in other.learned:  # a position one of them has learned is variable in all
+                survivor.tokens[i] = WILDCARD
+                survivor.learned.add(i)
+            self.merges += 1
+            self._merged.append((other.key, survivor.key))
+            if self.track_changes:
+                self._changed.pop(other.key, None)
+                self._touched.pop(other.key, None)
+                if other.stored:
+                    self._forgotten.add(other.key)
+        for at in positions:
             survivor.tokens[at] = WILDCARD
             survivor.learned.add(at)
-            self._reindex(survivor)
-            if self.track_changes:
-                self._changed[survivor.key] = survivor
-            return survivor
-        return cluster
+        self._reindex(survivor)
+        if self.track_changes:
+            self._changed[survivor.key] = survivor
+        return survivor
 
     def _add(self, cluster: Cluster) -> None:
         """Place a new cluster, evicting the least recently matched one of its token count when full."""
@@ -519,7 +440,9 @@ class TemplateClusters:
             if bucket is None:
                 continue
             for cluster in bucket.candidates(tokens):
-                score = cluster.similarity(tokens, max(self.similarity, best_score), self.settled_after)
+                score = cluster.similarity(
+                    tokens, max(self.similarity, best_score), self.settled_after, self.settled_words_after
+                )
                 if score > best_score:
                     best, best_score = cluster, score
         if best is not None and best_score >= self.similarity:
@@ -536,11 +459,11 @@ def _filter_words(cluster: Cluster) -> tuple[list[Word], int]:
     loose = 0
     learned = cluster.learned
     for i, token in enumerate(cluster.tokens):
-        if token.isalpha():  # the common case, without a look-up in `_letters`' cache
+        if token.isalpha():  # the common case, without a look-up in `letters`' cache
             if i not in learned:
                 words.append((i, token))
             continue
-        if i in learned or not _letters(token) or _is_json_key(token):
+        if i in learned or not letters(token) or is_json_key(token):
             continue
         if WILDCARD in token:
             loose += 1
@@ -553,3 +476,26 @@ def _resolved(cluster: Cluster) -> Cluster:
     while cluster.merged_into is not None:
         cluster = cluster.merged_into
     return cluster
+
+
+__all__ = [
+    "DEFAULT_DEPTH",
+    "DEFAULT_MAX_BUCKET",
+    "DEFAULT_MAX_CACHE",
+    "DEFAULT_MAX_CLUSTERS",
+    "DEFAULT_MERGE_AFTER",
+    "DEFAULT_SETTLED_AFTER",
+    "DEFAULT_SETTLED_WORDS_AFTER",
+    "DEFAULT_SIMILARITY",
+    "FIELD_NAMES",
+    "MAX_MERGE_TOKENS",
+    "MAX_TOKENS",
+    "ONE_OFF_SIZE",
+    "SMALL_BUCKET",
+    "TOUCH_INTERVAL_S",
+    "WILDCARD",
+    "Cluster",
+    "SavedCluster",
+    "TemplateClusters",
+    "tokens_of",
+]

@@ -4,7 +4,8 @@ Key of a stack trace: service + innermost exception type + the innermost three f
 `file basename:function`, never line numbers, so a fix that shifts lines keeps the key and one fault
 logged with different ids or messages stays one incident. Key of any other record: service + its masked
 template (header stripped, tokens masked, see bot.masking; the header of a file is learned from its first
-lines, bot.header_infer; a JSON or logfmt line is grouped by its message field, bot.structured).
+lines, bot.header_infer; a JSON or logfmt line, also after a prefix, is grouped by its message field and
+the names of its other fields, bot.structured).
 
 What counts as an error:
 - a stack trace (Python or Java), except a Python traceback whose final exception is a bare
@@ -38,7 +39,9 @@ from bot.clusters import (
     DEFAULT_MAX_CLUSTERS,
     DEFAULT_MERGE_AFTER,
     DEFAULT_SETTLED_AFTER,
+    DEFAULT_SETTLED_WORDS_AFTER,
     DEFAULT_SIMILARITY,
+    FIELD_NAMES,
     TOUCH_INTERVAL_S,
     Cluster,
     SavedCluster,
@@ -59,7 +62,7 @@ from bot.records import (
 )
 from bot.redact import redacted
 from bot.stable_hash import sha256_hex
-from bot.structured import structured
+from bot.structured import structured_in
 from bot.textclean import clean_line
 
 log = logging.getLogger(__name__)
@@ -101,7 +104,7 @@ def fingerprint(record: LogRecord) -> Fingerprint:
 
     `Grouper.fingerprint` adds template clustering across records; prefer it wherever records stream.
     """
-    return _fingerprint(record)[0]
+    return _without_field_names(_fingerprint(record)[0])
 
 
 def _fingerprint(record: LogRecord, header_model: HeaderModel | None = None) -> tuple[Fingerprint, bool]:
@@ -132,10 +135,12 @@ def _header(line: str, model: HeaderModel | None) -> Header:
     `model` learned for its file when the line fits it and it has a level column; else the shorter of what
     per-line stripping leaves and what is left after the model's header."""
     text = strip_line_prefix(line)
-    fields = structured(text)
+    fields = structured_in(text)
     if fields is not None:
         level = fields.level.upper() if fields.level is not None else None
-        return Header(level if level in LEVELS else None, fields.message)
+        # the names of its other fields are part of the event: one code site writes the same ones
+        named = f" {FIELD_NAMES}{','.join(fields.fields)})" if fields.fields else ""
+        return Header(level if level in LEVELS else None, fields.message + named)
     split = model.split(text) if model is not None and model.length else None
     if split is not None and model is not None and model.ends_with_level:
         cut, level = split
@@ -212,11 +217,13 @@ class Grouper:
         depth: int = DEFAULT_DEPTH,
         merge_after: int = DEFAULT_MERGE_AFTER,
         settled_after: int = DEFAULT_SETTLED_AFTER,
+        settled_words_after: int = DEFAULT_SETTLED_WORDS_AFTER,
     ) -> None:
         self.similarity = similarity
         self.depth = depth
         self.merge_after = merge_after
         self.settled_after = settled_after
+        self.settled_words_after = settled_words_after
         self._aliases: dict[str, str] = {}  # key of a merged cluster → key of the cluster it went into
         self.max_clusters = max_clusters
         self.header_share = header_share
@@ -305,8 +312,8 @@ class Grouper:
         if merges:
             self._note_merges(fp.service, merges)
         if cluster.key == fp.template and cluster.size == 1:
-            return fp
-        return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_cap(cluster.template))
+            return _without_field_names(fp)
+        return replace(fp, key=_hash(fp.service, "line", cluster.key), template=_shown(cluster.template))
 
     def _note_merges(self, service: str, merges: list[tuple[str, str]]) -> None:
         for merged, into in merges:
@@ -331,6 +338,7 @@ class Grouper:
             depth=self.depth,
             merge_after=self.merge_after,
             settled_after=self.settled_after,
+            settled_words_after=self.settled_words_after,
         )
         if self._persistence is None:
             return clusters
@@ -469,6 +477,17 @@ def _basename(path: str) -> str:
 
 def _hash(*parts: str) -> str:
     return sha256_hex("\x00".join(parts).encode("utf-8", errors="replace"))[:16]
+
+
+def _without_field_names(fp: Fingerprint) -> Fingerprint:
+    return fp if FIELD_NAMES not in fp.template else replace(fp, template=_shown(fp.template))
+
+
+def _shown(template: str) -> str:
+    """The template as people see it: without the names of a structured line's other fields, which
+    tell events apart but read as noise in a title."""
+    at = template.find(" " + FIELD_NAMES)
+    return _cap(template if at < 0 else template[:at])
 
 
 def _cap(text: str) -> str:

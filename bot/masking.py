@@ -14,9 +14,10 @@ route is kept with its ids masked), URLs, e-mail addresses, host names
 or any dotted name or name with a digit followed by a port: `csdnimg.cn:80`, `db-3:5432`; a source
 file's `Foo.java:42` is not one), dates with month names, lists of numbers (one value, whatever their
 count), MAC addresses, the anonymous tokens redaction left (`[REDACTED:hex_token]`), UUIDs, IPv4/IPv6
-addresses (with a port), file paths of two or more segments, quoted values (not JSON keys), hex (0x…,
-or 8+ hex digits with a letter and a digit), durations, sizes and any other number, also inside words
-(`blk_<num>`).
+addresses (with a port), file paths of two or more segments (a Windows path of one: `D:\\x.dll`), quoted
+values (not JSON keys), hex (0x…, or 7+ hex digits with a letter and a digit: a short git hash too),
+durations, sizes, booleans as the value of a key (`"ok": true`, `ok=false`) and any other number, also
+inside words (`blk_<num>`).
 """
 
 from __future__ import annotations
@@ -150,11 +151,12 @@ _MASK = re.compile(
     r"|(?P<token>\[REDACTED:(?:hex_token|high_entropy)\])"
     r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     r"|(?P<ip>" + _IPV4 + "|" + _IPV6 + r")"
-    r"|(?P<path>(?<![\w/.:-])(?:~|\.{1,2})?(?:/[\w.@%+~$-]+){2,}/?|\b[A-Za-z]:\\(?:[^\\\s\"']+\\)+[^\\\s\"']*)"
+    r"|(?P<path>(?<![\w/.:-])(?:~|\.{1,2})?(?:/[\w.@%+~$-]+){2,}/?|\b[A-Za-z]:\\[^\\\s\"']*(?:\\[^\\\s\"']+)*\\?)"
     r"|(?P<quoted>(?<!\w)\"(?:[^\"\\\n]|\\.){0,200}\"|(?<!\w)'(?:[^'\\\n]|\\.){0,200}'(?!\w))"
-    r"|(?P<hex>\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b)"
+    r"|(?P<hex>\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{7,}\b)"
     r"|(?P<duration>(?<![\w.])\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|s|secs?|seconds?|mins?|minutes?|hours?|days?)\b)"
     r"|(?P<size>(?<![\w.])\d+(?:\.\d+)?\s?(?:[KMGTP]i?B|[kmgt]b|bytes?|B)\b)"
+    r"|(?P<bool>(?:(?<=\": )|(?<=\":)|(?<==))(?:true|false|null|True|False|None)\b)"
     r"|(?P<num>(?:(?<![A-Za-z0-9])-)?\d+(?:\.\d+)*)"
 )
 _ROUTE_ID = re.compile(r"(?<=/)[^/?#]*\d[^/?#]*")

@@ -10,6 +10,13 @@ strings, durations, sizes, e-mails, MACs, lists of varying length, plain words s
 templates differ from another in one constant word (`started`/`stopped`); template frequencies are
 Zipf-like, so some appear once or twice. The truth of a line is its template.
 
+Five families came with issue 13.1, for common format classes the first nine lacked: bracketed day-name
+stamps with a bracketed level and per-template `[client …]` groups, padded level/component columns after a
+comma, two-digit-year slash dates with a dotted logger, logfmt (alone or after a collector's prefix) and an
+epoch + date + node prefix before a whole syslog header. Their messages also draw JSON fragments, Windows
+paths, versions, short and long hex ids, Go-style and other unit durations, percentages, stamps, quoted
+words and `key="…"` values; the first nine families' files are byte-for-byte what they were.
+
 Seeds are split: TUNING_SEEDS (and any seed below 1000) may be looked at while developing; REPORT_SEEDS
 are only scored, never inspected, and the gap between the two is the overfitting measure. drain3 gets each line's message with the generator's known
 header stripped (the header regex a person would write for a known format).
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +187,49 @@ class Variables:
                 else f"R{rng.randrange(80)}-M{rng.randrange(2)}-N{rng.randrange(16)}"
             ),
         }
+        self.base_kinds = list(self.makers)
+        # value kinds only the families of issue 13.1 draw (the older families' files stay as they were)
+        self.makers.update(
+            {
+                "json": self._json,
+                "winpath": lambda _: (
+                    rng.choice(("C", "D"))
+                    + ":\\"
+                    + "\\".join(rng.choice(words[:300]).title() for _ in range(rng.randint(1, 4)))
+                    + rng.choice((".dll", ".exe", ".log", ".mum", ""))
+                ),
+                "version": lambda arg: (
+                    ("v" if arg == "v" else "")
+                    + ".".join(str(rng.randrange(30 if j < 2 else 30000)) for j in range(rng.randint(2, 4)))
+                ),
+                "sha": lambda arg: _hexs(rng, int(arg)),
+                "unitdur": lambda arg: {
+                    "go": rng.choice(
+                        (
+                            f"{rng.randrange(1, 59)}m{rng.uniform(0, 59):.1f}s",
+                            f"{rng.uniform(0, 9):.3f}s",
+                            f"{rng.randrange(1, 999)}µs",
+                            f"{rng.randrange(1, 23)}h{rng.randrange(59)}m{rng.randrange(59)}s",
+                        )
+                    ),
+                    "us": f"{rng.randrange(1, 99999)}us",
+                    "msf": f"{rng.uniform(0, 500):.2f} ms",
+                    "min": f"{rng.randrange(1, 90)}min",
+                }[arg],
+                "pct": lambda _: f"{rng.uniform(0, 100):.{rng.randint(0, 2)}f}%",
+                "isotime": lambda _: time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(rng.uniform(1.0e9, 1.8e9))
+                ),
+                "squoted": lambda _: "'" + rng.choice(words) + "'",
+                "kvquoted": lambda arg: (
+                    f'{arg}="' + " ".join(rng.choice(words) for _ in range(rng.randint(1, 3))) + '"'
+                ),
+                "hexaddr": lambda _: "@0x" + _hexs(rng, rng.choice((9, 11, 12))),
+                "errcode": lambda _: "0x" + rng.choice(("8007", "C000", "8000")) + _hexs(rng, 4).upper(),
+            }
+        )
+        self.rich_kinds = list(self.makers)
+        self.kinds = self.base_kinds
         # the format of a slot is fixed by its template (one code site prints one size unit)
         self.variants: dict[str, tuple[str, ...]] = {
             "barehex": ("12", "16", "32"),
@@ -187,13 +238,35 @@ class Variables:
             "size": ("bytes", "MB", "KB"),
             "idword": ("blk", "job", "task", "attempt", "container"),
             "node": ("dash", "rack"),
+            "version": ("v", ""),
+            "sha": ("7", "12", "40"),
+            "unitdur": ("go", "us", "msf", "min"),
         }
-        self.kinds = list(self.makers)
 
     def slot(self) -> str:
         """A variable kind with the format its template prints it in, as `kind@variant`."""
         kind = self.rng.choice(self.kinds)
+        if kind == "json":  # a code site prints the same fields
+            return "json@" + ",".join(self.rng.sample(self.words[:300], self.rng.randint(1, 4)))
+        if kind == "kvquoted":
+            return "kvquoted@" + self.rng.choice(self.words[:300])
         return f"{kind}@{self.rng.choice(self.variants.get(kind, ('',)))}"
+
+    def _json(self, keys: str) -> str:
+        """`{"a": 12, "b": "ready"}`: the keys are the template's, each value's kind follows from its key."""
+        rng = self.rng
+        out = []
+        for key in keys.split(","):
+            kind = zlib.crc32(key.encode()) % 5
+            value = (
+                str(rng.randrange(10**5)),
+                f'"{rng.choice(self.words[:200])}"',
+                rng.choice(("true", "false")),
+                f"{rng.uniform(0, 100):.2f}",
+                f'"{_uuid(rng)}"',
+            )[kind]
+            out.append(f'"{key}": {value}')
+        return "{" + ", ".join(out) + "}"
 
     def value(self, slot: str) -> str:
         kind, _, variant = slot.partition("@")
@@ -325,9 +398,12 @@ class Family:
     """A header layout whose fields and spellings one file draws at random."""
 
     name = ""
+    rich = False  # its messages draw the value kinds added with issue 13.1 (JSON, Windows paths, …)
 
     def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
         self.rng = rng
+        self.words = words
+        self.variables = variables
         self.clock = Clock(rng.uniform(1.0e9, 1.8e9))
         self.level = _level_spelling(rng)
         self.frac = rng.choice(("", ",3", ".3", ".6"))
@@ -353,6 +429,15 @@ class Family:
 
     def header(self, t: Template, i: int) -> str:
         raise NotImplementedError
+
+    def compose(self, t: Template, i: int, message: str) -> tuple[str, str]:
+        """The line, and its content as a person would cut it with the format's header regex."""
+        header = self.header(t, i)
+        return header + ("" if header.endswith("|") else " ") + message, message
+
+    def per_template(self, t: Template, salt: str) -> int:
+        """A number fixed by the template's code site: what one site always prints the same way."""
+        return zlib.crc32(f"{self.name}|{salt}|{t.site}|{t.file_line}".encode())
 
 
 class Iso(Family):
@@ -519,8 +604,199 @@ class Pipe(Family):
         )
 
 
-FAMILIES: tuple[type[Family], ...] = (Iso, Syslog, Bracketed, Epoch, Short, Counter, RequestId, Glog, Pipe)
+# --- families added with issue 13.1: common format classes the ones above lack ------------------------
+
+
+class DayBracketed(Family):
+    """`[Sun Dec 04 04:47:44 2005] [error] [client 10.0.0.1] …`: a bracketed stamp with the day name, a
+    bracketed lower-case level (with a module: `[core:error]`), a pid group, a client group on the
+    templates that print one."""
+
+    name = "day-bracketed"
+    rich = True
+
+    def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
+        super().__init__(rng, words, variables)
+        self.micro = rng.random() < 0.4
+        self.modules = (
+            [rng.choice(words[150:]) for _ in range(rng.randint(1, 5))] if rng.random() < 0.4 else []
+        )
+        self.pid_style = rng.choice(("", "", "pid", "pidtid"))
+        self.client_share = rng.uniform(0.0, 0.7)
+
+    def header(self, t: Template, i: int) -> str:
+        s = self.clock.tick(self.rng)
+        frac = f".{self.rng.randrange(10**6):06d}" if self.micro else ""
+        stamp = f"[{DAYS[s.tm_wday]} {MONTHS[s.tm_mon - 1]} {s.tm_mday:02d} {time.strftime('%H:%M:%S', s)}{frac} {s.tm_year}]"
+        level = {"INFO": "notice", "DEBUG": "debug", "WARN": "warn", "ERROR": "error"}[t.level]
+        if self.modules:
+            level = f"{self.modules[self.per_template(t, 'module') % len(self.modules)]}:{level}"
+        parts = [stamp, f"[{level}]"]
+        if self.pid_style == "pid":
+            parts.append(f"[pid {self.pid()}]")
+        elif self.pid_style == "pidtid":
+            parts.append(f"[pid {self.pid()}:tid {self.rng.randrange(10**9, 10**10)}]")
+        if self.per_template(t, "client") % 100 < self.client_share * 100:
+            parts.append(f"[client {_ip(self.rng)}]")
+        return " ".join(parts)
+
+
+class Padded(Family):
+    """`2016-09-28 04:30:30, Info                  CSI    …`: a stamp with a comma, then a level and a
+    component each padded to a column width."""
+
+    name = "padded-columns"
+    rich = True
+
+    def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
+        super().__init__(rng, words, variables)
+        self.level_width = rng.choice((8, 12, 22))
+        self.components = [
+            "".join(rng.choice("ABCDEFGHIJKLMNOPRSTUVWXY") for _ in range(rng.randint(2, 5)))
+            for _ in range(rng.randint(1, 8))
+        ]
+        self.component_width = max(len(c) for c in self.components) + rng.randint(1, 4)
+        self.stamp_glue = rng.choice((", ", " ", " | "))
+
+    def header(self, t: Template, i: int) -> str:
+        s = self.clock.tick(self.rng)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", s)
+        level = {"INFO": "Info", "DEBUG": "Info", "WARN": "Warning", "ERROR": "Error"}[t.level]
+        component = self.components[self.per_template(t, "component") % len(self.components)]
+        return (
+            f"{stamp}{self.stamp_glue}{level:<{self.level_width}}{component:<{self.component_width}}".rstrip()
+        )
+
+
+class DottedLogger(Family):
+    """`17/06/09 20:10:40 INFO org.x.storage.BlockManager: …`: a two-digit-year slash date and the full
+    dotted name of the logging class."""
+
+    name = "dotted-logger"
+    rich = True
+
+    def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
+        super().__init__(rng, words, variables)
+        self.stamp = rng.choice(("%y/%m/%d %H:%M:%S", "%y/%m/%d %H:%M:%S", "%d/%m/%y %H:%M:%S"))
+        self.root = (
+            ".".join(rng.choice(("org", "com", "io", "net")) for _ in range(1))
+            + "."
+            + rng.choice(words[150:])
+        )
+        self.thread = rng.random() < 0.3
+        self.level_style = rng.choice(("plain", "plain", "padded"))
+
+    def header(self, t: Template, i: int) -> str:
+        s = self.clock.tick(self.rng)
+        level = t.level if self.level_style == "plain" else f"{t.level:<5}"
+        parts = t.site.split(".")
+        logger = ".".join((self.root, *parts[:-1], parts[-1].title()))
+        thread = f" [{self.rng.choice(self.threads)}]" if self.thread else ""
+        return f"{time.strftime(self.stamp, s)}{thread} {level} {logger}:"
+
+
+class Logfmt(Family):
+    """`time=… level=info msg="…" key=value …`, sometimes after a syslog or ISO prefix (a collector's),
+    with fields the template fixes after the message."""
+
+    name = "logfmt"
+    rich = True
+
+    def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
+        super().__init__(rng, words, variables)
+        self.time_key = rng.choice(("time", "ts", "t"))
+        self.level_key = rng.choice(("level", "lvl"))
+        self.msg_key = rng.choice(("msg", "msg", "message"))
+        self.caller = rng.random() < 0.4
+        self.prefix = rng.choice(("", "", "", "iso", "syslog"))
+        self.extra: dict[Template, list[tuple[str, str]]] = {}
+        self.fields = [rng.choice(words[:300]) for _ in range(12)]
+
+    def header(self, t: Template, i: int) -> str:
+        s = self.clock.tick(self.rng)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", s) + f".{self.rng.randrange(1000):03d}Z"
+        out = []
+        if self.prefix == "iso":
+            out.append(time.strftime("%Y-%m-%dT%H:%M:%S", s) + "Z")
+        elif self.prefix == "syslog":
+            out.append(
+                f"{MONTHS[s.tm_mon - 1]} {s.tm_mday:2d} {time.strftime('%H:%M:%S', s)} "
+                f"{self.rng.choice(self.hosts)} {t.site.split('.')[-1].lower()}[{self.pid()}]:"
+            )
+        out.append(f"{self.time_key}={stamp}")
+        out.append(f"{self.level_key}={t.level.lower()}")
+        if self.caller:
+            out.append(f"caller={t.file_line}")
+        return " ".join(out)
+
+    def compose(self, t: Template, i: int, message: str) -> tuple[str, str]:
+        header = self.header(t, i)
+        if t not in self.extra:
+            slots = [self.variables.slot() for _ in range(self.rng.randint(0, 3))]
+            names = self.rng.sample(self.fields, len(slots))
+            self.extra[t] = list(zip(names, slots, strict=True))
+        text = message.replace("\\", "\\\\").replace('"', '\\"')
+        value = text if " " not in text and text and '"' not in text else f'"{text}"'
+        pairs = [f"{self.msg_key}={value}"]
+        for name, slot in self.extra[t]:
+            v = self.variables.value(slot).replace('"', "'")
+            pairs.append(f"{name}={v}" if " " not in v else f'{name}="{v}"')
+        content = " ".join(pairs)
+        return f"{header} {content}", content
+
+
+class EpochSyslog(Family):
+    """`- 1131566461 2005.11.09 dn228 Nov 9 12:01:01 dn228/dn228 crond[2915]: …`: an alert flag, an epoch,
+    a date and a node before a whole syslog header."""
+
+    name = "epoch-syslog"
+    rich = True
+
+    def __init__(self, rng: random.Random, words: list[str], variables: Variables) -> None:
+        super().__init__(rng, words, variables)
+        self.nodes = [f"{_pseudo_word(rng)[:3]}{rng.randrange(1, 999)}" for _ in range(rng.randint(2, 40))]
+        self.alerts = [
+            "".join(rng.choice("ABCDEFGHIKLMNOPRSTU") for _ in range(rng.randint(3, 7))) for _ in range(3)
+        ]
+        self.source = rng.choice(("node/node", "node", "user@node"))
+
+    def header(self, t: Template, i: int) -> str:
+        s = self.clock.tick(self.rng)
+        node = self.rng.choice(self.nodes)
+        flag = "-"
+        if t.level == "ERROR" and self.per_template(t, "alert") % 3 == 0:
+            flag = self.alerts[self.per_template(t, "which") % len(self.alerts)]
+        source = {
+            "node/node": f"{node}/{node}",
+            "node": node,
+            "user@node": f"{self.rng.choice(('root', 'admin'))}@{node}",
+        }[self.source]
+        prog = t.site.split(".")[-1].lower()
+        pid = f"[{self.pid()}]" if self.per_template(t, "pid") % 4 else ""
+        syslog = f"{MONTHS[s.tm_mon - 1]} {s.tm_mday:2d} {time.strftime('%H:%M:%S', s)}"
+        return (
+            f"{flag} {int(self.clock.t)} {time.strftime('%Y.%m.%d', s)} {node} {syslog} {source} {prog}{pid}:"
+        )
+
+
+FAMILIES: tuple[type[Family], ...] = (
+    Iso,
+    Syslog,
+    Bracketed,
+    Epoch,
+    Short,
+    Counter,
+    RequestId,
+    Glog,
+    Pipe,
+    DayBracketed,
+    Padded,
+    DottedLogger,
+    Logfmt,
+    EpochSyslog,
+)
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+OLDER_FAMILIES = FAMILY_NAMES[:9]  # the proxy before issue 13.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,8 +814,11 @@ def generate(family: str, seed: int, lines: int = LINES) -> FuzzLog:
     rng.shuffle(words_tail := words[len(_COMMON) :])
     words = words[: len(_COMMON)] + words_tail
     variables = Variables(rng, words)
+    kind = next(f for f in FAMILIES if f.name == family)
+    if kind.rich:
+        variables.kinds = variables.rich_kinds
     pool = templates(rng, words, variables, rng.randint(20, 90))
-    framer = next(f for f in FAMILIES if f.name == family)(rng, words, variables)
+    framer = kind(rng, words, variables)
     weights = [1.0 / (rank + 1) ** rng.uniform(0.9, 1.4) for rank in range(len(pool))]
     rng.shuffle(weights)
     out: list[str] = []
@@ -547,11 +826,9 @@ def generate(family: str, seed: int, lines: int = LINES) -> FuzzLog:
     truth: list[int] = []
     for i in range(lines):
         k = rng.choices(range(len(pool)), weights)[0]
-        message = pool[k].render(variables)
-        header = framer.header(pool[k], i)
-        glue = "" if header.endswith("|") else " "
-        out.append(header + glue + message)
-        messages.append(message)
+        line, content = framer.compose(pool[k], i, pool[k].render(variables))
+        out.append(line)
+        messages.append(content)
         truth.append(k)
     return FuzzLog(family, seed, tuple(out), tuple(messages), tuple(truth))
 
@@ -579,9 +856,11 @@ class FuzzScores:
     healbot: dict[tuple[str, int], float]
     drain3: dict[tuple[str, int], float | None]
 
-    def average(self, seeds: range, family: str | None = None, *, drain3: bool = False) -> float | None:
+    def average(
+        self, seeds: range, families: tuple[str, ...] = FAMILY_NAMES, *, drain3: bool = False
+    ) -> float | None:
         table = self.drain3 if drain3 else self.healbot
-        values = [v for (f, s), v in table.items() if s in seeds and (family is None or f == family)]
+        values = [v for (f, s), v in table.items() if s in seeds and f in families]
         if not values or any(v is None for v in values):
             return None
         return sum(v or 0.0 for v in values) / len(values)
@@ -613,25 +892,23 @@ def run(tmp: Path) -> FuzzScores:
     started = time.perf_counter()
     scores = score_all(tmp, seeds)
     print(
-        f"  {'family':12} {'tuning':>6} {'report':>6} {'gap':>6}  {'drain3':>6} {'drain3':>6}  worst report seed"
+        f"  {'family':14} {'tuning':>6} {'report':>6} {'gap':>6}  {'drain3':>6} {'drain3':>6}  worst report seed"
     )
-    print(f"  {'':12} {'':>6} {'':>6} {'':>6}  {'tuning':>6} {'report':>6}")
-    for family in (*FAMILY_NAMES, None):
-        tune = scores.average(TUNING_SEEDS, family)
-        report = scores.average(REPORT_SEEDS, family)
+    print(f"  {'':14} {'':>6} {'':>6} {'':>6}  {'tuning':>6} {'report':>6}")
+    rows: list[tuple[str, tuple[str, ...]]] = [(f, (f,)) for f in FAMILY_NAMES]
+    rows += [("average", FAMILY_NAMES), ("older nine", OLDER_FAMILIES)]
+    for label, families in rows:
+        tune = scores.average(TUNING_SEEDS, families)
+        report = scores.average(REPORT_SEEDS, families)
         gap = tune - report if tune is not None and report is not None else None
-        d3_tune = scores.average(TUNING_SEEDS, family, drain3=True)
-        d3_report = scores.average(REPORT_SEEDS, family, drain3=True)
-        if family is None:
-            worst = min((v, f, s) for (f, s), v in scores.healbot.items() if s in REPORT_SEEDS)
-            tail = f"{worst[1]} {worst[2]}: {worst[0]:.3f}"
-        else:
-            worst_seed = min(
-                (v, s) for (f, s), v in scores.healbot.items() if s in REPORT_SEEDS and f == family
-            )
-            tail = f"{worst_seed[1]}: {worst_seed[0]:.3f}"
+        d3_tune = scores.average(TUNING_SEEDS, families, drain3=True)
+        d3_report = scores.average(REPORT_SEEDS, families, drain3=True)
+        worst = min((v, f, s) for (f, s), v in scores.healbot.items() if s in REPORT_SEEDS and f in families)
+        tail = (
+            f"{worst[2]}: {worst[0]:.3f}" if len(families) == 1 else f"{worst[1]} {worst[2]}: {worst[0]:.3f}"
+        )
         print(
-            f"  {family or 'average':12} {_fmt(tune)} {_fmt(report)} {_fmt(gap)}  {_fmt(d3_tune)} {_fmt(d3_report)}  {tail}"
+            f"  {label:14} {_fmt(tune)} {_fmt(report)} {_fmt(gap)}  {_fmt(d3_tune)} {_fmt(d3_report)}  {tail}"
         )
     print(
         f"  ({time.perf_counter() - started:.1f} s; drain3 fed each message with the known header stripped)"
