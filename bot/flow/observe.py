@@ -17,6 +17,7 @@ from bot.faults import Step
 from bot.fingerprint_memo import FingerprintMemo
 from bot.flow.context import LOGGER_NAME, Flow, ServiceRuntime
 from bot.flow.storm import StormGate
+from bot.flow.storm_fold import StormFold
 from bot.grepfilter import CANDIDATE_TEXT
 from bot.interfaces import LogSource
 from bot.models import Fingerprint, Incident, LogRecord, SourceBatch
@@ -49,6 +50,7 @@ class Observer:
         self._rests: dict[str, tuple[str, SourceBatch]] = {}
         self.records_read: dict[str, int] = {}  # by source id, since start (for /metrics)
         self._fingerprints = FingerprintMemo(flow.grouper)
+        self._fold = StormFold(flow.grouper, self._fingerprints)
         self._chunk_lines: dict[str, int] = {}  # by source: what the last chunk's cost says fits CHUNK_S
 
     async def poll(self) -> list[Incident]:
@@ -142,12 +144,16 @@ class Observer:
         now = flow.clock.now()
         tally = _Tally(flow.config.max_samples, flow.scrub)
         self._fingerprints.clear()
+        service = runtime.cfg.name
+        limits = flow.config.limits
+        allowance = self._storms.allowance(limits, service, now)
+        fold = self._fold_for(service, allowance, now)
         if not batch.lines:
-            self._observe(runtime, assembler.flush(), now, tally)
+            self._observe(runtime, assembler.flush(), now, tally, fold)
             read_to = batch.cursor
         else:
             read_to, cut_at = await self._observe_batch(
-                runtime, source.source_id, assembler, batch, cursor, now, tally
+                runtime, source.source_id, assembler, batch, cursor, now, tally, fold
             )
             if cut_at is not None:
                 self._rests[source.source_id] = (read_to, _rest_of(batch, cut_at))
@@ -159,8 +165,6 @@ class Observer:
         if not observations and keep == stored:
             assembler.read_cursor = read_to
             return []
-        service = runtime.cfg.name
-        limits = flow.config.limits
         try:
             ingested = flow.store.ingest(
                 source.source_id,
@@ -168,7 +172,7 @@ class Observer:
                 observations,
                 max_samples=flow.config.max_samples,
                 at=now,
-                max_new=self._storms.allowance(limits, service, now),
+                max_new=allowance,
                 overflow=self._storms.overflow(limits, service),
             )
         except StoreError:
@@ -177,10 +181,23 @@ class Observer:
             self._rests.pop(source.source_id, None)
             raise
         assembler.read_cursor = read_to
+        if fold is not None and fold.stormed:
+            self._storms.folded(service, now)
         await self._storms.counted(flow, service, ingested, now)
         if any(i.is_new for i in ingested):
             faults.hit(Step.INCIDENT_STORED)
         return [i.incident for i in ingested]
+
+    def _fold_for(self, service: str, allowance: int, now: float) -> StormFold | None:
+        """The storm fold for a batch of `service`: while it storms and may open no incident."""
+        limits = self._flow.config.limits
+        if not self._storms.storming(limits, service, now):
+            self._fold.storm_over(service)
+            return None
+        if allowance > 0 or not self._fold.trusted:
+            return None
+        self._fold.begin(service, self._storms.overflow(limits, service))
+        return self._fold
 
     async def _observe_batch(
         self,
@@ -191,6 +208,7 @@ class Observer:
         read_from: str | None,
         now: float,
         tally: _Tally,
+        fold: StormFold | None,
     ) -> tuple[str, int | None]:
         """Assemble and fingerprint the batch chunk by chunk, yielding to the loop in between; once
         `POLL_BUDGET_S` is spent, the rest is left for the next poll. The cursor the next read starts at,
@@ -198,7 +216,7 @@ class Observer:
         lines = batch.lines
         if batch.resume is None:  # it cannot be cut: all of it, now
             records = assembler.feed(lines, now, read_from=read_from)
-            self._observe(runtime, records, now, tally)
+            self._observe(runtime, records, now, tally, fold)
             return batch.cursor, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POLL_BUDGET_S
@@ -210,7 +228,7 @@ class Observer:
             records = assembler.feed(
                 lines[start:end], now, resume=_shifted(batch.resume, start), read_from=read_from
             )
-            self._observe(runtime, records, now, tally)
+            self._observe(runtime, records, now, tally, fold)
             if end >= len(lines):
                 return batch.cursor, None
             start = end
@@ -220,19 +238,26 @@ class Observer:
                 return batch.resume(start), start  # a flood: the next poll goes on with the rest, soon
             await asyncio.sleep(0)  # a big batch leaves the loop to the timers between chunks
 
-    def _observe(self, runtime: ServiceRuntime, records: list[LogRecord], now: float, tally: _Tally) -> None:
+    def _observe(
+        self,
+        runtime: ServiceRuntime,
+        records: list[LogRecord],
+        now: float,
+        tally: _Tally,
+        fold: StormFold | None,
+    ) -> None:
         if records:  # one call's records come from one source
             source = records[0].source
             self.records_read[source] = self.records_read.get(source, 0) + len(records)
         record_error = self._flow.ledger.record
-        fingerprint = self._fingerprints.fingerprint
+        fingerprint = self._fingerprints.fingerprint if fold is None else fold.fingerprint
         may_be_error = CANDIDATE_TEXT.search  # the bulk scan's pre-filter: most lines are not grouped
         service = runtime.cfg.name
         for record in records:
             if may_be_error(record.text) is None:
                 continue
             fp = fingerprint(record)
-            if fp.is_error:
+            if fp is not None and fp.is_error:
                 record_error(service, fp.key, now)
                 tally.add(fp, record.text)
 

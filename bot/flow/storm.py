@@ -36,6 +36,17 @@ class StormGate:
     def overflow(self, limits: LimitsConfig, service: str) -> Fingerprint:
         return policy.storm_fingerprint(service, limits.new_incidents_per_service, limits.period_s)
 
+    def storming(self, limits: LimitsConfig, service: str, now: float) -> bool:
+        """True while errors of `service` were folded into its storm within the last period."""
+        at = self._storming.get(service)
+        return at is not None and now - at < limits.period_s
+
+    def folded(self, service: str, now: float) -> None:
+        """Errors of a storming service were just counted into its storm without the store folding them
+        (bot.flow.storm_fold): the storm goes on."""
+        if service in self._storming:
+            self._storming[service] = now
+
     async def counted(self, flow: Flow, service: str, ingested: Sequence[Ingested], now: float) -> None:
         """Charge the incidents just opened; announce a storm that begins; forget the storms that ended."""
         limits = flow.config.limits
