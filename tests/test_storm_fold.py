@@ -16,6 +16,7 @@ from bot.grouping import Grouper
 from bot.models import LogRecord
 from bot.records import RecordAssembler
 from bot.sources.file import FileSource
+from tests.bench.loghub import DATA_DIR
 from tests.test_flood_limits import (
     LIMITS,
     FloodWorld,
@@ -27,7 +28,7 @@ from tests.test_flood_limits import (
 
 pytestmark = pytest.mark.real_cli
 
-LOGHUB = Path("/work/shared/data/loghub-2k")
+LOGHUB = DATA_DIR
 STORM = 400  # distinct errors that start the storm: beyond the caps
 
 
