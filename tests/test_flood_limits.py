@@ -300,15 +300,20 @@ async def test_costly_records_are_fed_in_small_chunks_from_the_start_of_the_next
 ) -> None:
     """Regression (issue 13): each batch began with a fixed chunk of lines; when every record was costly
     to group (a flood of new kinds, each matched against many clusters) that first chunk held the loop
-    for seconds (heartbeat gaps of 14 s). A source's chunk size now follows what its last chunk cost."""
+    for seconds (heartbeat gaps of 14 s). A source's chunk size now follows what its last chunk cost.
+    Every record is costly whichever way it is counted: grouped in full, or only told apart as an error
+    while the service storms (bot.flow.storm_fold)."""
     grouper = world.daemon.pipeline.grouper
-    real_fingerprint = grouper.fingerprint
 
-    def costly(record: Any) -> Any:
-        time.sleep(0.002)  # stands for cluster matching that takes this long per record
-        return real_fingerprint(record)
+    def costly(real: Any) -> Any:
+        def slow(record: Any) -> Any:
+            time.sleep(0.002)  # stands for cluster matching that takes this long per record
+            return real(record)
 
-    monkeypatch.setattr(grouper, "fingerprint", costly)
+        return slow
+
+    monkeypatch.setattr(grouper, "fingerprint", costly(grouper.fingerprint))
+    monkeypatch.setattr(grouper, "is_error", costly(grouper.is_error))
     fed: list[int] = []
     real_feed = RecordAssembler.feed
 
