@@ -12,9 +12,10 @@ import contextlib
 import http.client
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 from urllib.parse import urlsplit
 
 from bot.config import HealthConfig
@@ -79,7 +80,11 @@ class ErrorLedger:
         self._changed: set[tuple[str, str]] = set()  # (service, fingerprint) not yet saved
         self._dropped: set[tuple[str, str]] = set()  # evicted or pruned, not yet deleted from the store
 
-    def record(self, service: str, fingerprint: str, at: float) -> None:
+    def record(self, service: str, fingerprint: str, at: float, count: int = 1) -> None:
+        """`count` errors of `fingerprint` at `at`: the same as `count` calls with one error each (a batch's
+        records share their time, so a flood costs one call per fingerprint and chunk, not per record)."""
+        if count < 1:
+            raise ValueError(f"ErrorLedger.record count must be at least 1, not {count}")
         with self._lock:
             by_fingerprint = self._series.setdefault(service, OrderedDict())
             series = by_fingerprint.get(fingerprint)
@@ -93,15 +98,38 @@ class ErrorLedger:
             else:
                 by_fingerprint.move_to_end(fingerprint)
             self._changed.add((service, fingerprint))
-            if len(series.recent) == self.max_timestamps:
-                folded = series.recent.popleft()
-                index = int(folded // self.bucket_s)
-                series.buckets[index] = series.buckets.get(index, 0) + 1
-            series.recent.append(at)
+            self._append(series, at, 1)
             series.last_seen = max(series.last_seen, at)
             self._newest = max(self._newest, at)
             if self._newest - self._pruned_at >= self.bucket_s:
-                self._prune()
+                self._prune()  # after the first, as one call each would (the others cannot prune again)
+            if count > 1:
+                self._append(series, at, count - 1)
+
+    def _append(self, series: _Series, at: float, count: int) -> None:
+        """`count` times `at` after the series' exact times; the oldest beyond `max_timestamps` (first
+        the older exact times, then as many of the new ones as need be) are folded into their buckets."""
+        recent, buckets = series.recent, series.buckets
+        overflow = len(recent) + count - self.max_timestamps
+        if overflow > 0:
+            if overflow >= len(recent):  # all of them, counted by time: a flood's share a few times
+                folded = Counter(recent).items()
+                recent.clear()
+            else:  # the oldest `overflow`, cut off in one copy (C speed, not a popleft each)
+                folded = Counter(islice(recent, overflow)).items()
+                recent = series.recent = deque(islice(recent, overflow, None), maxlen=recent.maxlen)
+            for time_folded, times in folded:
+                index = int(time_folded // self.bucket_s)
+                buckets[index] = buckets.get(index, 0) + times
+            new_folded = count - (self.max_timestamps - len(recent))
+            if new_folded > 0:
+                index = int(at // self.bucket_s)
+                buckets[index] = buckets.get(index, 0) + new_folded
+                count -= new_folded
+        if count == 1:
+            recent.append(at)
+        else:
+            recent.extend(repeat(at, count))
 
     def counts(self, service: str, start: float, end: float) -> dict[str, int]:
         """Errors per fingerprint with `start <= at < end`; fingerprints with none are left out."""

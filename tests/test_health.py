@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -196,6 +197,38 @@ def test_ledger_memory_is_bounded_but_counts_stay_right() -> None:
     assert ledger.counts("web", 1500.0, 1600.0) == {"fp-a": 100}  # folded into 10 s buckets
     assert ledger.counts("web", 1995.0, 2000.0) == {"fp-a": 5}  # the newest are exact
     assert ledger.stored() <= 5 + 100
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ledger_record_of_a_count_is_that_many_records_of_one(seed: int) -> None:
+    """Issue 13 (a flood's ledger writes, one per fingerprint and chunk): `record(..., count=n)` leaves the
+    ledger exactly as n calls of one do, whether the exact times overflow into buckets, part or all of them,
+    times go back, a fingerprint is evicted or the horizon prunes."""
+    rng = random.Random(seed)
+    options = {
+        "max_timestamps": rng.choice((1, 3, 8)),
+        "bucket_s": 10.0,
+        "horizon_s": 60.0,
+        "max_fingerprints": 2,
+    }
+    counted, one_by_one = ErrorLedger(**options), ErrorLedger(**options)
+    at = 1000.0
+    for _ in range(60):
+        at += rng.choice((0.0, 0.5, 3.0, 11.0, 70.0, -4.0))
+        fingerprint, count = rng.choice(("fp-a", "fp-b", "fp-c")), rng.choice((1, 2, 3, 7, 8, 9, 20))
+        counted.record("web", fingerprint, at, count)
+        for _ in range(count):
+            one_by_one.record("web", fingerprint, at)
+        assert counted.take_changes() == one_by_one.take_changes()
+        assert counted.counts("web", 0.0, 1e9) == one_by_one.counts("web", 0.0, 1e9)
+        assert counted.stored() == one_by_one.stored()
+
+
+def test_ledger_rejects_a_count_below_one_and_changes_nothing() -> None:
+    ledger = ErrorLedger()
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        ledger.record("web", "fp-a", 100.0, 0)
+    assert ledger.take_changes() == ([], [])
 
 
 def test_ledger_prunes_beyond_the_horizon() -> None:

@@ -249,17 +249,20 @@ class Observer:
         if records:  # one call's records come from one source
             source = records[0].source
             self.records_read[source] = self.records_read.get(source, 0) + len(records)
-        record_error = self._flow.ledger.record
         fingerprint = self._fingerprints.fingerprint if fold is None else fold.fingerprint
         may_be_error = CANDIDATE_TEXT.search  # the bulk scan's pre-filter: most lines are not grouped
-        service = runtime.cfg.name
+        errors: dict[str, int] = {}  # by fingerprint key: the ledger gets one call per key, not per record
         for record in records:
             if may_be_error(record.text) is None:
                 continue
             fp = fingerprint(record)
             if fp is not None and fp.is_error:
-                record_error(service, fp.key, now)
+                errors[fp.key] = errors.get(fp.key, 0) + 1
                 tally.add(fp, record.text)
+        record_errors = self._flow.ledger.record
+        service = runtime.cfg.name
+        for key, count in errors.items():
+            record_errors(service, key, now, count)
 
 
 class _Tally:
