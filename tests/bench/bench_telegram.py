@@ -41,12 +41,14 @@ from tests.fakes.telegram_world import (
     config_text,
     traceback_lines,
 )
-from tests.helpers import make_repo
+from tests.helpers import make_repo, until
 
 REPETITIONS = 5
 ROUND_TRIPS = 50
 WINDOW_S = 0.5
 STEP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+REPETITION_TIMEOUT_S = 2 * STEP_TIMEOUT_S + STOP_TIMEOUT_S + 30.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,12 +57,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _first_call(api: FakeBotApi, method: str, message_id: int, contains: str = "") -> Call | None:
+def _journalled(api: FakeBotApi, method: str, contains: str, message_id: int | None = None) -> Call | None:
+    """The first successful `method` call in CHAT whose resulting message holds `contains`."""
     for call in api.calls(method, chat_id=CHAT, ok=True):
         result = call.result if isinstance(call.result, dict) else {}
-        if result.get("message_id") == message_id and contains in str(result.get("text", "")):
+        if message_id is not None and result.get("message_id") != message_id:
+            continue
+        if contains in str(result.get("text", "")):
             return call
     return None
+
+
+async def _in_journal(api: FakeBotApi, method: str, contains: str, message_id: int | None = None) -> Call:
+    what = f"a {method} with {contains!r} in the fake Bot API's journal"
+    call = await until(lambda: _journalled(api, method, contains, message_id), STEP_TIMEOUT_S, what)
+    assert call is not None
+    return call
 
 
 def _world(tmp: Path) -> TelegramWorld:
@@ -93,19 +105,20 @@ async def _one_card(tmp: Path) -> tuple[float, float]:
         await world.connected()
         appended = time.time()
         world.append(traceback_lines(world.repo))
-        card = await world.card(timeout=STEP_TIMEOUT_S)
-        sent = _first_call(world.bot_api, "sendMessage", card.message_id)
-        assert sent is not None, "the card is not in the journal"
+        # Waited on in the journal itself: the fake stores a message before it journals the call, so a
+        # stored card may not be journalled yet (the bench read the journal too early under load).
+        sent = await _in_journal(world.bot_api, "sendMessage", "fingerprint")
+        card_id = int(sent.result["message_id"])
         pressed = time.time()
-        world.bot_api.press(APPROVER, CHAT, card.message_id, text="Approve #1")
-        await world.card_shows(card.message_id, "kept", timeout=STEP_TIMEOUT_S)
-        edited = _first_call(world.bot_api, "editMessageText", card.message_id, "kept")
-        assert edited is not None, "the outcome edit is not in the journal"
+        world.bot_api.press(APPROVER, CHAT, card_id, text="Approve #1")
+        edited = await _in_journal(world.bot_api, "editMessageText", "kept", card_id)
         return sent.at - appended, edited.at - pressed
     finally:
-        await world.stop_daemon()
-        world.bot_api.stop()
-        world.messages_api.stop()
+        try:
+            await asyncio.wait_for(world.stop_daemon(), STOP_TIMEOUT_S)
+        finally:
+            world.bot_api.stop()
+            world.messages_api.stop()
 
 
 def _bare_claude(tmp: Path) -> float:
@@ -156,20 +169,33 @@ def _ms(seconds: float) -> str:
 
 
 def run(repetitions: int = REPETITIONS) -> None:
-    if claude_binary() is None:
-        raise SystemExit("claude binary missing: run `make tools`")
+    """Print the figures, or one line saying what failed (the benchmarks after this one still run)."""
     print(
         f"telegram card latency (real PTB + fake Bot API + real claude + fake Messages API; n={repetitions})"
     )
+    if claude_binary() is None:
+        print("  FAILED: claude binary missing: run `make tools`")
+        return
+    try:
+        _measure(repetitions)
+    except (AssertionError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+        print(f"  FAILED: {type(exc).__name__}: {exc}")
+
+
+async def _bounded_card(tmp: Path) -> tuple[float, float]:
+    return await asyncio.wait_for(_one_card(tmp), REPETITION_TIMEOUT_S)
+
+
+def _measure(repetitions: int) -> None:
     to_card: list[float] = []
     to_outcome: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-telegram-") as tmp:
         for i in range(repetitions):
-            card_s, outcome_s = asyncio.run(_one_card(Path(tmp) / f"rep{i}"))
+            card_s, outcome_s = asyncio.run(_bounded_card(Path(tmp) / f"rep{i}"))
             to_card.append(card_s)
             to_outcome.append(outcome_s)
         bare = [_bare_claude(Path(tmp) / f"bare{i}") for i in range(3)]
-    trips = asyncio.run(_bot_api_round_trips())
+    trips = asyncio.run(asyncio.wait_for(_bot_api_round_trips(), STEP_TIMEOUT_S))
     print(f"  incident → card     p50 {_ms(percentile(to_card, 50))}   p95 {_ms(percentile(to_card, 95))}")
     print(
         f"  approve → outcome   p50 {_ms(percentile(to_outcome, 50))}   p95 {_ms(percentile(to_outcome, 95))}"
