@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     print("healbot benchmarks (ratios are against a reference measured in the same run)\n")
-    for name in args.only or NAMES:
-        benches[name]()
+    failed = [name for name in args.only or NAMES if benches[name]() is False]
     print(f"\nall benchmarks: {time.perf_counter() - started:.1f} s")
+    if failed:  # each said what failed where it ran; the ones after it ran all the same
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -168,18 +168,21 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:7.0f} ms"
 
 
-def run(repetitions: int = REPETITIONS) -> None:
-    """Print the figures, or one line saying what failed (the benchmarks after this one still run)."""
+def run(repetitions: int = REPETITIONS) -> bool:
+    """Print the figures, or one line saying what failed (the benchmarks after this one still run); False
+    when it failed."""
     print(
         f"telegram card latency (real PTB + fake Bot API + real claude + fake Messages API; n={repetitions})"
     )
     if claude_binary() is None:
         print("  FAILED: claude binary missing: run `make tools`")
-        return
+        return False
     try:
         _measure(repetitions)
     except (AssertionError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
         print(f"  FAILED: {type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 async def _bounded_card(tmp: Path) -> tuple[float, float]:
