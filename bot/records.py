@@ -161,18 +161,7 @@ class RecordAssembler:
         """The records `lines` completed. `resume(i)`: the cursor at the start of line i (`SourceBatch`);
         without it a record still pending resumes at `read_from`, the cursor this batch was read from."""
         done: list[LogRecord] = []
-        service, source = self.service, self.source
-        may_join = _MAY_JOIN.match
         for index, line in enumerate(lines):
-            pending = self._pending
-            if pending is not None and pending.state is _State.LINE and pending.is_one_short_line():
-                # A flood's common case inline: one line after another, each a record of its own.
-                body = strip_line_prefix(line.text)
-                if may_join(body) is None:
-                    first = pending.first
-                    done.append(LogRecord(service, source, pending.head[0], first.line_no, 1, pending.at))
-                    pending.restart(line, index, at)
-                    continue
             self._feed_one(line, index, at, done)
         pending = self._pending
         if pending is not None and pending.resume is None:
